@@ -1,0 +1,1 @@
+//! cachefs: a compiler cache keyed by what each compile was observed to touch.
