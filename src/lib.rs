@@ -1,1 +1,12 @@
 //! cachefs: a compiler cache keyed by what each compile was observed to touch.
+
+pub mod agent;
+pub mod cli;
+pub mod client;
+pub mod compiler;
+pub mod config;
+pub mod key;
+pub mod logging;
+pub mod observe;
+pub mod protocol;
+pub mod view;

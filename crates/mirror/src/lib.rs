@@ -1,4 +1,23 @@
 //! The FUSE mirror of `/`: one mount, one subtree per view (`MNT/<view-id>/…`
 //! mirrors `/`), every access by a view's process tree recorded by real path.
+//!
+//! A compile is attributed to its view by path, not by pid: the client bind
+//! mounts `MNT/<id>/<top>` over each real top-level directory in a private
+//! mount namespace, so everything that compile's process tree touches goes
+//! through view `<id>` and nothing else does. Each view gets fresh node ids,
+//! so long kernel cache TTLs never hide a view's first access of a path.
+mod attr;
+mod error;
+mod fs;
+mod handles;
+mod inodes;
+mod mount;
+mod options;
+mod passthrough;
 mod record;
+mod views;
+
+pub use error::MirrorError;
+pub use mount::{Mirror, MirrorStats};
+pub use options::MirrorOptions;
 pub use record::{Access, Kind, Record, Stamp};

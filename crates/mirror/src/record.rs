@@ -28,7 +28,7 @@ pub struct Stamp {
 
 /// One access by the view's process tree. Paths are real absolute paths
 /// (the view root is `/`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Access {
     /// A lookup that found an object (stat, or a path walk through it).
     Found { path: PathBuf, kind: Kind },

@@ -1,0 +1,522 @@
+//! The FUSE filesystem: `MNT/<view>/…` mirrors `/`, and every request on a
+//! view's nodes is performed on the real path and recorded in that view.
+//!
+//! The `Filesystem` impl here only dispatches; the work is in `lookup`
+//! (names and attributes), `io` (open files and data), `dirs` (listings) and
+//! `mutate` (changes to the tree).
+
+mod dirs;
+mod io;
+mod lookup;
+mod mutate;
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, INodeNo, InitFlags, IoctlFlags,
+    KernelConfig, LockOwner, OpenFlags, PollEvents, PollFlags, PollNotifier, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl,
+    ReplyLseek, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
+};
+use parking_lot::Mutex;
+
+use crate::handles::{DirHandles, FileHandles};
+use crate::inodes::{InodeTable, NodeRef};
+use crate::record::Access;
+use crate::views::ViewRegistry;
+
+/// State shared by the daemon threads and the [`crate::Mirror`] handle.
+/// Each lock guards one table and is never held across a real syscall that
+/// may block, nor together with another of these locks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub inodes: Mutex<InodeTable>,
+    pub views: Mutex<ViewRegistry>,
+    pub files: Mutex<FileHandles>,
+    pub dirs: Mutex<DirHandles>,
+    pub ttl: Duration,
+    hide: HashSet<PathBuf>,
+    want_passthrough: bool,
+    pub passthrough: AtomicBool,
+    mounted_at: SystemTime,
+}
+
+impl Shared {
+    pub fn new(ttl: Duration, hide: HashSet<PathBuf>, want_passthrough: bool) -> Shared {
+        Shared {
+            inodes: Mutex::default(),
+            views: Mutex::default(),
+            files: Mutex::default(),
+            dirs: Mutex::default(),
+            ttl,
+            hide,
+            want_passthrough,
+            passthrough: AtomicBool::new(false),
+            mounted_at: SystemTime::now(),
+        }
+    }
+
+    fn record(&self, view: u64, access: Access) {
+        self.views.lock().record(view, access);
+    }
+
+    /// Records that the view did something the mirror could not perform or
+    /// describe faithfully: such a view must not be cached.
+    fn unobservable(&self, view: u64, path: &Path, what: &'static str) {
+        let path = path.to_path_buf();
+        self.record(view, Access::Unobservable { path, what });
+    }
+
+    fn hidden(&self, path: &Path) -> bool {
+        self.hide.contains(path)
+    }
+
+    /// The node behind a kernel node id. Unknown ids belong to a closed view
+    /// (or were forgotten): ESTALE, as for a vanished NFS file.
+    fn node(&self, ino: INodeNo) -> Result<NodeRef, Errno> {
+        self.inodes.lock().get(ino.0).ok_or(Errno::ESTALE)
+    }
+
+    /// The real path of `name` in the view directory `parent`. The mount
+    /// root holds only views, which cannot be created, removed or renamed.
+    fn child(&self, parent: INodeNo, name: &OsStr) -> Result<(u64, PathBuf), Errno> {
+        if parent == INodeNo::ROOT {
+            return Err(Errno::EPERM);
+        }
+        let dir = self.node(parent)?;
+        Ok((dir.view, dir.path.join(name)))
+    }
+
+    /// Like `child`, for a name about to be created: hidden paths must stay
+    /// absent, so creating one is refused without a trace.
+    fn new_child(&self, parent: INodeNo, name: &OsStr) -> Result<(u64, PathBuf), Errno> {
+        let (view, path) = self.child(parent, name)?;
+        if self.hidden(&path) {
+            return Err(Errno::EACCES);
+        }
+        Ok((view, path))
+    }
+
+    fn passthrough_on(&self) -> bool {
+        self.passthrough.load(Ordering::Relaxed)
+    }
+}
+
+fn errno(e: std::io::Error) -> Errno {
+    Errno::from(e)
+}
+
+fn nix_errno(e: nix::errno::Errno) -> Errno {
+    Errno::from_i32(e as i32)
+}
+
+/// The fuser `Filesystem`; a thin handle on the shared state.
+#[derive(Debug)]
+pub(crate) struct MirrorFs {
+    shared: Arc<Shared>,
+}
+
+impl MirrorFs {
+    pub fn new(shared: Arc<Shared>) -> MirrorFs {
+        MirrorFs { shared }
+    }
+}
+
+/// `_IOC_WRITE`: the caller passes data in, so the ioctl may change the file.
+const IOC_WRITE: u32 = 1;
+
+impl Filesystem for MirrorFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // O_TRUNC arrives with OPEN (recorded as a truncating open) instead
+        // of as a separate SETATTR; symlink targets and lookups in one
+        // directory from several threads are cached / run in parallel.
+        for flag in [
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+        ] {
+            let _ = config.add_capabilities(flag);
+        }
+        let _ = config.set_max_background(64);
+        if self.shared.want_passthrough {
+            // Depth 2 lets the backing files live on a stacked fs (overlayfs
+            // roots in containers); nothing is stacked on top of the mirror.
+            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(2).is_ok();
+            self.shared.passthrough.store(ok, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.lookup_entry(parent, name, reply);
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.shared.inodes.lock().forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.get_attr(ino, fh, reply);
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = mutate::AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        };
+        self.set_attr(ino, fh, change, reply);
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.read_link(ino, reply);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        self.make_node(parent, name, mode, reply);
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        self.make_dir(parent, name, mode, reply);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove(parent, name, false, reply);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove(parent, name, true, reply);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        self.make_symlink(parent, link_name, target, reply);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.rename_entry(parent, name, newparent, newname, flags, reply);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        self.make_link(ino, newparent, newname, reply);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.open_file(ino, flags, reply);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.read_data(fh, offset, size, reply);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        self.write_data(fh, offset, data, reply);
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Writes go to the real file synchronously: nothing is buffered here.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.release_file(fh);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.sync_file(fh, datasync, reply);
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.open_dir(ino, reply);
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectory,
+    ) {
+        self.read_dir(ino, fh, offset, reply);
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.shared.dirs.lock().remove(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        self.stat_fs(ino, reply);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        // ENOTSUP, not ENOSYS: ENOSYS would make the kernel stop asking, and
+        // later attempts would go unrecorded.
+        self.unobservable_ino(ino, "setxattr");
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        // ENOSYS makes the kernel stop asking, notably for
+        // security.capability before every write.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.unobservable_ino(ino, "removexattr");
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Only called without default_permissions; the kernel checks modes.
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        self.create_file(parent, name, mode, flags, reply);
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        // Queries (isatty's TCGETS, FS_IOC_GETFLAGS) fail harmlessly; one
+        // that passes data in may be meant to change the file.
+        if (cmd >> 30) & IOC_WRITE != 0 {
+            self.unobservable_ino(ino, "ioctl");
+        }
+        reply.error(Errno::ENOTTY);
+    }
+
+    // The three below answer ENOSYS on purpose, quietly (fuser's defaults log
+    // a warning): the kernel then stops asking and does the job itself with
+    // ordinary reads and writes, which the mirror already serves.
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: ReplyLseek,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: PollNotifier,
+        _events: PollEvents,
+        _flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.allocate(ino, fh, offset, length, mode, reply);
+    }
+}
+
+impl MirrorFs {
+    fn unobservable_ino(&self, ino: INodeNo, what: &'static str) {
+        if let Ok(node) = self.shared.node(ino) {
+            self.shared.unobservable(node.view, &node.path, what);
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! The mirror's lifecycle: mount, views, unmount. Never leaves a stale
+//! mount behind: a mount left by a killed process is detached before
+//! mounting, and unmounting falls back to a lazy detach plus a connection
+//! abort so the daemon threads always end.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionUnmounter};
+use nix::mount::MntFlags;
+use parking_lot::Mutex;
+
+use crate::error::MirrorError;
+use crate::fs::{MirrorFs, Shared};
+use crate::options::MirrorOptions;
+use crate::record::Record;
+
+/// How long `unmount` waits for the daemon threads before leaving them.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Stale mounts detached from one path before giving up.
+const MAX_STALE: usize = 8;
+
+/// A mounted mirror. Dropping it unmounts.
+#[derive(Debug)]
+pub struct Mirror {
+    mountpoint: PathBuf,
+    shared: Arc<Shared>,
+    notifier: Notifier,
+    session: Mutex<Option<Running>>,
+}
+
+#[derive(Debug)]
+struct Running {
+    unmounter: SessionUnmounter,
+    thread: JoinHandle<io::Result<()>>,
+    /// The connection's number under /sys/fs/fuse/connections.
+    connection: Option<u64>,
+}
+
+/// Table sizes, for tests and diagnostics: after `close_view` of every view
+/// and the release of every file, all are back to zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MirrorStats {
+    pub inodes: usize,
+    pub views: usize,
+    pub open_files: usize,
+    pub open_dirs: usize,
+    pub backing_ids: usize,
+}
+
+impl Mirror {
+    /// Mounts the mirror at `mountpoint` (created if needed) and returns once
+    /// the mount is live.
+    pub fn mount(mountpoint: &Path, options: MirrorOptions) -> Result<Mirror, MirrorError> {
+        check_fuse_device()?;
+        let mountpoint = prepare_mountpoint(mountpoint)?;
+        let hide = hide_set(&mountpoint, &options.hide);
+        let shared = Arc::new(Shared::new(options.ttl, hide, options.passthrough));
+        let fs = MirrorFs::new(shared.clone());
+        let mut session = Session::new(fs, &mountpoint, &config(&options)).map_err(|source| {
+            MirrorError::Mount {
+                path: mountpoint.clone(),
+                source,
+            }
+        })?;
+        let unmounter = session.unmount_callable();
+        let notifier = session.notifier();
+        let thread = std::thread::Builder::new()
+            .name("cachefs-mirror".into())
+            .spawn(move || session.run())
+            .map_err(|source| MirrorError::Thread { source })?;
+        let connection = connection_id(&mountpoint);
+        let running = Running {
+            unmounter,
+            thread,
+            connection,
+        };
+        Ok(Mirror {
+            mountpoint,
+            shared,
+            notifier,
+            session: Mutex::new(Some(running)),
+        })
+    }
+
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Starts recording a new view; its tree is `view_root(id)`.
+    pub fn open_view(&self) -> u64 {
+        let id = self.shared.views.lock().open();
+        self.shared.inodes.lock().open_view(id);
+        id
+    }
+
+    pub fn view_root(&self, id: u64) -> PathBuf {
+        self.mountpoint.join(id.to_string())
+    }
+
+    /// Stops recording, returns what the view saw and forgets its nodes;
+    /// later kernel requests on them fail (ESTALE) and are not recorded.
+    pub fn close_view(&self, id: u64) -> Option<Record> {
+        let record = self.shared.views.lock().close(id)?;
+        self.shared.inodes.lock().close_view(id);
+        // Drops the kernel's dentries and inodes of the view now rather than
+        // under memory pressure; it answers with FORGETs we can ignore.
+        let _ = self
+            .notifier
+            .inval_entry(INodeNo::ROOT, OsStr::new(&id.to_string()));
+        Some(record)
+    }
+
+    /// Whether the kernel serves file data itself (FUSE passthrough). False
+    /// when not asked for, not offered by the kernel, or refused (EPERM).
+    pub fn passthrough_active(&self) -> bool {
+        self.shared.passthrough.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> MirrorStats {
+        let (open_files, backing_ids) = {
+            let files = self.shared.files.lock();
+            (files.len(), files.backing.live())
+        };
+        MirrorStats {
+            inodes: self.shared.inodes.lock().len(),
+            views: self.shared.views.lock().len(),
+            open_files,
+            open_dirs: self.shared.dirs.lock().len(),
+            backing_ids,
+        }
+    }
+
+    pub fn unmount(self) -> Result<(), MirrorError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Result<(), MirrorError> {
+        let Some(running) = self.session.lock().take() else {
+            return Ok(());
+        };
+        let Running {
+            mut unmounter,
+            thread,
+            connection,
+        } = running;
+        let res = unmounter.unmount().or_else(|e| {
+            log::info!(
+                "unmount of {} failed ({e}); detaching",
+                self.mountpoint.display()
+            );
+            detach(&self.mountpoint)
+        });
+        // Bind mounts in other namespaces keep the connection alive after
+        // the unmount; aborting it ends the daemon threads regardless.
+        abort_connection(connection);
+        wait(thread, &self.mountpoint);
+        res.map_err(|source| MirrorError::Unmount {
+            path: self.mountpoint.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            log::warn!("{e}");
+        }
+    }
+}
+
+fn config(options: &MirrorOptions) -> Config {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("cachefs".into()),
+        MountOption::Subtype("cachefs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::Exec,
+    ];
+    config.n_threads = Some(options.threads.max(1));
+    config.clone_fd = true;
+    config
+}
+
+fn check_fuse_device() -> Result<(), MirrorError> {
+    let dev = Path::new("/dev/fuse");
+    if !dev.exists() {
+        return Err(MirrorError::NoFuseDevice);
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .map(drop)
+        .map_err(|source| MirrorError::FuseDevice { source })
+}
+
+/// Detaches a mount left by a killed daemon (its path fails with ENOTCONN),
+/// creates the directory, and returns its canonical path.
+fn prepare_mountpoint(path: &Path) -> Result<PathBuf, MirrorError> {
+    // Killed more than once, a path can hold several stacked stale mounts.
+    for _ in 0..MAX_STALE {
+        if !stale(path) {
+            break;
+        }
+        detach(path).map_err(|source| MirrorError::StaleMount {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    let mountpoint_error = |source| MirrorError::Mountpoint {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(mountpoint_error)?;
+    path.canonicalize().map_err(mountpoint_error)
+}
+
+/// Whether `path` is a FUSE mount whose daemon is gone. Its root's
+/// attributes may still be cached, so a stat can succeed: listing it always
+/// asks the (dead) daemon.
+fn stale(path: &Path) -> bool {
+    let dead = |e: io::Error| {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
+        )
+    };
+    match std::fs::metadata(path) {
+        Err(e) => dead(e),
+        Ok(md) if md.is_dir() => std::fs::read_dir(path).err().is_some_and(dead),
+        Ok(_) => false,
+    }
+}
+
+fn detach(path: &Path) -> io::Result<()> {
+    nix::mount::umount2(path, MntFlags::MNT_DETACH).map_err(io::Error::from)
+}
+
+/// Hidden paths as given and canonical (what the daemon's lookups build is
+/// canonical below a view root only if no symlink was crossed).
+fn hide_set(mountpoint: &Path, hide: &[PathBuf]) -> HashSet<PathBuf> {
+    let mut set = HashSet::from([mountpoint.to_path_buf()]);
+    for path in hide {
+        if path.is_absolute() {
+            set.insert(path.clone());
+        }
+        if let Ok(real) = path.canonicalize() {
+            set.insert(real);
+        }
+    }
+    set
+}
+
+/// fusectl names a connection by the kernel's dev_t of the mount
+/// (major << 20 | minor).
+fn connection_id(mountpoint: &Path) -> Option<u64> {
+    let dev = std::fs::metadata(mountpoint).ok()?.dev();
+    Some((u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev)))
+}
+
+fn abort_connection(connection: Option<u64>) {
+    let Some(id) = connection else {
+        return;
+    };
+    let abort = format!("/sys/fs/fuse/connections/{id}/abort");
+    // Absent when the connection already ended or fusectl is not mounted.
+    let _ = std::fs::write(abort, "1");
+}
+
+fn wait(thread: JoinHandle<io::Result<()>>, mountpoint: &Path) {
+    let start = Instant::now();
+    while !thread.is_finished() {
+        if start.elapsed() > JOIN_TIMEOUT {
+            log::warn!(
+                "the mirror's daemon for {} is still running (its mount is held elsewhere); leaving it",
+                mountpoint.display()
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if let Ok(Err(e)) = thread.join() {
+        log::warn!(
+            "the mirror's daemon for {} ended with {e}",
+            mountpoint.display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_is_send_and_sync() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Mirror>();
+    }
+
+    #[test]
+    fn the_mountpoint_is_always_hidden() {
+        let hide = hide_set(
+            Path::new("/m"),
+            &[PathBuf::from("/cache/"), PathBuf::from("rel")],
+        );
+        assert!(hide.contains(Path::new("/m")));
+        assert!(hide.contains(Path::new("/cache")));
+        assert!(!hide.iter().any(|p| p.is_relative()));
+    }
+}

@@ -1,0 +1,98 @@
+//! The view registry: which views are open and what each has recorded.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::record::{Access, Record};
+
+/// View ids are unique in the process, across mirrors too, so a stale id held
+/// by a caller can never name a later view.
+static NEXT_VIEW: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Debug, Default)]
+struct ViewLog {
+    record: Record,
+    /// Idempotent accesses already recorded: a compile stats the same header
+    /// or probes the same missing path many times; once is enough.
+    seen: HashSet<Access>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ViewRegistry {
+    open: HashMap<u64, ViewLog>,
+}
+
+impl ViewRegistry {
+    pub fn open(&mut self) -> u64 {
+        let id = NEXT_VIEW.fetch_add(1, Ordering::Relaxed);
+        self.open.insert(id, ViewLog::default());
+        id
+    }
+
+    pub fn close(&mut self, id: u64) -> Option<Record> {
+        self.open.remove(&id).map(|log| log.record)
+    }
+
+    pub fn is_open(&self, id: u64) -> bool {
+        self.open.contains_key(&id)
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.open.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Appends `access` to the view's record unless the view is closed or the
+    /// access is a repeat of an idempotent one.
+    pub fn record(&mut self, id: u64, access: Access) {
+        let Some(log) = self.open.get_mut(&id) else {
+            return;
+        };
+        if is_idempotent(&access) && !log.seen.insert(access.clone()) {
+            return;
+        }
+        log.record.accesses.push(access);
+    }
+}
+
+fn is_idempotent(access: &Access) -> bool {
+    matches!(
+        access,
+        Access::Found { .. }
+            | Access::NotFound { .. }
+            | Access::ReadDir { .. }
+            | Access::ReadLink { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn dedupes_idempotent_accesses_only() {
+        let mut v = ViewRegistry::default();
+        let id = v.open();
+        let missing = Access::NotFound {
+            path: PathBuf::from("/x"),
+        };
+        let removed = Access::Removed {
+            path: PathBuf::from("/y"),
+        };
+        for _ in 0..2 {
+            v.record(id, missing.clone());
+            v.record(id, removed.clone());
+        }
+        let rec = v.close(id).unwrap();
+        assert_eq!(rec.accesses, vec![missing, removed.clone(), removed]);
+        assert!(v.close(id).is_none());
+        let next = v.open();
+        assert!(next > id);
+    }
+}

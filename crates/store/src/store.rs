@@ -1,0 +1,468 @@
+//! [`LocalStore`]: the public operations. Index transactions live in `tx.rs`.
+//!
+//! Durability: write transactions commit with `Durability::None` (no fsync) and every
+//! `DURABLE_EVERY` one of them is made durable, as are open, `evict`, `clear`, `flush` and the
+//! close in `Drop`. A crash can therefore lose the last seconds of results, manifests and meta
+//! values, which costs only recompiles. It cannot make the index point at a half-written blob,
+//! because a blob file is complete (written, then renamed) before the transaction naming it
+//! commits; and it cannot make the index point at a deleted blob, because files are only deleted
+//! after a *durable* commit (eviction, clear). A crash may leave blob files the index does not
+//! know; the next open notices the missing clean-shutdown flag and reconciles.
+//!
+//! LRU: `get_result` does not write. It records the touch in memory; the touches are applied by
+//! the next write transaction of any kind, or by a write of their own once `TOUCH_FLUSH_COUNT`
+//! are pending or the oldest is `TOUCH_FLUSH_AGE` old. Eviction applies them first, so its order
+//! is exact; a crash loses at most those touches, which only makes the LRU order approximate.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::blobfile::{self, blob_path};
+use crate::error::{HINT_READ, HINT_WRITE};
+use crate::index::{self, BLOBS, LRU, MANIFESTS, META, RESULTS, STATE};
+use crate::tx::Tx;
+use crate::{Hash, StoreError};
+
+/// At most this long between durable commits while writes keep coming.
+pub(crate) const DURABLE_EVERY: Duration = Duration::from_secs(30);
+const TOUCH_FLUSH_COUNT: usize = 4096;
+const TOUCH_FLUSH_AGE: Duration = Duration::from_secs(60);
+/// A blob `put_blob` returned is kept from eviction until a result references it, or this long
+/// (the caller may have failed between the two calls and never come back).
+const PIN_TTL: Duration = Duration::from_secs(3600);
+/// Eviction goes this far below the limit, so it runs once per ~10% of churn, not on every put.
+const EVICT_TO_PERCENT: u64 = 90;
+
+/// Counts of what the store holds, for `cachefs stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    pub results: u64,
+    pub blobs: u64,
+    /// On-disk bytes: blob files plus the index file.
+    pub bytes: u64,
+    pub limit: u64,
+    /// Blob files found damaged or missing (and dropped) since the cache was created.
+    pub corrupt_found: u64,
+    /// Results removed by eviction since the cache was created.
+    pub evicted: u64,
+}
+
+/// The local cache store. One per cache directory (the index is locked against other
+/// processes); shared by the agent's threads.
+pub struct LocalStore {
+    pub(crate) index_path: PathBuf,
+    pub(crate) blob_dir: PathBuf,
+    limit: u64,
+    pub(crate) db: Database,
+    /// Serializes write transactions (redb would too) so that the file deletions after an
+    /// eviction's commit happen before any other writer looks at the blobs. Holds the time of
+    /// the last durable commit.
+    pub(crate) writer: Mutex<Instant>,
+    pub(crate) pending: Mutex<Pending>,
+    pins: Mutex<HashMap<Hash, Pin>>,
+    clock: AtomicU64,
+    pub(crate) totals: Totals,
+}
+
+/// Read-path observations waiting for the next write transaction.
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// Result id → the tick of its latest `get_result`.
+    pub(crate) touches: HashMap<Hash, u64>,
+    pub(crate) since: Option<Instant>,
+    /// Blobs whose file `get_blob` found missing or removed as corrupt: their size leaves the
+    /// byte total.
+    pub(crate) missing: Vec<Hash>,
+}
+
+struct Pin {
+    count: u64,
+    at: Instant,
+}
+
+/// Mirrors of the committed index state, so `stats` and the over-limit check never read it.
+#[derive(Default)]
+pub(crate) struct Totals {
+    pub(crate) results: AtomicU64,
+    pub(crate) blobs: AtomicU64,
+    pub(crate) blob_bytes: AtomicU64,
+    pub(crate) corrupt_found: AtomicU64,
+    pub(crate) evicted: AtomicU64,
+}
+
+/// A poisoned lock only means another thread panicked; the guarded data is still consistent
+/// (every critical section is a few map operations).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn hash(data: &[u8]) -> Hash {
+    *blake3::hash(data).as_bytes()
+}
+
+impl LocalStore {
+    /// Opens the cache in `dir` (created 0700 if missing), with index `dir/index.redb` and blobs
+    /// under `dir/blobs/`. An unreadable index is moved aside and replaced by an empty one.
+    pub fn open(dir: &Path, limit_bytes: u64) -> Result<Self, StoreError> {
+        create_private_dir(dir)?;
+        let blob_dir = dir.join("blobs");
+        create_private_dir(&blob_dir)?;
+        let index_path = dir.join("index.redb");
+        let db = index::open(&index_path)?;
+        let store = LocalStore {
+            index_path,
+            blob_dir,
+            limit: limit_bytes,
+            db,
+            writer: Mutex::new(Instant::now()),
+            pending: Mutex::default(),
+            pins: Mutex::default(),
+            clock: AtomicU64::new(0),
+            totals: Totals::default(),
+        };
+        let clean = store.load()?;
+        store.write("opening the index", true, |tx| {
+            if !clean {
+                tx.reconcile()?;
+            }
+            tx.set_state(index::STATE_CLEAN, 0)
+        })?;
+        Ok(store)
+    }
+
+    /// Reads the counters and the clock; returns whether the last close was clean.
+    fn load(&self) -> Result<bool, StoreError> {
+        self.load_state().map_err(self.ie("reading the index"))
+    }
+
+    fn load_state(&self) -> Result<bool, redb::Error> {
+        let txn = self.db.begin_read()?;
+        let state = txn.open_table(STATE)?;
+        let get = |name| -> Result<u64, redb::Error> {
+            Ok(state.get(name)?.map_or(0, |g| g.value()))
+        };
+        let t = &self.totals;
+        t.blob_bytes.store(get(index::STATE_BLOB_BYTES)?, Relaxed);
+        t.corrupt_found.store(get(index::STATE_CORRUPT)?, Relaxed);
+        t.evicted.store(get(index::STATE_EVICTED)?, Relaxed);
+        t.results.store(txn.open_table(RESULTS)?.len()?, Relaxed);
+        t.blobs.store(txn.open_table(BLOBS)?.len()?, Relaxed);
+        let last = txn.open_table(LRU)?.last()?.map(|(k, _)| k.value().0);
+        self.clock.store(last.map_or(0, |tick| tick + 1), Relaxed);
+        Ok(get(index::STATE_CLEAN)? == 1)
+    }
+
+    /// Stores `data` under its blake3 hash and returns the hash. Content already stored is not
+    /// written again.
+    pub fn put_blob(&self, data: &[u8]) -> Result<Hash, StoreError> {
+        let id = hash(data);
+        // Pin before looking, so an eviction cannot delete the blob between this call and the
+        // put_result that references it.
+        self.pin(&id);
+        let path = blob_path(&self.blob_dir, &id);
+        if self.blob_indexed(&id)? && path.exists() {
+            return Ok(id);
+        }
+        let bytes = blobfile::encode(data)
+            .map_err(StoreError::io("compressing a blob for", &path, HINT_WRITE))?;
+        write_blob(&path, &bytes)?;
+        self.write("recording a blob", false, |tx| {
+            // A concurrent clear or corrupt read may have removed it since; writers are now
+            // serialized, so what is checked here stays true until the commit.
+            if !path.exists() {
+                write_blob(&path, &bytes)?;
+            }
+            tx.add_blob(&id, bytes.len() as u64)
+        })?;
+        Ok(id)
+    }
+
+    /// The blob's content, verified against `id`. A missing, truncated or damaged file is
+    /// removed, counted in `corrupt_found` and reported as `None`: never wrong bytes.
+    pub fn get_blob(&self, id: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = blob_path(&self.blob_dir, id);
+        let file = match fs::read(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if self.blob_indexed(id)? {
+                    self.found_corrupt(id, &path, "its file is missing");
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(StoreError::io("reading blob", &path, HINT_READ)(e)),
+        };
+        match blobfile::decode(id, &file) {
+            Ok(data) => Ok(Some(data)),
+            Err(why) => {
+                let _ = fs::remove_file(&path);
+                self.found_corrupt(id, &path, &why.to_string());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores a compile result that needs `blobs` (each already stored with `put_blob`).
+    /// Replaces an existing result with the same id.
+    pub fn put_result(&self, id: &Hash, value: &[u8], blobs: &[Hash]) -> Result<(), StoreError> {
+        let record = index::encode_result(value, blobs);
+        let tick = self.tick();
+        self.write("storing a result", false, |tx| {
+            // Link before releasing, so a blob in both the old and the new result never drops
+            // to zero references in between.
+            tx.link_blobs(id, blobs)?;
+            if let Some(old) = tx.insert_result(id, &record)? {
+                tx.release_blobs(&old, false)?;
+            }
+            tx.set_tick(id, tick)
+        })?;
+        self.unpin(blobs);
+        self.evict_if_over_limit();
+        Ok(())
+    }
+
+    /// The result's value, and marks it recently used (in memory; see the module docs).
+    pub fn get_result(&self, id: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(record) = self.read(RESULTS, id, "reading a result")? else {
+            return Ok(None);
+        };
+        let Some(value) = index::result_value(&record) else {
+            log::warn!(
+                "cache index {}: result {} has a malformed record; treating it as a miss",
+                self.index_path.display(),
+                blobfile::hex(id)
+            );
+            return Ok(None);
+        };
+        let value = value.to_vec();
+        self.touch(id);
+        Ok(Some(value))
+    }
+
+    pub fn remove_result(&self, id: &Hash) -> Result<(), StoreError> {
+        self.write("removing a result", false, |tx| {
+            if let Some(old) = tx.remove_result(id)? {
+                tx.release_blobs(&old, false)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn get_manifest(&self, key: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(MANIFESTS, key, "reading a manifest")
+    }
+
+    pub fn put_manifest(&self, key: &Hash, value: &[u8]) -> Result<(), StoreError> {
+        self.write("storing a manifest", false, |tx| {
+            tx.insert(MANIFESTS, key, value)
+        })
+    }
+
+    pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(META, name, "reading a meta value")
+    }
+
+    /// Not durable on its own (see the module docs); call [`LocalStore::flush`] for that.
+    pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.write("storing a meta value", false, |tx| {
+            tx.insert(META, name, value)
+        })
+    }
+
+    /// Makes everything written so far durable and applies pending LRU touches. For the agent
+    /// to call when it goes idle; closing the store does the same.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.write("flushing", true, |_| Ok(()))
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let t = &self.totals;
+        StoreStats {
+            results: t.results.load(Relaxed),
+            blobs: t.blobs.load(Relaxed),
+            bytes: self.bytes(),
+            limit: self.limit,
+            corrupt_found: t.corrupt_found.load(Relaxed),
+            evicted: t.evicted.load(Relaxed),
+        }
+    }
+
+    /// If the store is over its limit, drops unreferenced blobs, then least recently used results
+    /// (and the blobs only they used) until it is at most 90% of the limit. Returns the blob
+    /// bytes freed. The index file does not shrink, so its size counts but is not freed.
+    pub fn evict(&self) -> Result<u64, StoreError> {
+        if self.bytes() <= self.limit {
+            return Ok(0);
+        }
+        let target = self.limit / 100 * EVICT_TO_PERCENT;
+        self.write("evicting", true, |tx| {
+            let index_bytes = self.index_bytes();
+            if tx.blob_bytes + index_bytes <= self.limit {
+                return Ok(0); // another thread evicted first
+            }
+            let before = tx.blob_bytes;
+            tx.sweep_orphans()?;
+            while tx.blob_bytes + index_bytes > target && tx.evict_oldest()? {}
+            Ok(before - tx.blob_bytes)
+        })
+    }
+
+    /// Removes every result, blob and manifest. Meta values and the `corrupt_found`/`evicted`
+    /// counters are kept: they are history, not cache content.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        self.write("clearing the cache", true, |tx| tx.clear())
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.totals.blob_bytes.load(Relaxed) + self.index_bytes()
+    }
+
+    fn index_bytes(&self) -> u64 {
+        fs::metadata(&self.index_path).map_or(0, |m| m.len())
+    }
+
+    fn evict_if_over_limit(&self) {
+        if self.bytes() > self.limit {
+            // The put itself succeeded; a failed eviction is retried by the next put.
+            if let Err(e) = self.evict() {
+                log::warn!("{e}");
+            }
+        }
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Relaxed)
+    }
+
+    fn touch(&self, id: &Hash) {
+        let tick = self.tick();
+        let due = {
+            let mut p = lock(&self.pending);
+            p.touches.insert(*id, tick);
+            let since = *p.since.get_or_insert_with(Instant::now);
+            p.touches.len() >= TOUCH_FLUSH_COUNT || since.elapsed() >= TOUCH_FLUSH_AGE
+        };
+        if due {
+            // A lost touch only makes the LRU order approximate: not worth failing a hit.
+            if let Err(e) = self.write("recording recent use", false, |_| Ok(())) {
+                log::warn!("{e}");
+            }
+        }
+    }
+
+    fn found_corrupt(&self, id: &Hash, path: &Path, why: &str) {
+        self.totals.corrupt_found.fetch_add(1, Relaxed);
+        lock(&self.pending).missing.push(*id);
+        log::warn!(
+            "cache blob {} is unusable ({why}); dropped it, the compile will run again",
+            path.display()
+        );
+    }
+
+    fn pin(&self, id: &Hash) {
+        let mut pins = lock(&self.pins);
+        let pin = pins.entry(*id).or_insert(Pin {
+            count: 0,
+            at: Instant::now(),
+        });
+        pin.count += 1;
+        pin.at = Instant::now();
+    }
+
+    fn unpin(&self, ids: &[Hash]) {
+        let mut pins = lock(&self.pins);
+        for id in ids {
+            if let Some(pin) = pins.get_mut(id) {
+                pin.count = pin.count.saturating_sub(1);
+                if pin.count == 0 {
+                    pins.remove(id);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn is_pinned(&self, id: &Hash) -> bool {
+        let mut pins = lock(&self.pins);
+        pins.retain(|_, p| p.at.elapsed() < PIN_TTL);
+        pins.contains_key(id)
+    }
+
+    fn blob_indexed(&self, id: &Hash) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read().map_err(self.ie("reading"))?;
+        let table = txn.open_table(BLOBS).map_err(self.ie("reading"))?;
+        Ok(table.get(id).map_err(self.ie("reading a blob entry"))?.is_some())
+    }
+
+    /// One value from a byte-valued table, copied out of a short read transaction.
+    fn read<K: redb::Key + 'static>(
+        &self,
+        def: TableDefinition<K, &[u8]>,
+        key: K::SelfType<'_>,
+        op: &'static str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(self.ie(op))?;
+        let table = txn.open_table(def).map_err(self.ie(op))?;
+        let value = table.get(key).map_err(self.ie(op))?;
+        Ok(value.map(|g| g.value().to_vec()))
+    }
+
+    pub(crate) fn ie<'a, E: Into<redb::Error>>(
+        &'a self,
+        op: &'static str,
+    ) -> impl FnOnce(E) -> StoreError + 'a {
+        StoreError::index(op, &self.index_path)
+    }
+
+    /// Runs `f` in a write transaction (after applying pending touches) and commits it, durably
+    /// if asked or if the last durable commit is `DURABLE_EVERY` old.
+    pub(crate) fn write<T>(
+        &self,
+        op: &'static str,
+        durable: bool,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut last_durable = lock(&self.writer);
+        let durable = durable || last_durable.elapsed() >= DURABLE_EVERY;
+        let out = Tx::begin(self, op, durable)?.run(op, f)?;
+        if durable {
+            *last_durable = Instant::now();
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for LocalStore {
+    fn drop(&mut self) {
+        let closed = self.write("closing the index", true, |tx| {
+            tx.set_state(index::STATE_CLEAN, 1)
+        });
+        if let Err(e) = closed {
+            log::warn!("{e} (the next start will check the blob files against the index)");
+        }
+    }
+}
+
+fn write_blob(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    blobfile::write_atomic(path, bytes)
+        .map_err(|(p, e)| StoreError::io("writing blob", &p, HINT_WRITE)(e))
+}
+
+/// 0700: cached outputs are as private as the sources they were compiled from.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(StoreError::io(
+            "creating cache directory",
+            dir,
+            "check that the parent directory exists and is writable, or choose another cache directory",
+        ))
+}

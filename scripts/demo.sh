@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The main job: build cachefs, then build the bundled C example twice under
+# `cachefs run make`, cleaning in between; the second build is all hits.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --release --workspace
+cachefs="$PWD/target/release/cachefs"
+export CACHEFS_DIR="${CACHEFS_DIR:-$PWD/target/demo-cache}"
+work="$PWD/target/demo-project"
+rm -rf "$work" && cp -r examples/c-project "$work"
+cd "$work"
+"$cachefs" stats --zero >/dev/null
+echo "== first build (cold cache) =="
+"$cachefs" run make -j2 -s
+make -s clean
+echo "== second build (after make clean) =="
+"$cachefs" run make -j2 -s
+./calc | head -3
+"$cachefs" stats

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs what the tests need, then cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo test --workspace -- --test-threads=2

@@ -1,0 +1,294 @@
+//! The resident agent: one per cache directory. It owns the store (redb
+//! allows one process), serves the FUSE mirror, keeps the stat cache and the
+//! statistics, and answers clients on a unix socket inside the cache dir.
+
+mod compile;
+mod results;
+mod stats;
+
+use crate::config::Config;
+use crate::key::StatCache;
+use crate::protocol::{self, Request, Response};
+use anyhow::{bail, Context, Result};
+use cachefs_mirror::{Mirror, MirrorOptions};
+use cachefs_store::LocalStore;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use stats::Outcome;
+
+/// Top-level directories whose files are never dependencies: kernel and
+/// runtime state, not inputs a compile could be keyed on.
+pub const UNOBSERVED_ROOTS: &[&str] = &["proc", "sys", "dev", "run"];
+
+pub struct Agent {
+    config: Config,
+    store: LocalStore,
+    mirror: Option<Mirror>,
+    /// How compiles are observed, or why they cannot be (shown by `stats`).
+    observation: String,
+    binds: Vec<Vec<u8>>,
+    stat_cache: StatCache,
+    stats: stats::Stats,
+    manifest_lock: Mutex<()>,
+    last_activity: Mutex<Instant>,
+    active: AtomicUsize,
+}
+
+/// Runs the agent in the foreground until `cachefs stop` or the idle timeout.
+/// Returns Ok(false) without doing anything if another agent already serves
+/// this cache directory.
+pub fn serve(config: Config) -> Result<bool> {
+    std::fs::create_dir_all(&config.dir)
+        .with_context(|| format!("cannot create the cache directory {}", config.dir.display()))?;
+    std::fs::set_permissions(&config.dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private (chmod 700)", config.dir.display()))?;
+    let Some(lock) = take_lock(&config.dir)? else {
+        return Ok(false);
+    };
+    let listener = bind_socket(&config.socket_path())?;
+    let _ = std::fs::write(config.dir.join("agent.pid"), std::process::id().to_string());
+    let agent = Arc::new(Agent::open(config)?);
+    log::info!(
+        "agent {} serving {}",
+        std::process::id(),
+        agent.config.dir.display()
+    );
+    spawn_housekeeping(agent.clone());
+    for stream in listener.incoming() {
+        match stream {
+            Ok(s) => {
+                let agent = agent.clone();
+                std::thread::spawn(move || agent.serve_connection(s));
+            }
+            Err(e) => log::warn!("accept on the agent socket failed: {e}"),
+        }
+    }
+    drop(lock);
+    Ok(true)
+}
+
+fn take_lock(dir: &Path) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    let path = dir.join("agent.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the agent lock {}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => bail!("cannot lock {}: {e}", path.display()),
+    }
+}
+
+fn bind_socket(path: &Path) -> Result<UnixListener> {
+    // We hold the agent lock, so a socket file left here belongs to a dead agent.
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).with_context(|| {
+        format!(
+            "cannot listen on {} (a unix socket path must be under 108 bytes: set CACHEFS_DIR to a shorter path)",
+            path.display()
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+fn mirror_mountpoint(config: &Config) -> PathBuf {
+    config.dir.join("mnt")
+}
+
+/// Every real top-level directory except the unobserved ones: a view binds
+/// its mirror of each over the real one. Symlinks (/bin → usr/bin) need no
+/// bind: they resolve into a bound directory.
+fn top_level_binds() -> Vec<Vec<u8>> {
+    let Ok(entries) = std::fs::read_dir("/") else {
+        return Vec::new();
+    };
+    let mut binds: Vec<Vec<u8>> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().as_bytes().to_vec())
+        .filter(|n| {
+            !UNOBSERVED_ROOTS
+                .iter()
+                .any(|u| u.as_bytes() == n.as_slice())
+        })
+        .collect();
+    binds.sort();
+    binds
+}
+
+impl Agent {
+    fn open(config: Config) -> Result<Agent> {
+        let store = LocalStore::open(&config.dir, config.cache_size)
+            .with_context(|| format!("cannot open the cache store in {}", config.dir.display()))?;
+        let stats = stats::Stats::load(store.get_meta("stats").ok().flatten());
+        let options = MirrorOptions {
+            hide: vec![config.dir.clone()],
+            ..MirrorOptions::default()
+        };
+        let (mirror, observation) = match Mirror::mount(&mirror_mountpoint(&config), options) {
+            Ok(m) => {
+                let how = if m.passthrough_active() {
+                    "FUSE mirror, passthrough"
+                } else {
+                    "FUSE mirror"
+                };
+                (Some(m), how.to_string())
+            }
+            Err(e) => {
+                log::warn!("compiles will run uncached: {e}");
+                (None, format!("unavailable: {e}"))
+            }
+        };
+        Ok(Agent {
+            config,
+            store,
+            mirror,
+            observation,
+            binds: top_level_binds(),
+            stat_cache: StatCache::default(),
+            stats,
+            manifest_lock: Mutex::new(()),
+            last_activity: Mutex::new(Instant::now()),
+            active: AtomicUsize::new(0),
+        })
+    }
+
+    fn serve_connection(&self, mut stream: UnixStream) {
+        if !same_user(&stream) {
+            let _ = protocol::write_frame(
+                &mut stream,
+                &Response::Error {
+                    message: "connection refused: the agent serves only its own user".into(),
+                },
+            );
+            return;
+        }
+        self.active.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        if let Err(e) = self.converse(&mut stream) {
+            log::debug!("connection ended: {e:#}");
+        }
+        self.touch();
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn touch(&self) {
+        *self.last_activity.lock().unwrap() = Instant::now();
+    }
+
+    fn converse(&self, stream: &mut UnixStream) -> Result<()> {
+        loop {
+            let request: Request = match protocol::read_frame(stream) {
+                Ok(r) => r,
+                Err(protocol::ProtocolError::Closed) => return Ok(()),
+                Err(e) => {
+                    let _ = protocol::write_frame(
+                        stream,
+                        &Response::Error {
+                            message: e.to_string(),
+                        },
+                    );
+                    return Err(e.into());
+                }
+            };
+            let reply = match request {
+                Request::Compile(req) => {
+                    self.compile(req, stream)?;
+                    continue;
+                }
+                Request::Stats { zero } => Response::Stats(self.stats_report(zero)),
+                Request::RunSummary { run_id } => {
+                    Response::Summary(self.stats.run_summary(&run_id))
+                }
+                Request::Ping => Response::Pong {
+                    pid: std::process::id(),
+                },
+                Request::Shutdown => {
+                    protocol::write_frame(
+                        stream,
+                        &Response::Pong {
+                            pid: std::process::id(),
+                        },
+                    )?;
+                    self.shutdown("stopped by `cachefs stop`");
+                }
+                Request::Finished(_) | Request::Abandon { .. } => Response::Error {
+                    message: "protocol error: no compile in progress on this connection".into(),
+                },
+            };
+            protocol::write_frame(stream, &reply)?;
+        }
+    }
+
+    fn stats_report(&self, zero: bool) -> protocol::StatsReport {
+        if zero {
+            self.stats.zero();
+        }
+        let mut report = self.stats.report();
+        let store = self.store.stats();
+        report.entries = store.results;
+        report.bytes = store.bytes;
+        report.limit = store.limit;
+        report.observation = self.observation.clone();
+        report
+    }
+
+    fn flush_stats(&self) {
+        if let Some(bytes) = self.stats.take_dirty() {
+            if let Err(e) = self.store.put_meta("stats", &bytes) {
+                log::warn!("cannot save statistics: {e}");
+            }
+        }
+    }
+
+    /// Unmounts, saves, removes the socket and exits the process: in-flight
+    /// compiles lose their connection and their clients fall back to
+    /// compiling uncached.
+    fn shutdown(&self, why: &str) -> ! {
+        log::info!("agent {} exiting: {why}", std::process::id());
+        self.flush_stats();
+        let _ = std::fs::remove_file(self.config.socket_path());
+        if let Some(m) = &self.mirror {
+            detach_mount(m.mountpoint());
+        }
+        std::process::exit(0)
+    }
+}
+
+/// A lazy unmount: the kernel drops the mount once nothing uses it, so a
+/// compile still running in a view cannot keep the agent from exiting.
+fn detach_mount(path: &Path) {
+    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
+        // SAFETY: a valid NUL-terminated path; umount2 touches no memory of ours.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+fn same_user(stream: &UnixStream) -> bool {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    match getsockopt(stream, PeerCredentials) {
+        Ok(cred) => cred.uid() == nix::unistd::geteuid().as_raw(),
+        Err(_) => false,
+    }
+}
+
+fn spawn_housekeeping(agent: Arc<Agent>) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_secs(1));
+        agent.flush_stats();
+        let idle = agent.last_activity.lock().unwrap().elapsed();
+        if agent.active.load(Ordering::SeqCst) == 0 && idle >= agent.config.idle_timeout {
+            agent.shutdown("idle timeout");
+        }
+    });
+}

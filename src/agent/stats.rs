@@ -1,0 +1,140 @@
+//! Counters kept in memory by the agent, persisted in the store's meta table
+//! so that `cachefs stats` survives agent restarts.
+
+use crate::protocol::{RunSummary, StatsReport};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Counters {
+    pub requests: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub uncacheable: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub time_saved_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome<'a> {
+    Hit { saved_ms: u64 },
+    Miss,
+    Uncacheable(&'a str),
+    Error(&'a str),
+}
+
+#[derive(Default)]
+pub struct Stats {
+    inner: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    total: Counters,
+    runs: HashMap<String, RunSummary>,
+    dirty: bool,
+}
+
+impl Stats {
+    pub fn load(bytes: Option<Vec<u8>>) -> Stats {
+        let total = bytes
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Stats {
+            inner: Mutex::new(State {
+                total,
+                ..State::default()
+            }),
+        }
+    }
+
+    pub fn record(&self, run: Option<&str>, outcome: Outcome) {
+        let mut s = self.inner.lock().unwrap();
+        s.dirty = true;
+        s.total.requests += 1;
+        apply(&mut s.total, outcome);
+        if let Some(run) = run {
+            let r = s.runs.entry(run.to_string()).or_default();
+            r.compiles += 1;
+            match outcome {
+                Outcome::Hit { saved_ms } => {
+                    r.hits += 1;
+                    r.time_saved_ms += saved_ms;
+                }
+                Outcome::Miss => r.misses += 1,
+                Outcome::Uncacheable(_) => r.uncacheable += 1,
+                Outcome::Error(_) => r.errors += 1,
+            }
+        }
+    }
+
+    /// Counts a compile that was already counted as a miss but then could
+    /// not be observed or stored after all.
+    pub fn reclassify_miss(&self, run: Option<&str>, outcome: Outcome) {
+        let mut s = self.inner.lock().unwrap();
+        s.total.misses = s.total.misses.saturating_sub(1);
+        apply(&mut s.total, outcome);
+        if let Some(r) = run.and_then(|run| s.runs.get_mut(run)) {
+            r.misses = r.misses.saturating_sub(1);
+            match outcome {
+                Outcome::Uncacheable(_) => r.uncacheable += 1,
+                _ => r.errors += 1,
+            }
+        }
+    }
+
+    pub fn run_summary(&self, run: &str) -> RunSummary {
+        self.inner
+            .lock()
+            .unwrap()
+            .runs
+            .get(run)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn report(&self) -> StatsReport {
+        let s = self.inner.lock().unwrap();
+        let t = &s.total;
+        StatsReport {
+            requests: t.requests,
+            hits: t.hits,
+            misses: t.misses,
+            uncacheable: t.uncacheable.values().sum(),
+            uncacheable_reasons: t.uncacheable.clone(),
+            errors: t.errors.values().sum(),
+            error_reasons: t.errors.clone(),
+            time_saved_ms: t.time_saved_ms,
+            ..StatsReport::default()
+        }
+    }
+
+    pub fn zero(&self) {
+        let mut s = self.inner.lock().unwrap();
+        s.total = Counters::default();
+        s.dirty = true;
+    }
+
+    /// The serialised counters if they changed since the last call.
+    pub fn take_dirty(&self) -> Option<Vec<u8>> {
+        let mut s = self.inner.lock().unwrap();
+        if !s.dirty {
+            return None;
+        }
+        s.dirty = false;
+        Some(serde_json::to_vec(&s.total).expect("counters serialise"))
+    }
+}
+
+fn apply(t: &mut Counters, outcome: Outcome) {
+    match outcome {
+        Outcome::Hit { saved_ms } => {
+            t.hits += 1;
+            t.time_saved_ms += saved_ms;
+        }
+        Outcome::Miss => t.misses += 1,
+        Outcome::Uncacheable(why) => *t.uncacheable.entry(why.to_string()).or_default() += 1,
+        Outcome::Error(why) => *t.errors.entry(why.to_string()).or_default() += 1,
+    }
+}

@@ -1,0 +1,126 @@
+//! `cachefs start`, `cachefs stop`, the hidden `cachefs agent`, and talking to
+//! the agent from the command line.
+
+use crate::config::{Config, ENV_COMPILER, ENV_IN_COMPILE};
+use crate::protocol::{self, Request, Response};
+use anyhow::{anyhow, bail, Context, Result};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn start() -> Result<()> {
+    let config = Config::from_env()?;
+    let pid = start_agent(&config)?;
+    eprintln!("cachefs: agent {pid} serving {}", config.dir.display());
+    Ok(())
+}
+
+pub fn stop() -> Result<()> {
+    let config = Config::from_env()?;
+    match UnixStream::connect(config.socket_path()) {
+        Ok(mut s) => {
+            protocol::write_frame(&mut s, &Request::Shutdown)?;
+            let _ = protocol::read_frame::<Response, _>(&mut s);
+            // The agent exits right after answering; wait until it is gone.
+            let deadline = Instant::now() + START_TIMEOUT;
+            while UnixStream::connect(config.socket_path()).is_ok() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            eprintln!("cachefs: agent stopped");
+        }
+        Err(_) => eprintln!("cachefs: no agent running for {}", config.dir.display()),
+    }
+    Ok(())
+}
+
+pub fn agent() -> Result<()> {
+    let config = Config::from_env()?;
+    if !crate::agent::serve(config)? {
+        log::info!("another agent already serves this cache directory");
+    }
+    Ok(())
+}
+
+/// Makes sure an agent serves `config.dir`, starting one in the background if
+/// needed; returns its pid.
+pub fn start_agent(config: &Config) -> Result<u32> {
+    if let Ok(pid) = ping(config) {
+        return Ok(pid);
+    }
+    std::fs::create_dir_all(&config.dir)
+        .with_context(|| format!("cannot create the cache directory {}", config.dir.display()))?;
+    let log_path = config.dir.join("agent.log");
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open the agent log {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the cachefs executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("agent")
+        .env("CACHEFS_DIR", &config.dir)
+        .env_remove("LD_PRELOAD")
+        .env_remove(ENV_COMPILER)
+        .env_remove(ENV_IN_COMPILE)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe. A session of its own keeps the
+    // agent alive when the build's terminal or process group goes away.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    };
+    let mut child = cmd.spawn().context("cannot start the cachefs agent")?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(pid) = ping(config) {
+            // Reap it later: it outlives us, and init adopts it.
+            std::mem::forget(child);
+            return Ok(pid);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Lost a race with another starter: that agent may be up now.
+            if let Ok(pid) = ping(config) {
+                return Ok(pid);
+            }
+            bail!(
+                "the agent exited at start ({status}); see {}",
+                log_path.display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the agent did not answer within {START_TIMEOUT:?}; see {}",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn ping(config: &Config) -> Result<u32> {
+    match request(config, &Request::Ping)? {
+        Response::Pong { pid } => Ok(pid),
+        other => Err(anyhow!("unexpected agent reply {other:?}")),
+    }
+}
+
+/// One request/response exchange with the agent.
+pub fn request(config: &Config, req: &Request) -> Result<Response> {
+    let path = config.socket_path();
+    let mut s = UnixStream::connect(&path)
+        .with_context(|| format!("cannot connect to the agent at {}", path.display()))?;
+    s.set_read_timeout(Some(START_TIMEOUT))?;
+    protocol::write_frame(&mut s, req)?;
+    match protocol::read_frame(&mut s)? {
+        Response::Error { message } => Err(anyhow!("agent error: {message}")),
+        r => Ok(r),
+    }
+}

@@ -1,0 +1,62 @@
+//! The command line: one file per subcommand.
+
+pub mod lifecycle;
+mod run;
+mod stats;
+
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+
+#[derive(Parser)]
+#[command(
+    name = "cachefs",
+    version,
+    about = "A compiler cache that keys each compile by what it was observed to touch"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a build command with every compiler call it makes cached
+    /// (e.g. `cachefs run make -j8`).
+    Run {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
+    /// Show cache statistics.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Reset the counters (after showing them).
+        #[arg(long)]
+        zero: bool,
+    },
+    /// Start the agent for this cache directory (it also starts on demand).
+    Start,
+    /// Stop the agent for this cache directory.
+    Stop,
+    /// Run the agent in the foreground (used by `start`).
+    #[command(hide = true)]
+    Agent,
+}
+
+/// Runs the command line and returns the process exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    crate::logging::init_quiet();
+    let result = match cli.command {
+        Command::Run { command } => run::run(command),
+        Command::Stats { json, zero } => stats::stats(json, zero).map(|_| 0),
+        Command::Start => lifecycle::start().map(|_| 0),
+        Command::Stop => lifecycle::stop().map(|_| 0),
+        Command::Agent => lifecycle::agent().map(|_| 0),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("cachefs: {e:#}");
+        1
+    })
+}

@@ -1,0 +1,98 @@
+//! `cachefs stats [--json] [--zero]`.
+
+use super::lifecycle::{request, start_agent};
+use crate::config::Config;
+use crate::protocol::{Request, Response, StatsReport};
+use anyhow::{bail, Result};
+use std::path::Path;
+
+/// Compiles whose client could not reach the agent are written to this file
+/// by the client, since the agent never heard of them.
+const FALLBACK_LOG: &str = "fallbacks.log";
+
+pub fn stats(json: bool, zero: bool) -> Result<()> {
+    let config = Config::from_env()?;
+    start_agent(&config)?;
+    let Response::Stats(mut report) = request(&config, &Request::Stats { zero: false })? else {
+        bail!("the agent answered a stats request with something else");
+    };
+    add_fallbacks(&config.dir, &mut report);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    if zero {
+        request(&config, &Request::Stats { zero: true })?;
+        let _ = std::fs::remove_file(config.dir.join(FALLBACK_LOG));
+    }
+    Ok(())
+}
+
+fn fallback_lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join(FALLBACK_LOG))
+        .map(|s| s.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+pub fn fallbacks_for_run(dir: &Path, run_id: &str) -> u64 {
+    fallback_lines(dir)
+        .iter()
+        .filter(|l| l.split('\t').next() == Some(run_id))
+        .count() as u64
+}
+
+fn add_fallbacks(dir: &Path, report: &mut StatsReport) {
+    let n = fallback_lines(dir).len() as u64;
+    if n > 0 {
+        report.requests += n;
+        report.errors += n;
+        *report
+            .error_reasons
+            .entry("agent unreachable".into())
+            .or_default() += n;
+    }
+}
+
+fn print_table(r: &StatsReport) {
+    let row = |name: &str, value: String| println!("{name:<32} {value:>14}");
+    row("Compile requests", r.requests.to_string());
+    row("Cache hits", r.hits.to_string());
+    row("Cache misses", r.misses.to_string());
+    row("Uncacheable", r.uncacheable.to_string());
+    for (why, n) in &r.uncacheable_reasons {
+        row(&format!("  {why}"), n.to_string());
+    }
+    row("Errors (compiled uncached)", r.errors.to_string());
+    for (why, n) in &r.error_reasons {
+        row(&format!("  {why}"), n.to_string());
+    }
+    let looked = r.hits + r.misses;
+    let rate = if looked > 0 {
+        100.0 * r.hits as f64 / looked as f64
+    } else {
+        0.0
+    };
+    row("Hit rate", format!("{rate:.1} %"));
+    row(
+        "Time saved",
+        format!("{:.1} s", r.time_saved_ms as f64 / 1000.0),
+    );
+    row("Cached results", r.entries.to_string());
+    row(
+        "Cache size",
+        format!("{} / {}", human(r.bytes), human(r.limit)),
+    );
+    row("Observation", r.observation.clone());
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", units[u])
+}

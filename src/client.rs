@@ -1,0 +1,282 @@
+//! Compile mode: the shim diverted a compiler exec to us. Ask the agent; on a
+//! hit replay the result, on a miss run the compiler inside an observation
+//! view and report back, and on any failure run the compiler unchanged.
+
+use crate::config::{Config, ENV_COMPILER, ENV_IN_COMPILE, ENV_RUN_ID};
+use crate::protocol::{self, CompileRequest, Exit, Finished, Request, Response};
+use crate::view::ViewEntry;
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// Compiler output beyond this is printed but not cached.
+const MAX_CAPTURE: usize = 64 << 20;
+
+pub struct Call {
+    pub compiler: PathBuf,
+    pub argv: Vec<OsString>,
+}
+
+impl Call {
+    /// A call diverted by the shim: argv exactly as the build gave it.
+    pub fn from_shim(compiler: OsString) -> Call {
+        Call {
+            compiler: compiler.into(),
+            argv: std::env::args_os().collect(),
+        }
+    }
+}
+
+/// Runs the call and exits with the compiler's status.
+pub fn run(call: Call) -> ! {
+    // SAFETY: single-threaded at this point; nothing else reads the environment.
+    unsafe { std::env::remove_var(ENV_COMPILER) };
+    let run_id = std::env::var(ENV_RUN_ID).ok();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => fall_back(&call, &format!("bad configuration: {e}"), true, None),
+    };
+    let mut stream = match connect(&config, run_id.is_none()) {
+        Ok(s) => s,
+        Err(e) => fall_back(
+            &call,
+            &format!("cannot reach the agent: {e}"),
+            true,
+            Some(&config),
+        ),
+    };
+    let request = Request::Compile(compile_request(&call, run_id));
+    let response = protocol::write_frame(&mut stream, &request)
+        .and_then(|_| protocol::read_frame::<Response, _>(&mut stream));
+    match response {
+        Ok(Response::Hit {
+            stdout,
+            stderr,
+            exit,
+        }) => replay(&stdout, &stderr, exit),
+        Ok(Response::Miss { view_root, binds }) => {
+            let view_root = PathBuf::from(OsString::from_vec(view_root));
+            run_observed(&call, &mut stream, &view_root, &binds, &config)
+        }
+        Ok(Response::RunPlain { reason, warn }) => fall_back(&call, &reason, warn, Some(&config)),
+        Ok(Response::Error { message }) => fall_back(&call, &message, true, Some(&config)),
+        Ok(other) => fall_back(
+            &call,
+            &format!("unexpected agent reply {other:?}"),
+            true,
+            Some(&config),
+        ),
+        Err(e) => fall_back(&call, &format!("agent failed: {e}"), true, Some(&config)),
+    }
+}
+
+fn compile_request(call: &Call, run_id: Option<String>) -> CompileRequest {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    CompileRequest {
+        compiler: call.compiler.as_os_str().as_bytes().to_vec(),
+        argv: call.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        cwd: cwd.into_os_string().into_vec(),
+        env: std::env::vars_os()
+            .map(|(k, v)| (k.into_vec(), v.into_vec()))
+            .collect(),
+        run_id,
+    }
+}
+
+/// Connects to the agent; in wrapper mode (no `cachefs run` around us) an
+/// agent that is not running is started. Under `cachefs run` the agent was
+/// started by `run`, and one that died is not restarted mid-build.
+fn connect(config: &Config, start_if_missing: bool) -> std::io::Result<UnixStream> {
+    match UnixStream::connect(config.socket_path()) {
+        Ok(s) => Ok(s),
+        Err(e) if !start_if_missing => Err(e),
+        Err(_) => {
+            crate::cli::lifecycle::start_agent(config).map_err(std::io::Error::other)?;
+            UnixStream::connect(config.socket_path())
+        }
+    }
+}
+
+fn replay(stdout: &[u8], stderr: &[u8], exit: Exit) -> ! {
+    let _ = std::io::stdout().write_all(stdout);
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().write_all(stderr);
+    exit_like(exit)
+}
+
+fn exit_like(exit: Exit) -> ! {
+    match exit {
+        Exit::Code(c) => std::process::exit(c),
+        Exit::Signal(s) => {
+            // SAFETY: restoring the default action and re-raising is the
+            // conventional way to report death by signal to our parent.
+            unsafe {
+                libc::signal(s, libc::SIG_DFL);
+                libc::raise(s);
+            }
+            std::process::exit(128 + s)
+        }
+    }
+}
+
+fn compiler_command(call: &Call) -> Command {
+    let mut cmd = Command::new(&call.compiler);
+    if let Some(argv0) = call.argv.first() {
+        cmd.arg0(argv0);
+    }
+    cmd.args(call.argv.iter().skip(1));
+    // Everything this compile starts (cc1, as, ld, clang -cc1) is part of it.
+    cmd.env(ENV_IN_COMPILE, "1");
+    cmd
+}
+
+/// Runs the compiler unchanged (uncached) by exec'ing it in place, warning
+/// once per build when the cause is a failure rather than a policy.
+fn fall_back(call: &Call, reason: &str, warn: bool, config: Option<&Config>) -> ! {
+    if warn {
+        warn_once(reason, config);
+    }
+    log::debug!("running uncached: {reason}");
+    let err = compiler_command(call).exec();
+    eprintln!(
+        "cachefs: cannot run the compiler {}: {err}",
+        call.compiler.display()
+    );
+    std::process::exit(127)
+}
+
+/// One warning per build: the first client of a run to fail creates a
+/// marker file; the others stay quiet.
+fn warn_once(reason: &str, config: Option<&Config>) {
+    let marker = match (config, std::env::var(ENV_RUN_ID)) {
+        (Some(c), Ok(run)) => Some(c.dir.join(format!("warned-{run}"))),
+        _ => None,
+    };
+    let first = match &marker {
+        Some(m) => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(m)
+            .is_ok(),
+        None => true,
+    };
+    if first {
+        eprintln!("cachefs: compiling without the cache: {reason}");
+    }
+    if let Some(dir) = config.map(|c| &c.dir) {
+        log_fallback(dir, reason);
+    }
+}
+
+/// Counted by `cachefs stats` even when the agent could not be reached.
+fn log_fallback(dir: &Path, reason: &str) {
+    let line = format!(
+        "{}\t{}\n",
+        std::env::var(ENV_RUN_ID).unwrap_or_default(),
+        reason.replace('\n', " ")
+    );
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.join("fallbacks.log"))
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+fn run_observed(
+    call: &Call,
+    stream: &mut UnixStream,
+    view_root: &Path,
+    binds: &[Vec<u8>],
+    config: &Config,
+) -> ! {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let entry = match ViewEntry::new(view_root, binds, &cwd) {
+        Ok(e) => e,
+        Err(e) => abandon(
+            call,
+            stream,
+            &format!("cannot prepare the view: {e}"),
+            config,
+        ),
+    };
+    let mut cmd = compiler_command(call);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: `enter` only makes async-signal-safe syscalls on data built
+    // before the fork.
+    unsafe { cmd.pre_exec(move || entry.enter()) };
+    let start = Instant::now();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => abandon(
+            call,
+            stream,
+            &format!("cannot enter the observation view: {e}"),
+            config,
+        ),
+    };
+    let out = collect(child.stdout.take().expect("piped"));
+    let err = collect(child.stderr.take().expect("piped"));
+    let status = child.wait().expect("waiting for our own child cannot fail");
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let exit = match (status.code(), status.signal()) {
+        (Some(c), _) => Exit::Code(c),
+        (None, Some(s)) => Exit::Signal(s),
+        (None, None) => Exit::Code(1),
+    };
+    let done = Finished {
+        exit,
+        stdout: stdout.0,
+        stderr: stderr.0,
+        output_complete: stdout.1 && stderr.1,
+        wall_ms: start.elapsed().as_millis() as u64,
+    };
+    // The agent reads the outputs before answering, so the build cannot
+    // touch them first. No answer means the agent died, maybe while serving
+    // this compile's files: its result cannot be trusted, so compile again
+    // uncached (nothing was printed yet).
+    let acked = protocol::write_frame(stream, &Request::Finished(done.clone()))
+        .and_then(|_| protocol::read_frame::<Response, _>(stream));
+    if acked.is_err() {
+        fall_back(
+            call,
+            "the agent stopped during the compile",
+            true,
+            Some(config),
+        );
+    }
+    replay(&done.stdout, &done.stderr, exit)
+}
+
+fn abandon(call: &Call, stream: &mut UnixStream, reason: &str, config: &Config) -> ! {
+    let _ = protocol::write_frame(
+        stream,
+        &Request::Abandon {
+            reason: reason.to_string(),
+        },
+    );
+    fall_back(call, reason, true, Some(config))
+}
+
+/// Reads a child's pipe to the end. Output is printed only once the compile
+/// is known to be good (see `run_observed`); beyond MAX_CAPTURE it is still
+/// kept but marked incomplete so that it is not cached.
+fn collect<R: Read + Send + 'static>(mut from: R) -> std::thread::JoinHandle<(Vec<u8>, bool)> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let _ = from.read_to_end(&mut kept);
+        let complete = kept.len() <= MAX_CAPTURE;
+        (kept, complete)
+    })
+}
+
+pub fn is_compile_mode() -> Option<OsString> {
+    std::env::var_os(ENV_COMPILER).filter(|c| !c.is_empty())
+}

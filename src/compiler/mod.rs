@@ -1,0 +1,35 @@
+//! Compiler knowledge: which calls can be cached at all, per family. The
+//! observation decides the dependencies; this only rules out calls whose
+//! inputs the observation cannot see (stdin) or whose outputs are not a
+//! function of their inputs (incremental state).
+
+mod gcc;
+mod rustc;
+
+/// Why a call must run uncached, or `None` if it may be cached.
+pub fn uncacheable_reason(compiler: &[u8], argv: &[Vec<u8>]) -> Option<&'static str> {
+    let args = argv.get(1..).unwrap_or_default();
+    match family(compiler) {
+        Family::Rustc => rustc::uncacheable_reason(args),
+        Family::CFamily | Family::Nvcc => gcc::uncacheable_reason(args),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    CFamily,
+    Rustc,
+    Nvcc,
+}
+
+pub fn family(compiler: &[u8]) -> Family {
+    let name = compiler.rsplit(|&b| b == b'/').next().unwrap_or(compiler);
+    let name = String::from_utf8_lossy(name);
+    if name.contains("rustc") {
+        Family::Rustc
+    } else if name.contains("nvcc") {
+        Family::Nvcc
+    } else {
+        Family::CFamily
+    }
+}

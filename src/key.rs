@@ -1,0 +1,441 @@
+//! The two-phase key: key1 from the static facts of a call, then the dep sets
+//! observed under it, each validated against the disk.
+
+use crate::protocol::CompileRequest;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+pub type Hash = [u8; 32];
+
+/// Bumped whenever the meaning of a key or a stored record changes, so that
+/// entries from another format are never read as ours.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Environment variables that do not change what a compiler produces but do
+/// change between otherwise identical builds (jobserver fds, shells, the
+/// terminal, our own plumbing). Every other variable is part of key1.
+const VOLATILE_ENV: &[&str] = &[
+    "MAKEFLAGS",
+    "MFLAGS",
+    "MAKELEVEL",
+    "MAKEOVERRIDES",
+    "MAKE_TERMOUT",
+    "MAKE_TERMERR",
+    "CARGO_MAKEFLAGS",
+    "PWD",
+    "OLDPWD",
+    "SHLVL",
+    "TERM",
+    "COLORTERM",
+    "_",
+    "LD_PRELOAD",
+    "DISPLAY",
+    "WINDOWID",
+    "XAUTHORITY",
+    "INVOCATION_ID",
+    "JOURNAL_STREAM",
+    "LS_COLORS",
+    "NINJA_STATUS",
+];
+const VOLATILE_ENV_PREFIXES: &[&str] = &["CACHEFS_", "SSH_", "TMUX", "STY"];
+
+pub fn is_volatile_env(name: &[u8]) -> bool {
+    VOLATILE_ENV.iter().any(|v| v.as_bytes() == name)
+        || VOLATILE_ENV_PREFIXES
+            .iter()
+            .any(|p| name.starts_with(p.as_bytes()))
+}
+
+/// key1 = what is known before the compile runs: the compiler's content, the
+/// name it was called by (clang picks its mode from argv[0]), the arguments,
+/// the working directory and the environment minus volatile variables.
+pub fn key1(req: &CompileRequest, compiler_hash: &Hash) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(b"cachefs-key1");
+    h.update(&FORMAT_VERSION.to_le_bytes());
+    h.update(compiler_hash);
+    let argv0 = req.argv.first().map(|a| basename(a)).unwrap_or_default();
+    field(&mut h, argv0);
+    h.update(&(req.argv.len() as u64).to_le_bytes());
+    for a in req.argv.iter().skip(1) {
+        field(&mut h, a);
+    }
+    field(&mut h, &req.cwd);
+    let mut env: Vec<_> = req
+        .env
+        .iter()
+        .filter(|(k, _)| !is_volatile_env(k))
+        .collect();
+    env.sort();
+    h.update(&(env.len() as u64).to_le_bytes());
+    for (k, v) in env {
+        field(&mut h, k);
+        field(&mut h, v);
+    }
+    *h.finalize().as_bytes()
+}
+
+fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
+    h.update(&(bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+fn basename(path: &[u8]) -> &[u8] {
+    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+impl Kind {
+    pub fn of(meta: &Metadata) -> Kind {
+        let t = meta.file_type();
+        if t.is_symlink() {
+            Kind::Symlink
+        } else if t.is_dir() {
+            Kind::Dir
+        } else if t.is_file() {
+            Kind::File
+        } else {
+            Kind::Other
+        }
+    }
+}
+
+/// What a compile observed at one path; a dep set holds only if every path is
+/// still in the same state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DepState {
+    /// A regular file that was read, by content hash.
+    File(Hash),
+    /// Looked up and not found: a file appearing here later invalidates.
+    Absent,
+    /// A directory whose entries were listed, by the hash of its names.
+    Listing(Hash),
+    Symlink(Vec<u8>),
+    /// Looked up (stat'ed, walked through) but not read.
+    Exists(Kind),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dep {
+    pub path: Vec<u8>,
+    pub state: DepState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepSet {
+    pub deps: Vec<Dep>,
+    pub result: Hash,
+}
+
+/// The dep sets seen under one key1, most recent first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    pub sets: Vec<DepSet>,
+}
+
+/// Enough dep sets for a few configurations that alternate (branches, a
+/// generated header that flips) without scanning forever on every lookup.
+pub const MAX_DEP_SETS: usize = 16;
+
+impl Manifest {
+    pub fn decode(bytes: &[u8]) -> Option<Manifest> {
+        postcard::from_bytes(bytes).ok()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("manifest serialises")
+    }
+
+    /// Puts `set` first, dropping an identical older one and the oldest
+    /// beyond the limit.
+    pub fn add(&mut self, set: DepSet) {
+        self.sets.retain(|s| s.deps != set.deps);
+        self.sets.insert(0, set);
+        self.sets.truncate(MAX_DEP_SETS);
+    }
+}
+
+/// The identity of a file's content as stat reports it; any change means the
+/// content may have changed (ctime catches a rewrite with the old mtime put back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl Stamp {
+    pub fn of(meta: &Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+        }
+    }
+
+    /// A file changed within the last moments may change again within the
+    /// same timestamp tick, invisibly to stat: such stamps are not cached
+    /// (the "racy git" problem).
+    fn is_settled(&self, now: SystemTime) -> bool {
+        let now_ns = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_nanos() as i128;
+        let margin = 2_000_000_000;
+        self.mtime_ns < now_ns - margin && self.ctime_ns < now_ns - margin
+    }
+}
+
+/// Content hashes by path and stamp, so validating a hit re-hashes only files
+/// whose stat changed.
+#[derive(Default)]
+pub struct StatCache {
+    entries: Mutex<HashMap<PathBuf, (Stamp, Hash)>>,
+}
+
+impl StatCache {
+    /// Hash of the regular file at `path` (not following a final symlink),
+    /// with the stamp it had. `None` if it is missing or not a regular file.
+    pub fn file_hash(&self, path: &Path) -> std::io::Result<Option<(Stamp, Hash)>> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let stamp = Stamp::of(&meta);
+        if let Some((s, h)) = self.entries.lock().unwrap().get(path) {
+            if *s == stamp {
+                return Ok(Some((stamp, *h)));
+            }
+        }
+        let hash = hash_file(path)?;
+        // Only trust the pairing if the file did not change while we read it.
+        let after = Stamp::of(&std::fs::symlink_metadata(path)?);
+        if after != stamp {
+            return Ok(None);
+        }
+        if stamp.is_settled(SystemTime::now()) {
+            self.entries
+                .lock()
+                .unwrap()
+                .insert(path.to_path_buf(), (stamp, hash));
+        }
+        Ok(Some((stamp, hash)))
+    }
+
+    /// Hash following symlinks: for the compiler binary named in key1.
+    pub fn resolved_file_hash(&self, path: &Path) -> std::io::Result<Hash> {
+        let real = std::fs::canonicalize(path)?;
+        self.file_hash(&real)?.map(|(_, h)| h).ok_or_else(|| {
+            std::io::Error::other(format!("{} changed while hashing", real.display()))
+        })
+    }
+}
+
+pub fn is_not_found(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
+}
+
+fn hash_file(path: &Path) -> std::io::Result<Hash> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path)?)?;
+    Ok(*h.finalize().as_bytes())
+}
+
+/// Hash of a directory's entry names and kinds, leaving out `skip` (entries
+/// the compile created itself).
+pub fn listing_hash(dir: &Path, skip: &dyn Fn(&OsStr) -> bool) -> std::io::Result<Hash> {
+    let mut names: Vec<(Vec<u8>, u8)> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if skip(&name) {
+            continue;
+        }
+        let kind = entry.file_type().map(|t| kind_byte(&t)).unwrap_or(0);
+        names.push((name.as_bytes().to_vec(), kind));
+    }
+    names.sort();
+    let mut h = blake3::Hasher::new();
+    for (n, k) in names {
+        field(&mut h, &n);
+        h.update(&[k]);
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
+fn kind_byte(t: &std::fs::FileType) -> u8 {
+    if t.is_symlink() {
+        3
+    } else if t.is_dir() {
+        2
+    } else if t.is_file() {
+        1
+    } else {
+        4
+    }
+}
+
+/// Why a stored dep set no longer holds; `cachefs explain` will show these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub path: PathBuf,
+    pub expected: String,
+}
+
+/// Checks every dep against the disk; the first that differs is returned.
+pub fn validate(set: &DepSet, cache: &StatCache) -> Result<(), Mismatch> {
+    for dep in &set.deps {
+        let path = Path::new(OsStr::from_bytes(&dep.path));
+        if !holds(path, &dep.state, cache) {
+            return Err(Mismatch {
+                path: path.to_path_buf(),
+                expected: format!("{:?}", dep.state),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn holds(path: &Path, state: &DepState, cache: &StatCache) -> bool {
+    match state {
+        DepState::File(hash) => matches!(cache.file_hash(path), Ok(Some((_, h))) if h == *hash),
+        DepState::Absent => {
+            matches!(std::fs::symlink_metadata(path), Err(e) if is_not_found(&e))
+        }
+        DepState::Exists(kind) => {
+            matches!(std::fs::symlink_metadata(path), Ok(m) if Kind::of(&m) == *kind)
+        }
+        DepState::Symlink(target) => {
+            matches!(std::fs::read_link(path), Ok(t) if t.as_os_str().as_bytes() == target.as_slice())
+        }
+        DepState::Listing(hash) => matches!(listing_hash(path, &|_| false), Ok(h) if h == *hash),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(args: &[&str], env: &[(&str, &str)]) -> CompileRequest {
+        CompileRequest {
+            compiler: b"/usr/bin/gcc".to_vec(),
+            argv: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            cwd: b"/src".to_vec(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+            run_id: None,
+        }
+    }
+
+    #[test]
+    fn key1_ignores_volatile_env_and_argv0_dir() {
+        let h = [7u8; 32];
+        let a = key1(
+            &req(
+                &["gcc", "-c", "x.c"],
+                &[("MAKEFLAGS", "-j2 --jobserver-auth=3,4"), ("CPATH", "/a")],
+            ),
+            &h,
+        );
+        let b = key1(
+            &req(
+                &["/usr/bin/gcc", "-c", "x.c"],
+                &[("CPATH", "/a"), ("PWD", "/x")],
+            ),
+            &h,
+        );
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn key1_sees_flags_env_and_argv0_name() {
+        let h = [7u8; 32];
+        let base = key1(&req(&["gcc", "-c", "x.c"], &[]), &h);
+        assert_ne!(base, key1(&req(&["gcc", "-O2", "-c", "x.c"], &[]), &h));
+        assert_ne!(
+            base,
+            key1(&req(&["gcc", "-c", "x.c"], &[("CPATH", "/a")]), &h)
+        );
+        assert_ne!(base, key1(&req(&["clang", "-c", "x.c"], &[]), &h));
+        assert_ne!(base, key1(&req(&["gcc", "-c", "x.c"], &[]), &[8u8; 32]));
+        // Argument boundaries matter: "-c x.c" vs "-cx .c" style merges.
+        assert_ne!(
+            key1(&req(&["gcc", "-DA", "B"], &[]), &h),
+            key1(&req(&["gcc", "-DAB"], &[]), &h)
+        );
+    }
+
+    #[test]
+    fn same_size_rewrite_with_old_mtime_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.h");
+        std::fs::write(&p, "int a;").unwrap();
+        let old = std::fs::metadata(&p).unwrap().modified().unwrap();
+        let cache = StatCache::default();
+        let (_, h1) = cache.file_hash(&p).unwrap().unwrap();
+        std::fs::write(&p, "int b;").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let (_, h2) = cache.file_hash(&p).unwrap().unwrap();
+        assert_ne!(h1, h2);
+    }
+
+    #[test]
+    fn validate_checks_each_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.h");
+        std::fs::write(&f, "x").unwrap();
+        let cache = StatCache::default();
+        let (_, h) = cache.file_hash(&f).unwrap().unwrap();
+        let missing = dir.path().join("b.h");
+        let b = |p: &Path| p.as_os_str().as_bytes().to_vec();
+        let set = DepSet {
+            deps: vec![
+                Dep {
+                    path: b(&f),
+                    state: DepState::File(h),
+                },
+                Dep {
+                    path: b(&missing),
+                    state: DepState::Absent,
+                },
+                Dep {
+                    path: b(dir.path()),
+                    state: DepState::Exists(Kind::Dir),
+                },
+            ],
+            result: [0; 32],
+        };
+        assert!(validate(&set, &cache).is_ok());
+        std::fs::write(&missing, "").unwrap();
+        assert_eq!(validate(&set, &cache).unwrap_err().path, missing);
+    }
+}

@@ -1,0 +1,298 @@
+//! Turns what a view recorded into a dep set and a list of outputs, or into
+//! the reason the compile must not be cached.
+//!
+//! Rules, in the order accesses happened:
+//! - a path the compile created, truncated, removed or renamed is not a
+//!   dependency (its earlier absence or presence is the compile's own doing);
+//! - a path the compile read before it wrote it makes the compile
+//!   uncacheable (its result depends on the previous output);
+//! - an existing file modified in place, a file it did not create deleted, or
+//!   anything the mirror could not observe makes it uncacheable;
+//! - outputs are the written paths that still exist at the end.
+
+use crate::key::{self, Dep, DepState, Hash, Kind, StatCache};
+use cachefs_mirror::{Access, Record};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// What a finished compile depended on and produced.
+#[derive(Debug, Default)]
+pub struct Observation {
+    pub deps: Vec<Dep>,
+    pub outputs: Vec<PathBuf>,
+    pub created_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uncacheable(pub String);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Exists(Kind),
+    Absent,
+    /// Read, with the stamp the file had when it was opened.
+    Read(cachefs_mirror::Stamp),
+    Listed,
+    Link(PathBuf),
+}
+
+#[derive(Default)]
+struct Analysis {
+    seen: BTreeMap<PathBuf, Seen>,
+    written: HashSet<PathBuf>,
+    outputs: BTreeSet<PathBuf>,
+    created_dirs: BTreeSet<PathBuf>,
+    removed_foreign: BTreeSet<PathBuf>,
+}
+
+pub fn analyze(record: &Record, cache: &StatCache) -> Result<Observation, Uncacheable> {
+    let mut a = Analysis::default();
+    for access in &record.accesses {
+        a.apply(access)?;
+    }
+    if let Some(p) = a.removed_foreign.iter().find(|p| !a.outputs.contains(*p)) {
+        return Err(Uncacheable(format!(
+            "deletes {} which it did not create",
+            p.display()
+        )));
+    }
+    a.finish(cache)
+}
+
+fn fail<T>(why: &str, path: &Path) -> Result<T, Uncacheable> {
+    Err(Uncacheable(format!("{why}: {}", path.display())))
+}
+
+impl Analysis {
+    fn apply(&mut self, access: &Access) -> Result<(), Uncacheable> {
+        match access {
+            Access::Found { path, kind } => self.note(path, Seen::Exists(kind_of(*kind))),
+            Access::NotFound { path } => self.not_found(path),
+            Access::Open {
+                path,
+                read,
+                write,
+                truncate,
+                created,
+                stamp,
+                ..
+            } => self.open(path, *read, *write, *truncate, *created, *stamp),
+            Access::ReadDir { path } => self.note(path, Seen::Listed),
+            Access::ReadLink { path, target } => self.note(path, Seen::Link(target.clone())),
+            Access::SetAttr { path, .. } => {
+                if self.written.contains(path) {
+                    Ok(())
+                } else {
+                    fail("changes the attributes of a file it did not write", path)
+                }
+            }
+            Access::Created { path, kind } => {
+                self.write(path)?;
+                if kind_of(*kind) == Kind::Dir {
+                    self.outputs.remove(path);
+                    self.created_dirs.insert(path.clone());
+                }
+                Ok(())
+            }
+            Access::Removed { path } => self.remove(path),
+            Access::Renamed { from, to } => self.rename(from, to),
+            Access::Unobservable { path, what } => fail(what, path),
+        }
+    }
+
+    /// Records the first thing seen at a path that the compile has not
+    /// written; a stronger observation (read, listed) replaces a mere lookup.
+    fn note(&mut self, path: &Path, seen: Seen) -> Result<(), Uncacheable> {
+        if self.written.contains(path) {
+            return Ok(());
+        }
+        match self.seen.get(path) {
+            None | Some(Seen::Exists(_)) => {
+                self.seen.insert(path.to_path_buf(), seen);
+            }
+            Some(Seen::Absent) if !matches!(seen, Seen::Absent) => {
+                return fail("input appeared during the compile", path)
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn not_found(&mut self, path: &Path) -> Result<(), Uncacheable> {
+        if self.written.contains(path) {
+            return Ok(());
+        }
+        match self.seen.get(path) {
+            None | Some(Seen::Absent) => {
+                self.seen.insert(path.to_path_buf(), Seen::Absent);
+                Ok(())
+            }
+            Some(_) => fail("input disappeared during the compile", path),
+        }
+    }
+
+    fn open(
+        &mut self,
+        path: &Path,
+        read: bool,
+        write: bool,
+        truncate: bool,
+        created: bool,
+        stamp: cachefs_mirror::Stamp,
+    ) -> Result<(), Uncacheable> {
+        if created || self.written.contains(path) {
+            return if write || created {
+                self.write(path)
+            } else {
+                Ok(())
+            };
+        }
+        if write && !truncate {
+            return fail("modifies an existing file in place", path);
+        }
+        if write {
+            return self.write(path);
+        }
+        if read {
+            if let Some(Seen::Read(first)) = self.seen.get(path) {
+                if *first != stamp {
+                    return fail("input changed during the compile", path);
+                }
+                return Ok(());
+            }
+            self.seen.insert(path.to_path_buf(), Seen::Read(stamp));
+        }
+        Ok(())
+    }
+
+    /// The compile (re)wrote `path`: it becomes an output, and whatever was
+    /// seen there before was the previous output, not an input — unless the
+    /// compile read it, which makes its result depend on that old content.
+    fn write(&mut self, path: &Path) -> Result<(), Uncacheable> {
+        if let Some(Seen::Read(_) | Seen::Listed) = self.seen.get(path) {
+            return fail("writes a file it also read", path);
+        }
+        self.seen.remove(path);
+        self.written.insert(path.to_path_buf());
+        self.outputs.insert(path.to_path_buf());
+        Ok(())
+    }
+
+    fn remove(&mut self, path: &Path) -> Result<(), Uncacheable> {
+        if let Some(Seen::Read(_)) = self.seen.get(path) {
+            return fail("deletes a file it read", path);
+        }
+        if !self.written.contains(path) {
+            self.removed_foreign.insert(path.to_path_buf());
+        }
+        self.seen.remove(path);
+        self.written.insert(path.to_path_buf());
+        self.outputs.remove(path);
+        self.created_dirs.remove(path);
+        Ok(())
+    }
+
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), Uncacheable> {
+        if !self.written.contains(from) {
+            return fail("renames a file it did not create", from);
+        }
+        let was_dir = self.created_dirs.contains(from);
+        self.remove(from)?;
+        self.write(to)?;
+        if was_dir {
+            self.outputs.remove(to);
+            self.created_dirs.insert(to.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn finish(self, cache: &StatCache) -> Result<Observation, Uncacheable> {
+        let mut deps = Vec::with_capacity(self.seen.len());
+        for (path, seen) in &self.seen {
+            if let Some(state) = self.dep_state(path, seen, cache)? {
+                deps.push(Dep {
+                    path: path.as_os_str().as_bytes().to_vec(),
+                    state,
+                });
+            }
+        }
+        let outputs = self
+            .outputs
+            .iter()
+            .filter(|p| std::fs::symlink_metadata(p).is_ok())
+            .cloned()
+            .collect();
+        Ok(Observation {
+            deps,
+            outputs,
+            created_dirs: self.created_dirs.into_iter().collect(),
+        })
+    }
+
+    fn dep_state(
+        &self,
+        path: &Path,
+        seen: &Seen,
+        cache: &StatCache,
+    ) -> Result<Option<DepState>, Uncacheable> {
+        Ok(Some(match seen {
+            Seen::Absent => DepState::Absent,
+            Seen::Link(t) => DepState::Symlink(t.as_os_str().as_bytes().to_vec()),
+            Seen::Exists(Kind::Dir) if self.implied_by_descendant(path) => return Ok(None),
+            Seen::Exists(kind) => DepState::Exists(*kind),
+            Seen::Read(stamp) => DepState::File(self.read_hash(path, stamp, cache)?),
+            Seen::Listed => {
+                let created = |name: &std::ffi::OsStr| self.written.contains(&path.join(name));
+                let h = key::listing_hash(path, &created)
+                    .or_else(|_| fail("listed directory vanished", path))?;
+                DepState::Listing(h)
+            }
+        }))
+    }
+
+    /// A directory that was only walked through is implied by any existing
+    /// path recorded beneath it: validating that path fails if the directory
+    /// goes. (An absent path beneath it implies nothing.)
+    fn implied_by_descendant(&self, dir: &Path) -> bool {
+        self.seen
+            .range(dir.to_path_buf()..)
+            .skip(1)
+            .take_while(|(p, _)| p.starts_with(dir))
+            .any(|(p, s)| p != dir && !matches!(s, Seen::Absent))
+    }
+
+    fn read_hash(
+        &self,
+        path: &Path,
+        opened: &cachefs_mirror::Stamp,
+        cache: &StatCache,
+    ) -> Result<Hash, Uncacheable> {
+        match cache.file_hash(path) {
+            Ok(Some((now, hash))) if same_file(opened, &now) => Ok(hash),
+            Ok(Some(_)) => fail("input changed during the compile", path),
+            Ok(None) => fail("input vanished or changed during the compile", path),
+            Err(e) => Err(Uncacheable(format!(
+                "cannot hash input {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+}
+
+fn same_file(opened: &cachefs_mirror::Stamp, now: &key::Stamp) -> bool {
+    opened.dev == now.dev
+        && opened.ino == now.ino
+        && opened.size == now.size
+        && opened.mtime_ns == now.mtime_ns
+        && opened.ctime_ns == now.ctime_ns
+}
+
+fn kind_of(k: cachefs_mirror::Kind) -> Kind {
+    match k {
+        cachefs_mirror::Kind::File => Kind::File,
+        cachefs_mirror::Kind::Dir => Kind::Dir,
+        cachefs_mirror::Kind::Symlink => Kind::Symlink,
+        cachefs_mirror::Kind::Other => Kind::Other,
+    }
+}

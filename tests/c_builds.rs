@@ -1,0 +1,242 @@
+//! `cachefs run` on real C builds with real gcc and clang: hits, misses and
+//! byte-identical results.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn example(sb: &Sandbox) {
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c-project"),
+        &sb.project,
+    );
+}
+
+fn objects(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(sb.path("obj"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v.push(("calc".into(), sb.read("calc")));
+    v
+}
+
+#[test]
+fn multi_file_make_rebuild_is_all_hits_and_identical() {
+    let sb = Sandbox::new();
+    example(&sb);
+    sb.sh("make -s -j2");
+    let plain = objects(&sb);
+    sb.sh("make -s clean");
+    sb.zero_stats();
+
+    let first = sb.run_ok("make -s -j2");
+    assert!(
+        stderr(&first).contains("cachefs: 22 compiles"),
+        "{}",
+        stderr(&first)
+    );
+    let (hits, misses, unc, errors) = sb.counts();
+    assert_eq!((hits, misses, unc, errors), (0, 22, 0, 0));
+    assert_eq!(
+        objects(&sb),
+        plain,
+        "first build under cachefs differs from the plain build"
+    );
+
+    sb.sh("make -s clean");
+    let second = sb.run_ok("make -s -j2");
+    assert!(stderr(&second).contains("22 hits"), "{}", stderr(&second));
+    let (hits, misses, _, errors) = sb.counts();
+    assert_eq!((hits, misses, errors), (22, 22, 0));
+    assert_eq!(
+        objects(&sb),
+        plain,
+        "restored outputs differ from the plain build"
+    );
+    assert!(sb.sh("./calc").stdout.starts_with(b"calc 1.0\n"));
+}
+
+fn two_headers(sb: &Sandbox) {
+    sb.write("a.h", "#define A 1\n");
+    sb.write("b.h", "#define B 2\n");
+    sb.write("uses_a.c", "#include \"a.h\"\nint ua(void) { return A; }\n");
+    sb.write("uses_b.c", "#include \"b.h\"\nint ub(void) { return B; }\n");
+}
+
+const BUILD_AB: &str = "gcc -c uses_a.c -o uses_a.o && gcc -c uses_b.c -o uses_b.o";
+
+#[test]
+fn header_change_misses_only_its_includers() {
+    let sb = Sandbox::new();
+    two_headers(&sb);
+    sb.run_ok(BUILD_AB);
+    sb.write("a.h", "#define A 42\n");
+    sb.zero_stats();
+    sb.run_ok(BUILD_AB);
+    assert_eq!(sb.counts(), (1, 1, 0, 0));
+    let cached = sb.read("uses_a.o");
+    sb.sh("gcc -c uses_a.c -o plain_a.o");
+    assert_eq!(cached, sb.read("plain_a.o"));
+}
+
+#[test]
+fn same_size_rewrite_with_old_mtime_is_detected() {
+    let sb = Sandbox::new();
+    two_headers(&sb);
+    sb.run_ok(BUILD_AB);
+    let before = std::fs::metadata(sb.path("a.h"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    sb.write("a.h", "#define A 7\n");
+    std::fs::File::options()
+        .write(true)
+        .open(sb.path("a.h"))
+        .unwrap()
+        .set_modified(before)
+        .unwrap();
+    sb.zero_stats();
+    sb.run_ok(BUILD_AB);
+    assert_eq!(sb.counts().1, 1, "the rewritten header must cause a miss");
+    sb.sh("gcc -c uses_a.c -o plain_a.o");
+    assert_eq!(sb.read("uses_a.o"), sb.read("plain_a.o"));
+}
+
+#[test]
+fn new_header_earlier_on_the_include_path_wins() {
+    let sb = Sandbox::new();
+    sb.write("late/conf.h", "#define VALUE 1\n");
+    std::fs::create_dir_all(sb.path("early")).unwrap();
+    sb.write("main.c", "#include <stdio.h>\n#include \"conf.h\"\nint main(void) { printf(\"%d\\n\", VALUE); return 0; }\n");
+    let build = "gcc -Iearly -Ilate main.c -o prog";
+    sb.run_ok(build);
+    assert_eq!(sb.sh("./prog").stdout, b"1\n");
+    sb.write("early/conf.h", "#define VALUE 2\n");
+    sb.zero_stats();
+    sb.run_ok(build);
+    assert_eq!(sb.counts().0, 0, "a hit here would be a stale program");
+    assert_eq!(sb.sh("./prog").stdout, b"2\n");
+}
+
+#[test]
+fn flag_and_environment_changes_miss() {
+    let sb = Sandbox::new();
+    sb.write("inc/x.h", "#define X 3\n");
+    sb.write("x.c", "#include <x.h>\nint x(void) { return X; }\n");
+    sb.run_ok("gcc -O0 -Iinc -c x.c");
+    sb.zero_stats();
+    sb.run_ok("gcc -O2 -Iinc -c x.c");
+    sb.run_ok("gcc -O2 -Iinc -DY=1 -c x.c");
+    sb.run_ok("CPATH=$PWD/inc gcc -O2 -c x.c");
+    assert_eq!(sb.counts(), (0, 3, 0, 0));
+    sb.run_ok("gcc -O2 -Iinc -c x.c");
+    assert_eq!(sb.counts().0, 1);
+}
+
+#[test]
+fn warnings_replay_and_failures_fail_the_same_way() {
+    let sb = Sandbox::new();
+    sb.write("w.c", "int f(int x) { int unused; return x; }\n");
+    sb.write("bad.c", "int f(void) { return nope; }\n");
+    let first = sb.run_ok("gcc -Wall -c w.c");
+    let second = sb.run_ok("gcc -Wall -c w.c");
+    let warning = |o: &std::process::Output| {
+        stderr(o)
+            .lines()
+            .filter(|l| !l.starts_with("cachefs:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        warning(&first).contains("unused variable"),
+        "{}",
+        stderr(&first)
+    );
+    assert_eq!(warning(&first), warning(&second));
+    let fail1 = sb.run("gcc -c bad.c");
+    let fail2 = sb.run("gcc -c bad.c");
+    assert_eq!(fail1.status.code(), Some(1));
+    assert_eq!(fail2.status.code(), Some(1));
+    assert_eq!(warning(&fail1), warning(&fail2));
+    assert!(warning(&fail2).contains("nope"));
+    assert!(
+        !sb.path("bad.o").exists(),
+        "a failure must never become a success"
+    );
+}
+
+#[test]
+fn dependency_files_and_split_dwarf_are_restored() {
+    let sb = Sandbox::new();
+    two_headers(&sb);
+    let build = "gcc -g -gsplit-dwarf -MD -MF deps/uses_a.d -c uses_a.c -o out/uses_a.o";
+    std::fs::create_dir_all(sb.path("deps")).unwrap();
+    std::fs::create_dir_all(sb.path("out")).unwrap();
+    sb.run_ok(build);
+    let want: Vec<Vec<u8>> = ["deps/uses_a.d", "out/uses_a.o", "out/uses_a.dwo"]
+        .iter()
+        .map(|p| sb.read(p))
+        .collect();
+    sb.sh("rm -f deps/* out/*");
+    sb.zero_stats();
+    sb.run_ok(build);
+    assert_eq!(sb.counts().0, 1);
+    let got: Vec<Vec<u8>> = ["deps/uses_a.d", "out/uses_a.o", "out/uses_a.dwo"]
+        .iter()
+        .map(|p| sb.read(p))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn every_compiler_name_is_cached() {
+    let sb = Sandbox::new();
+    sb.write("x.c", "int x(void) { return 1; }\n");
+    sb.write("y.cc", "int y() { return 2; }\n");
+    let mut calls = vec![
+        "gcc -c x.c -o x1.o",
+        "cc -c x.c -o x2.o",
+        "/usr/bin/cc -c x.c -o x3.o",
+        "gcc-12 -c x.c -o x4.o",
+        "x86_64-linux-gnu-gcc-12 -c x.c -o x5.o",
+        "g++ -c y.cc -o y1.o",
+        "c++ -c y.cc -o y2.o",
+    ];
+    if have("clang") {
+        calls.extend(["clang -c x.c -o x6.o", "clang++ -c y.cc -o y3.o"]);
+    }
+    for c in &calls {
+        sb.run_ok(c);
+    }
+    sb.sh("rm -f *.o");
+    sb.zero_stats();
+    for c in &calls {
+        sb.run_ok(c);
+    }
+    assert_eq!(sb.counts(), (calls.len() as u64, 0, 0, 0));
+}
+
+#[test]
+fn stdin_source_is_uncacheable_but_compiles() {
+    let sb = Sandbox::new();
+    sb.zero_stats();
+    sb.run_ok("echo 'int f(void){return 1;}' | gcc -x c -c - -o s.o");
+    assert!(sb.path("s.o").exists());
+    assert_eq!(sb.counts().2, 1);
+}
+
+#[test]
+fn non_compiler_commands_are_untouched() {
+    let sb = Sandbox::new();
+    let out = sb.run("echo hello; exit 3");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.stdout, b"hello\n");
+}

@@ -1,0 +1,153 @@
+//! Helpers for integration tests: each test gets its own cache directory
+//! (so its own agent) and its own project tree, and stops its agent at the end.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Sandbox {
+    pub root: tempfile::TempDir,
+    pub cache: PathBuf,
+    pub project: PathBuf,
+}
+
+pub fn cachefs_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cachefs"))
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let root = tempfile::Builder::new()
+            .prefix("cachefs-test-")
+            .tempdir()
+            .unwrap();
+        let cache = root.path().join("cache");
+        let project = root.path().join("project");
+        std::fs::create_dir_all(&project).unwrap();
+        Sandbox {
+            root,
+            cache,
+            project,
+        }
+    }
+
+    /// A `cachefs` command bound to this sandbox's cache directory.
+    pub fn cachefs(&self) -> Command {
+        let mut c = Command::new(cachefs_bin());
+        c.env("CACHEFS_DIR", &self.cache)
+            .env_remove("LD_PRELOAD")
+            .env_remove("CACHEFS_RUN_ID")
+            .env_remove("RUST_LOG")
+            .current_dir(&self.project);
+        c
+    }
+
+    /// `cachefs run sh -c SCRIPT` in the project directory; panics on failure.
+    pub fn run_ok(&self, script: &str) -> Output {
+        let out = self.run(script);
+        assert!(
+            out.status.success(),
+            "`cachefs run sh -c {script:?}` failed: {}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn run(&self, script: &str) -> Output {
+        self.cachefs()
+            .args(["run", "sh", "-c", script])
+            .output()
+            .unwrap()
+    }
+
+    /// A plain shell command in the project directory, without cachefs.
+    pub fn sh(&self, script: &str) -> Output {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&self.project)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`sh -c {script:?}` failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let out = self.cachefs().args(["stats", "--json"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "stats failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn zero_stats(&self) {
+        assert!(self
+            .cachefs()
+            .args(["stats", "--zero"])
+            .output()
+            .unwrap()
+            .status
+            .success());
+    }
+
+    pub fn counts(&self) -> (u64, u64, u64, u64) {
+        let s = self.stats();
+        let n = |k: &str| s[k].as_u64().unwrap();
+        (n("hits"), n("misses"), n("uncacheable"), n("errors"))
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        let p = self.project.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> Vec<u8> {
+        std::fs::read(self.project.join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.project.join(rel)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.cachefs().arg("stop").output();
+    }
+}
+
+/// Copies a directory tree (regular files and dirs).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
