@@ -4,7 +4,7 @@
 use super::lifecycle::{request, start_agent};
 use crate::config::{Config, ENV_CLIENT, ENV_DIR, ENV_RUN_ID};
 use crate::protocol::{Request, Response, RunSummary};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ pub const SHIM_NAME: &str = "libcachefs_preload.so";
 pub fn run(command: Vec<OsString>) -> Result<i32> {
     let config = Config::from_env()?;
     let exe = std::env::current_exe().context("cannot find the cachefs executable")?;
-    let shim = find_shim(&exe)?;
+    let shim = find_shim(&exe, &config.dir)?;
     let run_id = format!("{}-{}", unix_millis(), std::process::id());
     let agent_up = match start_agent(&config) {
         Ok(_) => true,
@@ -44,23 +44,38 @@ pub fn run(command: Vec<OsString>) -> Result<i32> {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
-/// The shim lives next to the binary (cargo's target dir) or in the
-/// installed lib dir.
-fn find_shim(exe: &Path) -> Result<PathBuf> {
+/// The shim lives next to the binary (cargo's target dir) or in the installed
+/// lib dir; failing that, the copy built into this binary is written into the
+/// cache directory (`cargo install` ships binaries only).
+fn find_shim(exe: &Path, cache_dir: &Path) -> Result<PathBuf> {
     let dir = exe.parent().unwrap_or(Path::new("/"));
     let candidates = [
         dir.join(SHIM_NAME),
         dir.join("../lib/cachefs").join(SHIM_NAME),
+        PathBuf::from(cachefs_preload::SHIM_PATH),
     ];
-    for c in &candidates {
-        if c.is_file() {
-            return Ok(c.canonicalize().unwrap_or_else(|_| c.clone()));
-        }
+    if let Some(found) = candidates.iter().find(|c| c.is_file()) {
+        return Ok(found.canonicalize().unwrap_or_else(|_| found.clone()));
     }
-    bail!(
-        "cannot find the preload library {SHIM_NAME} next to {} or in ../lib/cachefs: build it with `cargo build --workspace`",
-        exe.display()
-    )
+    extract_shim(cache_dir)
+}
+
+fn extract_shim(cache_dir: &Path) -> Result<PathBuf> {
+    let hash = blake3::hash(cachefs_preload::SHIM_SO).to_hex();
+    let path = cache_dir
+        .join("lib")
+        .join(format!("libcachefs_preload-{}.so", &hash[..16]));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let parent = path.parent().expect("has a parent");
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, cachefs_preload::SHIM_SO)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write the preload library to {}", path.display()))?;
+    Ok(path)
 }
 
 fn preload_value(shim: &Path) -> OsString {

@@ -182,7 +182,6 @@ fn config(options: &MirrorOptions) -> Config {
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("cachefs".into()),
-        MountOption::Subtype("cachefs".into()),
         MountOption::DefaultPermissions,
         MountOption::Exec,
     ];
