@@ -39,14 +39,19 @@ pub fn run(call: Call) -> ! {
     let run_id = std::env::var(ENV_RUN_ID).ok();
     let config = match Config::from_env() {
         Ok(c) => c,
-        Err(e) => fall_back(&call, &format!("bad configuration: {e}"), true, None),
+        Err(e) => fall_back(
+            &call,
+            &format!("bad configuration: {e}"),
+            Cause::Unreported,
+            None,
+        ),
     };
     let mut stream = match connect(&config, run_id.is_none()) {
         Ok(s) => s,
         Err(e) => fall_back(
             &call,
             &format!("cannot reach the agent: {e}"),
-            true,
+            Cause::Unreported,
             Some(&config),
         ),
     };
@@ -63,15 +68,25 @@ pub fn run(call: Call) -> ! {
             let view_root = PathBuf::from(OsString::from_vec(view_root));
             run_observed(&call, &mut stream, &view_root, &binds, &config)
         }
-        Ok(Response::RunPlain { reason, warn }) => fall_back(&call, &reason, warn, Some(&config)),
-        Ok(Response::Error { message }) => fall_back(&call, &message, true, Some(&config)),
+        Ok(Response::RunPlain { reason, warn }) => {
+            let cause = if warn { Cause::Counted } else { Cause::Policy };
+            fall_back(&call, &reason, cause, Some(&config))
+        }
+        Ok(Response::Error { message }) => {
+            fall_back(&call, &message, Cause::Unreported, Some(&config))
+        }
         Ok(other) => fall_back(
             &call,
             &format!("unexpected agent reply {other:?}"),
-            true,
+            Cause::Unreported,
             Some(&config),
         ),
-        Err(e) => fall_back(&call, &format!("agent failed: {e}"), true, Some(&config)),
+        Err(e) => fall_back(
+            &call,
+            &format!("agent failed: {e}"),
+            Cause::Unreported,
+            Some(&config),
+        ),
     }
 }
 
@@ -137,9 +152,25 @@ fn compiler_command(call: &Call) -> Command {
 
 /// Runs the compiler unchanged (uncached) by exec'ing it in place, warning
 /// once per build when the cause is a failure rather than a policy.
-fn fall_back(call: &Call, reason: &str, warn: bool, config: Option<&Config>) -> ! {
-    if warn {
+/// Why the compile runs uncached, which decides who says so and who counts it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// Policy (uncacheable): the agent counted it; nothing to warn about.
+    Policy,
+    /// A failure the agent knows of and counted: warn once.
+    Counted,
+    /// A failure the agent never heard of: warn once and count it ourselves.
+    Unreported,
+}
+
+fn fall_back(call: &Call, reason: &str, cause: Cause, config: Option<&Config>) -> ! {
+    if cause != Cause::Policy {
         warn_once(reason, config);
+    }
+    if cause == Cause::Unreported {
+        if let Some(c) = config {
+            log_fallback(&c.dir, reason);
+        }
     }
     log::debug!("running uncached: {reason}");
     let err = compiler_command(call).exec();
@@ -167,9 +198,6 @@ fn warn_once(reason: &str, config: Option<&Config>) {
     };
     if first {
         eprintln!("cachefs: compiling without the cache: {reason}");
-    }
-    if let Some(dir) = config.map(|c| &c.dir) {
-        log_fallback(dir, reason);
     }
 }
 
@@ -248,7 +276,7 @@ fn run_observed(
         fall_back(
             call,
             "the agent stopped during the compile",
-            true,
+            Cause::Unreported,
             Some(config),
         );
     }
@@ -262,7 +290,7 @@ fn abandon(call: &Call, stream: &mut UnixStream, reason: &str, config: &Config) 
             reason: reason.to_string(),
         },
     );
-    fall_back(call, reason, true, Some(config))
+    fall_back(call, reason, Cause::Counted, Some(config))
 }
 
 /// Reads a child's pipe to the end. Output is printed only once the compile

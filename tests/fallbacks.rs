@@ -1,0 +1,130 @@
+//! cachefs never breaks a build: when observation, the agent or the store is
+//! unavailable, compiles run uncached and the build succeeds.
+
+mod common;
+use common::*;
+
+fn small_project(sb: &Sandbox) {
+    sb.write("a.c", "int a(void) { return 1; }\n");
+    sb.write(
+        "main.c",
+        "int a(void);\nint main(void) { return a() - 1; }\n",
+    );
+}
+
+const BUILD: &str = "gcc -c a.c && gcc -c main.c && gcc a.o main.o -o prog && ./prog";
+
+#[test]
+fn without_fuse_compiles_run_uncached_with_one_warning() {
+    if !have("unshare") {
+        panic!("util-linux unshare is required");
+    }
+    let sb = Sandbox::new();
+    small_project(&sb);
+    // A private mount namespace in which /dev/fuse is not a FUSE device: the
+    // agent started inside it cannot mount its mirror.
+    let cachefs = cachefs_bin();
+    let script = format!(
+        "mount --bind /dev/null /dev/fuse && {} run sh -c '{BUILD}' && {} stats --json && {} stop",
+        cachefs.display(),
+        cachefs.display(),
+        cachefs.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env("CACHEFS_DIR", &sb.cache)
+        .current_dir(&sb.project)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("compiling without the cache").count(),
+        1,
+        "{err}"
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["errors"], 3, "{stats}");
+    assert!(stats["observation"]
+        .as_str()
+        .unwrap()
+        .starts_with("unavailable"));
+}
+
+#[test]
+fn unusable_cache_directory_still_builds() {
+    let sb = Sandbox::new();
+    small_project(&sb);
+    // A regular file where the cache directory should be.
+    std::fs::write(&sb.cache, "not a directory").unwrap();
+    let out = sb.run(BUILD);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("building without the cache"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn eviction_keeps_the_cache_under_its_limit_and_results_correct() {
+    let sb = Sandbox::new();
+    let mut build = String::new();
+    for i in 0..20u64 {
+        // Pseudo-random tables: objects of ~160 KiB that zstd cannot shrink much.
+        let mut x = i + 1;
+        let table: Vec<String> = (0..40000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 33).to_string()
+            })
+            .collect();
+        sb.write(
+            &format!("t{i}.c"),
+            &format!("const int t{i}[] = {{{}}};\n", table.join(",")),
+        );
+        build.push_str(&format!("gcc -c t{i}.c && "));
+    }
+    build.push_str("true");
+    let limit = 2560 * 1024;
+    let run = |script: &str| {
+        let out = sb
+            .cachefs()
+            .args(["run", "sh", "-c", script])
+            .env("CACHEFS_CACHE_SIZE", "2560K")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    sb.cachefs().arg("stop").output().unwrap();
+    sb.cachefs()
+        .arg("start")
+        .env("CACHEFS_CACHE_SIZE", "2560K")
+        .output()
+        .unwrap();
+    run(&build);
+    let stats = sb.stats();
+    assert!(stats["bytes"].as_u64().unwrap() <= limit, "{stats}");
+    let entries = stats["entries"].as_u64().unwrap();
+    assert!(entries > 0 && entries < 20, "{stats}");
+    // Whatever survived still restores byte-identical objects.
+    sb.sh("mkdir -p plain && for f in t*.c; do gcc -c $f -o plain/${f%.c}.o; done; rm -f t*.o");
+    run(&build);
+    for i in 0..20 {
+        assert_eq!(
+            sb.read(&format!("t{i}.o")),
+            sb.read(&format!("plain/t{i}.o"))
+        );
+    }
+}
+
+#[test]
+fn output_to_a_device_is_uncacheable() {
+    let sb = Sandbox::new();
+    sb.write("x.c", "int x;\n");
+    sb.zero_stats();
+    sb.run_ok("gcc -E x.c -o /dev/stdout >/dev/null");
+    assert_eq!(sb.counts().2, 1);
+}
