@@ -18,3 +18,14 @@ fi
 if [ ! -e /dev/fuse ]; then
     echo "setup: /dev/fuse is missing: load the fuse module (modprobe fuse); cachefs will compile uncached without it" >&2
 fi
+
+# The third-party build test unpacks a Debian source package: enable deb-src.
+if ! apt-cache showsrc lua5.4 2>/dev/null | grep -q '^Version:'; then
+    deb822=/etc/apt/sources.list.d/debian.sources
+    if [ "$(id -u)" -eq 0 ] && [ -f $deb822 ]; then
+        sed 's/^Types: deb$/Types: deb-src/' $deb822 >/etc/apt/sources.list.d/cachefs-deb-src.sources
+        apt-get update -qq
+    else
+        echo "setup: enable deb-src entries in apt for the third-party build test (apt-get source)" >&2
+    fi
+fi

@@ -19,7 +19,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -67,6 +67,10 @@ pub struct LocalStore {
     pub(crate) writer: Mutex<Instant>,
     pub(crate) pending: Mutex<Pending>,
     pins: Mutex<HashMap<Hash, Pin>>,
+    /// Held shared by `put_blob` while it pins and checks a blob, and exclusively by an eviction
+    /// from its decisions to its file deletions: otherwise `put_blob` could see a blob that an
+    /// eviction has already decided (before the pin) to delete, and return it as stored.
+    evict_gate: RwLock<()>,
     clock: AtomicU64,
     pub(crate) totals: Totals,
 }
@@ -124,6 +128,7 @@ impl LocalStore {
             writer: Mutex::new(Instant::now()),
             pending: Mutex::default(),
             pins: Mutex::default(),
+            evict_gate: RwLock::new(()),
             clock: AtomicU64::new(0),
             totals: Totals::default(),
         };
@@ -163,11 +168,8 @@ impl LocalStore {
     /// written again.
     pub fn put_blob(&self, data: &[u8]) -> Result<Hash, StoreError> {
         let id = hash(data);
-        // Pin before looking, so an eviction cannot delete the blob between this call and the
-        // put_result that references it.
-        self.pin(&id);
         let path = blob_path(&self.blob_dir, &id);
-        if self.blob_indexed(&id)? && path.exists() {
+        if self.pin_and_check(&id, &path)? {
             return Ok(id);
         }
         let bytes = blobfile::encode(data)
@@ -301,6 +303,7 @@ impl LocalStore {
             return Ok(0);
         }
         let target = self.limit / 100 * EVICT_TO_PERCENT;
+        let _gate = self.evict_gate.write().unwrap_or_else(|e| e.into_inner());
         self.write("evicting", true, |tx| {
             let index_bytes = self.index_bytes();
             if tx.blob_bytes + index_bytes <= self.limit {
@@ -363,6 +366,14 @@ impl LocalStore {
             "cache blob {} is unusable ({why}); dropped it, the compile will run again",
             path.display()
         );
+    }
+
+    /// Pins the blob (so no eviction deletes it before the put_result that will reference it)
+    /// and reports whether it is already stored.
+    fn pin_and_check(&self, id: &Hash, path: &Path) -> Result<bool, StoreError> {
+        let _gate = self.evict_gate.read().unwrap_or_else(|e| e.into_inner());
+        self.pin(id);
+        Ok(self.blob_indexed(id)? && path.exists())
     }
 
     fn pin(&self, id: &Hash) {
