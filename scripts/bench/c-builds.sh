@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Side-by-side timing of real C builds: plain, ccache, sccache (if installed)
+# and cachefs, cold (empty cache) and warm (cache full, tree cleaned), run in
+# interleaved rounds (A B C … A B C …) so that machine noise hits every mode
+# alike. Prints medians and per-round ratios, and writes them to
+# target/bench/results-<workload>-<time>.md.
+#
+#   scripts/bench/c-builds.sh [-n ROUNDS] [-j JOBS] [WORKLOAD…]
+#   WORKLOAD: lua (Debian source lua5.4, 36 compiles), zstd (Debian source
+#   libzstd 1.5.4, ~118 compiles), micro (200 generated tiny files, -j1)
+# Default: lua micro. Needs: scripts/setup.sh, cargo build --release.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+ROUNDS=5
+JOBS=2
+while getopts "n:j:" o; do
+    case $o in
+        n) ROUNDS=$OPTARG ;;
+        j) JOBS=$OPTARG ;;
+        *) exit 2 ;;
+    esac
+done
+shift $((OPTIND - 1))
+WORKLOADS=("${@:-lua micro}")
+[ $# -gt 0 ] && WORKLOADS=("$@") || WORKLOADS=(lua micro)
+
+CACHEFS=$ROOT/target/release/cachefs
+[ -x "$CACHEFS" ] || cargo build --release --workspace
+W=$ROOT/target/bench
+mkdir -p "$W/dl" "$W/src" "$W/cache"
+
+fetch_debian() {  # fetch_debian SRCPKG DIR: the upstream tarball of a Debian source package
+    local dest=$W/src/$2
+    [ -d "$dest" ] && return 0
+    (cd "$W/dl" && ls "$1"_*.orig.tar.* >/dev/null 2>&1 || apt-get source --download-only -qq "$1" >/dev/null 2>&1)
+    mkdir -p "$dest"
+    tar xf "$(ls "$W/dl/$1"_*.orig.tar.* | head -1)" -C "$dest" --strip-components=1
+}
+
+generate_micro() {
+    local dest=$W/src/micro
+    [ -f "$dest/Makefile" ] && return 0
+    mkdir -p "$dest"
+    for i in $(seq 1 200); do
+        printf '#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\nint f%d(const char *s) { return (int)strlen(s) + %d; }\n' "$i" "$i" >"$dest/f$i.c"
+    done
+    printf 'OBJS := $(patsubst %%.c,%%.o,$(wildcard *.c))\nall: $(OBJS)\n%%.o: %%.c\n\t$(CC) -O2 -c $< -o $@\nclean:\n\trm -f *.o\n' >"$dest/Makefile"
+}
+
+prepare() {
+    case $1 in
+        lua) fetch_debian lua5.4 lua; TARGET="linux"; CLEAN="clean"; J=$JOBS ;;
+        zstd) fetch_debian libzstd zstd; TARGET=""; CLEAN="clean"; J=$JOBS ;;
+        micro) generate_micro; TARGET="all"; CLEAN="clean"; J=1 ;;
+        *) echo "unknown workload $1" >&2; exit 2 ;;
+    esac
+}
+
+# build WORKLOAD MODE: one clean build; prints seconds.
+build() {
+    local wl=$1 mode=$2 tree=$W/src/$1 cache=$W/cache/$1-${2%-*}
+    local cc=(gcc) runner=()
+    case $mode in
+        plain) ;;
+        ccache-*) cc=(ccache gcc); export CCACHE_DIR=$cache ;;
+        sccache-*) cc=(sccache gcc); export SCCACHE_DIR=$cache ;;
+        cachefs-*) runner=("$CACHEFS" run); export CACHEFS_DIR=$cache ;;
+    esac
+    if [[ $mode == *-cold ]]; then
+        [[ $mode == sccache-* ]] && sccache --stop-server >/dev/null 2>&1 || true
+        [[ $mode == cachefs-* ]] && "$CACHEFS" stop >/dev/null 2>&1 || true
+        rm -rf "$cache"
+    fi
+    make -s -C "$tree" $CLEAN >/dev/null 2>&1 || true
+    local t0 t1
+    t0=$(date +%s%N)
+    "${runner[@]}" make -s -C "$tree" -j"$J" CC="${cc[*]}" $TARGET >"$W/last-$wl-$mode.log" 2>&1 ||
+        { echo "build failed: $wl $mode (see $W/last-$wl-$mode.log)" >&2; exit 1; }
+    t1=$(date +%s%N)
+    echo "scale=3; ($t1 - $t0) / 1000000000" | bc
+}
+
+MODES=(plain ccache-cold ccache-warm cachefs-cold cachefs-warm)
+command -v sccache >/dev/null && MODES+=(sccache-cold sccache-warm)
+command -v bc >/dev/null || { echo "bc is required (apt-get install bc)" >&2; exit 1; }
+
+for wl in "${WORKLOADS[@]}"; do
+    prepare "$wl"
+    echo "== $wl: $ROUNDS rounds of ${MODES[*]} (-j$J)" >&2
+    # Warm caches once so that every warm mode has something to hit.
+    for m in ccache-warm cachefs-warm sccache-warm; do
+        [[ " ${MODES[*]} " == *" $m "* ]] && build "$wl" "${m%-warm}-cold" >/dev/null
+    done
+    results=$W/times-$wl.tsv
+    : >"$results"
+    for r in $(seq 1 "$ROUNDS"); do
+        for m in "${MODES[@]}"; do
+            # A cold mode empties the cache its warm mode uses: refill after.
+            t=$(build "$wl" "$m")
+            printf '%s\t%s\t%s\n' "$r" "$m" "$t" >>"$results"
+            echo "  round $r $m ${t}s" >&2
+        done
+    done
+    out=$W/results-$wl-$(date +%Y%m%d-%H%M%S).md
+    python3 "$ROOT/scripts/bench/summarize.py" "$results" "$wl" "$J" | tee "$out"
+done
+"$CACHEFS" stop >/dev/null 2>&1 || true
