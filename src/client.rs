@@ -56,8 +56,10 @@ pub fn run(call: Call) -> ! {
         ),
     };
     let request = Request::Compile(compile_request(&call, run_id));
+    let asked = Instant::now();
     let response = protocol::write_frame(&mut stream, &request)
         .and_then(|_| protocol::read_frame::<Response, _>(&mut stream));
+    log::debug!("agent answered in {:?}", asked.elapsed());
     match response {
         Ok(Response::Hit {
             stdout,
@@ -251,7 +253,9 @@ fn run_observed(
     };
     let out = collect(child.stdout.take().expect("piped"));
     let err = collect(child.stderr.take().expect("piped"));
+    log::debug!("compiler started in the view in {:?}", start.elapsed());
     let status = child.wait().expect("waiting for our own child cannot fail");
+    log::debug!("compiler exited after {:?}", start.elapsed());
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     let exit = match (status.code(), status.signal()) {
@@ -272,6 +276,7 @@ fn run_observed(
     // uncached (nothing was printed yet).
     let acked = protocol::write_frame(stream, &Request::Finished(done.clone()))
         .and_then(|_| protocol::read_frame::<Response, _>(stream));
+    log::debug!("agent stored the result after {:?}", start.elapsed());
     if acked.is_err() {
         fall_back(
             call,
