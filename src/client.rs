@@ -30,6 +30,40 @@ impl Call {
             argv: std::env::args_os().collect(),
         }
     }
+
+    /// `cachefs COMPILER ARGS…`: the first argument names a known compiler
+    /// (by name, searched on PATH, or by path). Its argv[0] is the compiler
+    /// as named, which is what the build would have run.
+    pub fn from_wrapper_args() -> Option<Call> {
+        let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+        let first = args.first()?;
+        let name = Path::new(first).file_name()?;
+        if !cachefs_preload::is_compiler_name(name.as_bytes()) {
+            return None;
+        }
+        let compiler = resolve_program(first)?;
+        Some(Call {
+            compiler,
+            argv: args,
+        })
+    }
+}
+
+/// A program name as execvp would find it.
+fn resolve_program(name: &OsString) -> Option<PathBuf> {
+    let name = Path::new(name);
+    if name.as_os_str().as_bytes().contains(&b'/') {
+        return name.is_file().then(|| name.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Runs the call and exits with the compiler's status.

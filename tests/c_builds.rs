@@ -240,3 +240,27 @@ fn non_compiler_commands_are_untouched() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(out.stdout, b"hello\n");
 }
+
+#[test]
+fn wrapper_modes_cache_like_run() {
+    let sb = Sandbox::new();
+    sb.write("x.c", "int x(void) { return 3; }\n");
+    let cachefs = cachefs_bin();
+    let wrapped = |cmd: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd.replace("CACHEFS", &cachefs.to_string_lossy()))
+            .env("CACHEFS_DIR", &sb.cache)
+            .current_dir(&sb.project)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+    };
+    sb.zero_stats();
+    wrapped("CACHEFS gcc -c x.c -o a.o");
+    wrapped("CACHEFS gcc -c x.c -o a.o");
+    wrapped("CACHEFS /usr/bin/gcc -c x.c -o b.o");
+    wrapped("CACHEFS /usr/bin/gcc -c x.c -o b.o");
+    assert_eq!(sb.counts(), (2, 2, 0, 0));
+    assert_eq!(sb.read("a.o"), sb.read("b.o"));
+}

@@ -103,6 +103,7 @@ impl Agent {
 
     /// The first stored dep set that still holds, with its outputs restored.
     fn lookup(&self, key: &Hash) -> Option<CachedResult> {
+        self.pending.wait_for(key);
         let bytes = self.store.get_manifest(key).ok().flatten()?;
         let manifest = Manifest::decode(&bytes)?;
         for set in &manifest.sets {
@@ -153,6 +154,9 @@ impl Agent {
         };
         // Outputs and input hashes are in memory now: the build may go on
         // (and touch those files) while we write the cache entry.
+        // A lookup of the same key meanwhile waits for the entry rather
+        // than miss because it is still being written.
+        let _pending = self.pending.hold(*key);
         reply(stream, Response::Stored)?;
         let (deps, captured) = captured;
         if let Err(e) = self.save(key, deps, captured, &done) {

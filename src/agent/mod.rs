@@ -3,6 +3,7 @@
 //! statistics, and answers clients on a unix socket inside the cache dir.
 
 mod compile;
+mod pending;
 mod results;
 mod stats;
 
@@ -36,6 +37,7 @@ pub struct Agent {
     stat_cache: StatCache,
     stats: stats::Stats,
     manifest_lock: Mutex<()>,
+    pending: pending::PendingSaves,
     last_activity: Mutex<Instant>,
     active: AtomicUsize,
 }
@@ -158,6 +160,7 @@ impl Agent {
             stat_cache: StatCache::default(),
             stats,
             manifest_lock: Mutex::new(()),
+            pending: pending::PendingSaves::default(),
             last_activity: Mutex::new(Instant::now()),
             active: AtomicUsize::new(0),
         })
