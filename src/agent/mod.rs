@@ -286,12 +286,23 @@ fn same_user(stream: &UnixStream) -> bool {
 }
 
 fn spawn_housekeeping(agent: Arc<Agent>) {
-    std::thread::spawn(move || loop {
-        std::thread::sleep(Duration::from_secs(1));
-        agent.flush_stats();
-        let idle = agent.last_activity.lock().unwrap().elapsed();
-        if agent.active.load(Ordering::SeqCst) == 0 && idle >= agent.config.idle_timeout {
-            agent.shutdown("idle timeout");
+    std::thread::spawn(move || {
+        let mut flushed_after: Option<Instant> = None;
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            agent.flush_stats();
+            let last = *agent.last_activity.lock().unwrap();
+            let quiet = agent.active.load(Ordering::SeqCst) == 0;
+            // Once per quiet spell: commit queued LRU touches and blob entries.
+            if quiet && last.elapsed() >= Duration::from_secs(2) && flushed_after != Some(last) {
+                flushed_after = Some(last);
+                if let Err(e) = agent.store.flush() {
+                    log::warn!("cannot flush the store: {e}");
+                }
+            }
+            if quiet && last.elapsed() >= agent.config.idle_timeout {
+                agent.shutdown("idle timeout");
+            }
         }
     });
 }

@@ -153,7 +153,12 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, io
 
 /// Shard dirs are created on first use (and after `clear` removed them).
 fn create_new(tmp: &Path, dir: &Path) -> io::Result<fs::File> {
-    let open = || fs::OpenOptions::new().write(true).create_new(true).open(tmp);
+    let open = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+    };
     match open() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::create_dir_all(dir)?;
@@ -196,7 +201,10 @@ mod tests {
             assert!(decode(&id(&data), &bad).is_err(), "flip at {i}");
         }
         for len in 0..good.len() {
-            assert!(decode(&id(&data), &good[..len]).is_err(), "truncated to {len}");
+            assert!(
+                decode(&id(&data), &good[..len]).is_err(),
+                "truncated to {len}"
+            );
         }
         assert!(decode(&id(b"other"), &good).is_err());
     }

@@ -17,10 +17,7 @@ pub enum StoreError {
         hint: &'static str,
     },
     /// The redb index refused an operation.
-    #[error(
-        "cache index {path}: {op} failed: {source}; if this keeps happening, stop cachefs and \
-         delete {path} (the cache starts over empty)"
-    )]
+    #[error("cache index {path}: {op} failed: {source}; {}", index_hint(.source, .path))]
     Index {
         op: &'static str,
         path: PathBuf,
@@ -45,6 +42,16 @@ pub enum StoreError {
     },
 }
 
+fn index_hint(source: &redb::Error, path: &Path) -> String {
+    match source {
+        redb::Error::Io(_) | redb::Error::PreviousIo => HINT_WRITE.to_string(),
+        _ => format!(
+            "if this keeps happening, stop cachefs and delete {} (the cache starts over empty)",
+            path.display()
+        ),
+    }
+}
+
 pub(crate) const HINT_WRITE: &str =
     "check that the disk is not full and the cache directory is writable (or lower the cache size)";
 pub(crate) const HINT_READ: &str = "check the cache directory's permissions";
@@ -62,6 +69,13 @@ impl StoreError {
             source,
             hint,
         }
+    }
+
+    /// redb errors after which the handle is unusable until reopened.
+    pub(crate) fn needs_reopen(&self) -> bool {
+        use redb::Error::{DatabaseClosed, Io, PreviousIo};
+        matches!(self, StoreError::Index { source, .. }
+            if matches!(**source, Io(_) | PreviousIo | DatabaseClosed))
     }
 
     pub(crate) fn index<'a, E: Into<redb::Error>>(

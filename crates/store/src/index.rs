@@ -4,7 +4,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 
 use crate::{Hash, StoreError};
 
@@ -41,13 +43,14 @@ const CACHE_BYTES: usize = 64 << 20;
 /// Opens (or creates) the index. A file redb cannot read, or one written by another layout, is
 /// moved aside and replaced by an empty index: it only holds a cache, and a build must not fail
 /// because of it. Only a real I/O problem or another process holding the file is an error.
-pub(crate) fn open(path: &Path) -> Result<Database, StoreError> {
-    match try_open(path) {
+/// `verify` checks every page (see `try_open`); a reopen of a file only redb has written skips it.
+pub(crate) fn open(path: &Path, verify: bool) -> Result<Database, StoreError> {
+    match try_open(path, verify) {
         Ok(db) => Ok(db),
         Err(Failure::Fatal(e)) => Err(e),
         Err(Failure::Corrupt(why)) => {
             move_aside(path, &why)?;
-            try_open(path).map_err(|f| match f {
+            try_open(path, verify).map_err(|f| match f {
                 Failure::Fatal(e) => e,
                 Failure::Corrupt(why) => StoreError::Index {
                     op: "creating a fresh index",
@@ -64,7 +67,7 @@ enum Failure {
     Fatal(StoreError),
 }
 
-fn try_open(path: &Path) -> Result<Database, Failure> {
+fn try_open(path: &Path, verify: bool) -> Result<Database, Failure> {
     // The integrity check makes redb verify every page's checksum and report a damaged file as
     // an error, where a plain open may trust it (and debug builds of redb may panic on it); the
     // catch_unwind is the backstop for any such panic. The cost is one read of the index per
@@ -72,7 +75,7 @@ fn try_open(path: &Path) -> Result<Database, Failure> {
     let opened = catch_unwind(AssertUnwindSafe(|| {
         Database::builder()
             .set_cache_size(CACHE_BYTES)
-            .set_check_integrity_on_open(true)
+            .set_check_integrity_on_open(verify)
             .create(path)
     }));
     let db = match opened {
@@ -88,8 +91,12 @@ fn try_open(path: &Path) -> Result<Database, Failure> {
     Ok(db)
 }
 
-/// Creates the tables and checks the format, in one durable transaction.
+/// Creates the tables and checks the format, in one durable transaction; without writing when
+/// all is in place, so a reopen works on a full disk.
 fn init(db: &Database) -> Result<(), redb::Error> {
+    if initialized(db)? {
+        return Ok(());
+    }
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     {
@@ -116,6 +123,31 @@ fn init(db: &Database) -> Result<(), redb::Error> {
     }
     txn.commit()?;
     Ok(())
+}
+
+/// Whether every table exists with its types and the format is ours (checked by opening them).
+fn initialized(db: &Database) -> Result<bool, redb::Error> {
+    let txn = db.begin_read()?;
+    let exists = |r: Result<(), redb::TableError>| match r {
+        Ok(()) => Ok(true),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+        Err(e) => Err(redb::Error::from(e)),
+    };
+    let all = [
+        exists(txn.open_table(RESULTS).map(drop))?,
+        exists(txn.open_table(TICKS).map(drop))?,
+        exists(txn.open_table(LRU).map(drop))?,
+        exists(txn.open_table(BLOBS).map(drop))?,
+        exists(txn.open_table(ORPHANS).map(drop))?,
+        exists(txn.open_table(MANIFESTS).map(drop))?,
+        exists(txn.open_table(META).map(drop))?,
+        exists(txn.open_table(STATE).map(drop))?,
+    ];
+    if all.contains(&false) {
+        return Ok(false);
+    }
+    let format = txn.open_table(STATE)?.get(STATE_FORMAT)?.map(|g| g.value());
+    Ok(format == Some(FORMAT))
 }
 
 /// Errors that mean "this file is not a usable index" (as opposed to "the disk is failing" or

@@ -42,10 +42,18 @@ fn split_number(s: &str) -> Option<(&str, &str)> {
 /// Exact fixed-point arithmetic, so "1.1G" is not off by a float rounding.
 fn scale(whole: &str, frac: &str, shift: u32) -> Option<u64> {
     let unit = 1u128 << shift;
-    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     // More than 38 fractional digits cannot change the result but would overflow u128.
     let frac = &frac[..frac.len().min(18)];
-    let frac_value = if frac.is_empty() { 0 } else { frac.parse::<u128>().ok()? };
+    let frac_value = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<u128>().ok()?
+    };
     let frac_bytes = frac_value * unit / 10u128.pow(frac.len() as u32);
     let total = whole.checked_mul(unit)?.checked_add(frac_bytes)?;
     u64::try_from(total).ok()
@@ -101,7 +109,10 @@ mod tests {
                 "{input}"
             );
         }
-        assert!(matches!(parse_size("16777216T"), Err(SizeError::TooLarge(_))));
+        assert!(matches!(
+            parse_size("16777216T"),
+            Err(SizeError::TooLarge(_))
+        ));
         assert!(matches!(
             parse_size("99999999999999999999999999999999999999999"),
             Err(SizeError::TooLarge(_)) | Err(SizeError::Invalid(_))

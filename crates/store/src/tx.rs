@@ -12,20 +12,24 @@ use redb::{Key, Value, WriteTransaction};
 
 use crate::blobfile::{self, blob_path, TEMP_PREFIX};
 use crate::index::{self, BLOBS, LRU, MANIFESTS, ORPHANS, RESULTS, STATE, TICKS};
-use crate::store::{create_private_dir, lock, LocalStore};
+use crate::store::{create_private_dir, lock, Db, LocalStore};
 use crate::{Hash, StoreError};
+
+/// Rough index bytes per table entry beyond its value: key, B-tree slot, page slack.
+const ENTRY_OVERHEAD: u64 = 96;
 
 pub(crate) struct Tx<'s> {
     txn: WriteTransaction,
+    /// Declared after `txn`, so it is released after the transaction ends.
+    _db: Db<'s>,
     store: &'s LocalStore,
     pub(crate) blob_bytes: u64,
     evicted: u64,
     /// Deleted after the commit: deleting first would leave the index pointing at nothing if
     /// the commit failed.
     unlink_after_commit: Vec<PathBuf>,
-    /// Blob files this transaction was to record: deleted if it does not commit, so a failed
-    /// put leaves no unindexed file behind.
-    unlink_on_abort: Vec<PathBuf>,
+    /// Queued blob entries this transaction records: queued again if it does not commit.
+    new_blobs: HashMap<Hash, u64>,
     clear_blob_dir: bool,
     counts: (u64, u64),
 }
@@ -39,25 +43,20 @@ fn open<'t, K: Key + 'static, V: Value + 'static>(
 }
 
 impl<'s> Tx<'s> {
-    pub(crate) fn begin(
-        store: &'s LocalStore,
-        op: &'static str,
-        durable: bool,
-    ) -> Result<Self, StoreError> {
-        let mut txn = store.db.begin_write().map_err(store.ie(op))?;
-        let durability = if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
-        txn.set_durability(durability).map_err(store.ie(op))?;
+    pub(crate) fn begin(store: &'s LocalStore, op: &'static str) -> Result<Self, StoreError> {
+        let db = store.db()?;
+        let mut txn = db.begin_write().map_err(store.ie(op))?;
+        // The default, but stated: the store's consistency argument depends on it (see store.rs).
+        txn.set_durability(Durability::Immediate)
+            .map_err(store.ie(op))?;
         Ok(Tx {
             txn,
+            _db: db,
             store,
             blob_bytes: store.totals.blob_bytes.load(Relaxed),
             evicted: 0,
             unlink_after_commit: Vec::new(),
-            unlink_on_abort: Vec::new(),
+            new_blobs: HashMap::new(),
             clear_blob_dir: false,
             counts: (0, 0),
         })
@@ -83,7 +82,7 @@ impl<'s> Tx<'s> {
             }
         };
         if committed.is_err() {
-            remove_files(&self.unlink_on_abort);
+            requeue_new_blobs(store, self.new_blobs);
             return committed;
         }
         let t = &store.totals;
@@ -111,10 +110,11 @@ impl<'s> Tx<'s> {
                 .insert(name, value)
                 .map_err(self.store.ie("saving counters"))?;
         }
-        let results = open(&self.txn, self.store, RESULTS)?.len();
-        let blobs = open(&self.txn, self.store, BLOBS)?.len();
-        let ie = self.store.ie::<redb::StorageError>("counting entries");
-        self.counts = (results.and_then(|r| Ok((r, blobs?))).map_err(ie))?;
+        drop(state);
+        let ie = || self.store.ie("counting entries");
+        let results = open(&self.txn, self.store, RESULTS)?.len().map_err(ie())?;
+        let blobs = open(&self.txn, self.store, BLOBS)?.len().map_err(ie())?;
+        self.counts = (results, blobs);
         Ok(())
     }
 
@@ -133,7 +133,9 @@ impl<'s> Tx<'s> {
         value: &[u8],
     ) -> Result<(), StoreError> {
         let mut table = open(&self.txn, self.store, def)?;
-        table.insert(key, value).map_err(self.store.ie("inserting"))?;
+        table
+            .insert(key, value)
+            .map_err(self.store.ie("inserting"))?;
         Ok(())
     }
 
@@ -141,8 +143,13 @@ impl<'s> Tx<'s> {
         let (touches, missing) = {
             let mut p = lock(&self.store.pending);
             p.since = None;
+            self.new_blobs = mem::take(&mut p.new_blobs);
             (mem::take(&mut p.touches), mem::take(&mut p.missing))
         };
+        let new_blobs: Vec<(Hash, u64)> = self.new_blobs.iter().map(|(k, v)| (*k, *v)).collect();
+        for (id, size) in new_blobs {
+            self.add_blob(&id, size)?;
+        }
         for (id, tick) in touches {
             self.apply_touch(&id, tick)?;
         }
@@ -174,24 +181,22 @@ impl<'s> Tx<'s> {
         let entry = blobs.get(id).map_err(ie())?.map(|g| g.value());
         if let Some((refs, size)) = entry.filter(|&(_, size)| size > 0) {
             blobs.insert(id, (refs, 0)).map_err(ie())?;
-            self.blob_bytes -= size;
+            self.blob_bytes = self.blob_bytes.saturating_sub(size);
         }
         Ok(())
     }
 
-    /// Records a blob file just written; a new blob starts unreferenced (an orphan).
-    pub(crate) fn add_blob(&mut self, id: &Hash, size: u64) -> Result<(), StoreError> {
+    /// Records a blob file `put_blob` wrote; a new blob starts unreferenced (an orphan).
+    fn add_blob(&mut self, id: &Hash, size: u64) -> Result<(), StoreError> {
         let mut blobs = open(&self.txn, self.store, BLOBS)?;
         let ie = || self.store.ie("recording a blob");
         let entry = blobs.get(id).map_err(ie())?.map(|g| g.value());
         let (refs, old_size) = entry.unwrap_or((0, 0));
         blobs.insert(id, (refs, size)).map_err(ie())?;
-        self.blob_bytes = self.blob_bytes - old_size + size;
+        self.blob_bytes = self.blob_bytes.saturating_sub(old_size) + size;
         if entry.is_none() {
             let mut orphans = open(&self.txn, self.store, ORPHANS)?;
             orphans.insert(id, ()).map_err(ie())?;
-            self.unlink_on_abort
-                .push(blob_path(&self.store.blob_dir, id));
         }
         Ok(())
     }
@@ -217,9 +222,9 @@ impl<'s> Tx<'s> {
         Ok(())
     }
 
-    /// Drops one reference to each blob. One left unreferenced is deleted if `sweep` (eviction,
-    /// whose commit is durable) and nobody is about to reference it; otherwise it becomes an
-    /// orphan for the next eviction to collect.
+    /// Drops one reference to each blob. One left unreferenced is deleted if `sweep` (eviction)
+    /// and nobody is about to reference it; otherwise it becomes an orphan for the next
+    /// eviction to collect.
     pub(crate) fn release_blobs(&mut self, ids: &[Hash], sweep: bool) -> Result<(), StoreError> {
         let mut blobs = open(&self.txn, self.store, BLOBS)?;
         let mut orphans = open(&self.txn, self.store, ORPHANS)?;
@@ -237,7 +242,7 @@ impl<'s> Tx<'s> {
             }
             blobs.remove(id).map_err(ie())?;
             orphans.remove(id).map_err(ie())?;
-            self.blob_bytes -= size;
+            self.blob_bytes = self.blob_bytes.saturating_sub(size);
             self.unlink_after_commit
                 .push(blob_path(&self.store.blob_dir, id));
         }
@@ -260,19 +265,47 @@ impl<'s> Tx<'s> {
             let Some(entry) = blobs.remove(id).map_err(ie())? else {
                 continue;
             };
-            self.blob_bytes -= entry.value().1;
+            self.blob_bytes = self.blob_bytes.saturating_sub(entry.value().1);
             self.unlink_after_commit
                 .push(blob_path(&self.store.blob_dir, id));
         }
         Ok(())
     }
 
-    /// Evicts the least recently used result; false when there are none left.
-    pub(crate) fn evict_oldest(&mut self) -> Result<bool, StoreError> {
+    /// Evicts until blobs plus the index's live pages fit in `target`; returns the estimated
+    /// live index bytes left.
+    pub(crate) fn evict_to(&mut self, target: u64) -> Result<u64, StoreError> {
+        let stats = self
+            .txn
+            .stats()
+            .map_err(self.store.ie("measuring the index"))?;
+        let mut index = stats.allocated_pages() * stats.page_size() as u64;
+        self.sweep_orphans()?;
+        while self.blob_bytes + index > target {
+            let Some(freed) = self.evict_oldest()? else {
+                break;
+            };
+            index = index.saturating_sub(freed);
+        }
+        // Manifests are not evicted with their results (a missing result is just a miss), so
+        // they only go when the index alone is over the budget. Keys are hashes: key order is
+        // as good as random.
+        while self.blob_bytes + index > target {
+            let Some(freed) = self.evict_a_manifest()? else {
+                break;
+            };
+            index = index.saturating_sub(freed);
+        }
+        Ok(index)
+    }
+
+    /// Evicts the least recently used result; returns about how many index bytes that freed,
+    /// or `None` when there are no results left.
+    fn evict_oldest(&mut self) -> Result<Option<u64>, StoreError> {
         let mut lru = open(&self.txn, self.store, LRU)?;
         let ie = || self.store.ie("evicting");
         let Some(id) = lru.pop_first().map_err(ie())?.map(|(k, _)| *k.value().1) else {
-            return Ok(false);
+            return Ok(None);
         };
         drop(lru);
         open(&self.txn, self.store, TICKS)?
@@ -281,13 +314,22 @@ impl<'s> Tx<'s> {
         let record = open(&self.txn, self.store, RESULTS)?
             .remove(&id)
             .map_err(ie())?
-            .map(|g| g.value().to_vec());
-        let blobs = record.as_deref().and_then(index::decode_result);
-        if let Some((blobs, _)) = blobs {
-            self.release_blobs(&blobs, true)?;
-        }
+            .map(|g| g.value().to_vec())
+            .unwrap_or_default();
+        let blobs = blobs_of(&record);
+        self.release_blobs(&blobs, true)?;
         self.evicted += 1;
-        Ok(true)
+        Ok(Some(
+            record.len() as u64 + ENTRY_OVERHEAD * (3 + blobs.len() as u64),
+        ))
+    }
+
+    fn evict_a_manifest(&mut self) -> Result<Option<u64>, StoreError> {
+        let mut manifests = open(&self.txn, self.store, MANIFESTS)?;
+        let popped = manifests
+            .pop_first()
+            .map_err(self.store.ie("evicting a manifest"))?;
+        Ok(popped.map(|(_, v)| v.value().len() as u64 + ENTRY_OVERHEAD))
     }
 
     /// Inserts a result record; returns the blobs the record it replaced referenced.
@@ -396,6 +438,14 @@ impl<'s> Tx<'s> {
     }
 }
 
+/// The blob files are fine; only recording them failed. Keep them for the next try.
+fn requeue_new_blobs(store: &LocalStore, new_blobs: HashMap<Hash, u64>) {
+    let mut p = lock(&store.pending);
+    for (id, size) in new_blobs {
+        p.new_blobs.entry(id).or_insert(size);
+    }
+}
+
 fn blobs_of(record: &[u8]) -> Vec<Hash> {
     index::decode_result(record).map_or_else(Vec::new, |(blobs, _)| blobs)
 }
@@ -460,7 +510,11 @@ fn remove_trash(blob_dir: &Path) {
         return;
     };
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(TRASH_PREFIX) {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(TRASH_PREFIX)
+        {
             if let Err(e) = fs::remove_dir_all(entry.path()) {
                 log::warn!("cache: could not delete {}: {e}", entry.path().display());
             }

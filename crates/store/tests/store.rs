@@ -21,7 +21,9 @@ fn round_trips_and_persists() {
         let blob = store.put_blob(&data).unwrap();
         assert_eq!(blob, *blake3::hash(&data).as_bytes());
         let empty = store.put_blob(b"").unwrap();
-        store.put_result(&key(1), b"result", &[blob, empty]).unwrap();
+        store
+            .put_result(&key(1), b"result", &[blob, empty])
+            .unwrap();
         store.put_manifest(&key(2), b"manifest").unwrap();
         store.put_meta("hits", b"42").unwrap();
         assert_eq!(store.get_blob(&blob).unwrap().unwrap(), data);
@@ -77,10 +79,16 @@ fn dedups_blobs() {
     let id = store.put_blob(&data).unwrap();
     let path = blob_file(tmp.path(), &id);
     let before = fs::metadata(&path).unwrap();
+    store.flush().unwrap();
     let bytes = store.stats().bytes;
     assert_eq!(store.put_blob(&data).unwrap(), id);
+    store.flush().unwrap();
+    assert_eq!(store.put_blob(&data).unwrap(), id);
     let after = fs::metadata(&path).unwrap();
-    assert_eq!((before.ino(), before.mtime_nsec()), (after.ino(), after.mtime_nsec()));
+    assert_eq!(
+        (before.ino(), before.mtime_nsec()),
+        (after.ino(), after.mtime_nsec())
+    );
     assert_eq!(store.stats().blobs, 1);
     assert_eq!(store.stats().bytes, bytes);
     assert_eq!(files_under(&tmp.path().join("blobs")).len(), 1);
@@ -97,7 +105,10 @@ fn compresses_what_compresses() {
     let random = noise(2, 10_000);
     let id = store.put_blob(&random).unwrap();
     let on_disk = fs::metadata(blob_file(tmp.path(), &id)).unwrap().len();
-    assert!(on_disk <= random.len() as u64 + 16, "{on_disk} bytes on disk");
+    assert!(
+        on_disk <= random.len() as u64 + 16,
+        "{on_disk} bytes on disk"
+    );
     assert_eq!(store.get_blob(&id).unwrap().unwrap(), random);
 }
 
@@ -280,7 +291,10 @@ fn a_damaged_index_page_is_moved_aside() {
             fs::remove_file(tmp.path().join(n)).unwrap();
         }
     }
-    println!("{moved} of {} damaged pages made the index move aside", valid.len() / 4096 - 1);
+    println!(
+        "{moved} of {} damaged pages made the index move aside",
+        valid.len() / 4096 - 1
+    );
 }
 
 #[test]
@@ -317,7 +331,12 @@ fn crash_leftovers_are_cleaned_at_open() {
 /// Runs `crash_child_body` in a child process that opens the store and aborts without closing.
 fn crash_child(dir: &std::path::Path) {
     let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child_body", "--nocapture", "--include-ignored"])
+        .args([
+            "--exact",
+            "crash_child_body",
+            "--nocapture",
+            "--include-ignored",
+        ])
         .env("CACHEFS_STORE_TEST_CRASH_DIR", dir)
         .stderr(std::process::Stdio::null())
         .status()
@@ -336,66 +355,77 @@ fn crash_child_body() {
     std::process::abort();
 }
 
+/// Blob sizes in these tests dwarf the index (which redb grows in steps of tens of KB).
+const BLOB: usize = 100_000;
+const INDEX_ALLOWANCE: u64 = 256 << 10;
+
 #[test]
 fn evicts_least_recently_used_first() {
     let tmp = tempfile::tempdir().unwrap();
-    let index_bytes = {
-        let store = LocalStore::open(tmp.path(), GIB).unwrap();
-        store.stats().bytes
-    };
-    // Room for the index plus ~10 blobs of 10 KB (their index entries grow the index a little).
-    let limit = index_bytes + 20_000 + 10 * 10_016;
+    let limit = INDEX_ALLOWANCE + 10 * BLOB as u64;
     let store = LocalStore::open(tmp.path(), limit).unwrap();
-    let shared = store.put_blob(&noise(1000, 100)).unwrap();
+    let shared_data = noise(1000, 100);
     let mut ids = Vec::new();
-    for i in 0..8 {
-        let id = store.put_blob(&noise(i, 10_000)).unwrap();
+    let mut put = |i: u64| {
+        let id = store.put_blob(&noise(i, BLOB)).unwrap();
+        let shared = store.put_blob(&shared_data).unwrap();
         store.put_result(&key(i), b"v", &[id, shared]).unwrap();
         ids.push(id);
+        shared
+    };
+    for i in 0..8 {
+        put(i);
     }
     assert_eq!(store.stats().evicted, 0, "{:?}", store.stats());
     // Use result 0, so result 1 is now the least recently used.
     assert!(store.get_result(&key(0)).unwrap().is_some());
+    let mut shared = [0; 32];
     for i in 8..14 {
-        let id = store.put_blob(&noise(i, 10_000)).unwrap();
-        store.put_result(&key(i), b"v", &[id, shared]).unwrap();
-        ids.push(id);
+        shared = put(i);
     }
     let stats = store.stats();
     println!("after eviction: {stats:?}");
-    assert!(stats.evicted > 0);
+    assert!(stats.evicted >= 3, "{stats:?}");
     assert!(stats.bytes <= limit, "{stats:?}");
-    assert!(store.get_result(&key(0)).unwrap().is_some(), "recently used kept");
+    assert!(
+        store.get_result(&key(0)).unwrap().is_some(),
+        "recently used kept"
+    );
     assert!(store.get_result(&key(1)).unwrap().is_none(), "LRU evicted");
     assert!(store.get_result(&key(13)).unwrap().is_some(), "newest kept");
     assert!(!blob_file(tmp.path(), &ids[1]).exists(), "its blob deleted");
-    assert!(blob_file(tmp.path(), &ids[0]).exists());
     assert!(blob_file(tmp.path(), &shared).exists(), "still referenced");
     for i in 0..14 {
         let hit = store.get_result(&key(i)).unwrap().is_some();
         assert_eq!(hit, blob_file(tmp.path(), &ids[i as usize]).exists(), "{i}");
         if hit {
-            assert_eq!(store.get_blob(&ids[i as usize]).unwrap().unwrap(), noise(i, 10_000));
+            let blob = store.get_blob(&ids[i as usize]).unwrap().unwrap();
+            assert_eq!(blob, noise(i, BLOB));
         }
     }
+    // Only results 2.. (oldest first) went, then eviction stopped below 90% of the limit.
+    let kept: Vec<u64> = (0..14)
+        .filter(|&i| store.get_result(&key(i)).unwrap().is_some())
+        .collect();
+    let first_kept = stats.evicted + 1;
+    let want: Vec<u64> = std::iter::once(0).chain(first_kept..14).collect();
+    assert_eq!(kept, want);
     assert_eq!(stats.corrupt_found, 0);
 }
 
 #[test]
 fn eviction_sweeps_unreferenced_blobs() {
     let tmp = tempfile::tempdir().unwrap();
-    let index_bytes = LocalStore::open(tmp.path(), GIB).unwrap().stats().bytes;
-    let limit = index_bytes + 50_000;
-    let store = LocalStore::open(tmp.path(), limit).unwrap();
-    let a = store.put_blob(&noise(1, 30_000)).unwrap();
+    let store = LocalStore::open(tmp.path(), INDEX_ALLOWANCE + 5 * BLOB as u64).unwrap();
+    let a = store.put_blob(&noise(1, 4 * BLOB)).unwrap();
     store.put_result(&key(1), b"v", &[a]).unwrap();
     store.remove_result(&key(1)).unwrap();
     // `a` is now unreferenced; the next put that goes over the limit collects it first.
-    let b = store.put_blob(&noise(2, 30_000)).unwrap();
+    let b = store.put_blob(&noise(2, 4 * BLOB)).unwrap();
     store.put_result(&key(2), b"v", &[b]).unwrap();
     assert!(!blob_file(tmp.path(), &a).exists());
     assert_eq!(store.get_result(&key(2)).unwrap().unwrap(), b"v");
-    assert_eq!(store.get_blob(&b).unwrap().unwrap(), noise(2, 30_000));
+    assert_eq!(store.get_blob(&b).unwrap().unwrap(), noise(2, 4 * BLOB));
     assert_eq!(store.stats().evicted, 0, "only the orphan went");
     assert_eq!(store.stats().blobs, 1);
 }
@@ -413,21 +443,52 @@ fn evict_is_a_no_op_under_the_limit() {
 #[test]
 fn lru_order_survives_reopen() {
     let tmp = tempfile::tempdir().unwrap();
-    let index_bytes = LocalStore::open(tmp.path(), GIB).unwrap().stats().bytes;
-    {
+    let bytes = {
         let store = LocalStore::open(tmp.path(), GIB).unwrap();
         for i in 0..4 {
-            let id = store.put_blob(&noise(i, 10_000)).unwrap();
+            let id = store.put_blob(&noise(i, 2 * BLOB)).unwrap();
             store.put_result(&key(i), b"v", &[id]).unwrap();
         }
-        // Only touched in memory until the close flushes it.
+        // Only touched in memory until the close commits it.
         store.get_result(&key(0)).unwrap().unwrap();
-    }
-    let store = LocalStore::open(tmp.path(), index_bytes + 45_000).unwrap();
+        store.stats().bytes
+    };
+    let store = LocalStore::open(tmp.path(), bytes - BLOB as u64 / 2).unwrap();
     let freed = store.evict().unwrap();
-    assert!(freed >= 10_000, "freed {freed}");
+    assert!(freed >= 2 * BLOB as u64, "freed {freed}");
     assert!(store.get_result(&key(0)).unwrap().is_some());
     assert!(store.get_result(&key(1)).unwrap().is_none());
+    assert!(store.get_result(&key(2)).unwrap().is_some());
+}
+
+#[test]
+fn a_limit_smaller_than_the_index_still_caches() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let store = LocalStore::open(tmp.path(), GIB).unwrap();
+        for i in 0..1500 {
+            let id = store.put_blob(&noise(i, 100)).unwrap();
+            store.put_result(&key(i), &noise(i, 300), &[id]).unwrap();
+            store.put_manifest(&key(i), &noise(i, 400)).unwrap();
+        }
+        println!("filled: {:?}", store.stats());
+    }
+    let limit = 400_000;
+    let store = LocalStore::open(tmp.path(), limit).unwrap();
+    store.evict().unwrap();
+    println!("evicted: {:?}", store.stats());
+    assert!(store.stats().evicted > 0);
+    // The index file does not shrink below its high-water mark here (too small to compact),
+    // but that must not make every new result evict itself.
+    for i in 5000..5020 {
+        let id = store.put_blob(&noise(i, 100)).unwrap();
+        store.put_result(&key(i), b"new", &[id]).unwrap();
+        store.put_manifest(&key(i), b"m").unwrap();
+        assert_eq!(store.get_result(&key(i)).unwrap().unwrap(), b"new");
+    }
+    println!("after new puts: {:?}", store.stats());
+    assert!(store.get_result(&key(5000)).unwrap().is_some());
+    assert!(store.get_result(&key(0)).unwrap().is_none());
 }
 
 #[test]
@@ -465,14 +526,19 @@ fn concurrent_threads() {
                     let shared = store.put_blob(&noise(i, 3000)).unwrap();
                     let own = store.put_blob(&noise(1000 * (t + 1) + i, 2000)).unwrap();
                     let id = key(t * 10_000 + i);
-                    store.put_result(&id, &i.to_le_bytes(), &[shared, own]).unwrap();
+                    store
+                        .put_result(&id, &i.to_le_bytes(), &[shared, own])
+                        .unwrap();
                     store.put_manifest(&id, &t.to_le_bytes()).unwrap();
                     assert_eq!(store.get_result(&id).unwrap().unwrap(), i.to_le_bytes());
                     assert_eq!(store.get_blob(&shared).unwrap().unwrap(), noise(i, 3000));
                     let back = key(t * 10_000 + i / 2);
                     assert!(store.get_result(&back).unwrap().is_some());
                     if i % 10 == 0 {
-                        store.remove_result(&key(t * 10_000 + i / 3)).unwrap();
+                        let doomed = key(1_000_000 + t * 10_000 + i);
+                        store.put_result(&doomed, b"x", &[own]).unwrap();
+                        store.remove_result(&doomed).unwrap();
+                        assert_eq!(store.get_result(&doomed).unwrap(), None);
                     }
                 }
             })
@@ -502,7 +568,9 @@ fn concurrent_threads_under_eviction_pressure() {
                     let shared = noise(i % 7, 5000);
                     let id = store.put_blob(&shared).unwrap();
                     let own = store.put_blob(&noise(100 + t * 1000 + i, 5000)).unwrap();
-                    store.put_result(&key(t * 1000 + i), b"v", &[id, own]).unwrap();
+                    store
+                        .put_result(&key(t * 1000 + i), b"v", &[id, own])
+                        .unwrap();
                     // A hit never returns wrong bytes; a miss is allowed (evicted).
                     if let Some(got) = store.get_blob(&id).unwrap() {
                         assert_eq!(got, shared);
@@ -517,7 +585,10 @@ fn concurrent_threads_under_eviction_pressure() {
     let stats = store.stats();
     println!("{stats:?}");
     assert!(stats.evicted > 0);
-    assert_eq!(stats.corrupt_found, 0, "eviction never deleted a referenced blob");
+    assert_eq!(
+        stats.corrupt_found, 0,
+        "eviction never deleted a referenced blob"
+    );
     // Every result that survived has all its blobs.
     for t in 0..4u64 {
         for i in 0..100u64 {
