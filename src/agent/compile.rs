@@ -143,7 +143,14 @@ impl Agent {
         record: &cachefs_mirror::Record,
         stream: &mut UnixStream,
     ) -> Result<()> {
-        let captured = match self.capture(&done, record) {
+        let started = std::time::Instant::now();
+        let captured = self.capture(&done, record);
+        log::debug!(
+            "analysed {} accesses in {:?}",
+            record.accesses.len(),
+            started.elapsed()
+        );
+        let captured = match captured {
             Ok(c) => c,
             Err(reason) => {
                 log::info!("not cached: {reason}");
@@ -159,7 +166,10 @@ impl Agent {
         let _pending = self.pending.hold(*key);
         reply(stream, Response::Stored)?;
         let (deps, captured) = captured;
-        if let Err(e) = self.save(key, deps, captured, &done) {
+        let saving = std::time::Instant::now();
+        let saved = self.save(key, deps, captured, &done);
+        log::debug!("saved in {:?}", saving.elapsed());
+        if let Err(e) = saved {
             log::warn!("cannot store a compile result: {e}");
             self.stats
                 .reclassify_miss(run, Outcome::Error("store write failed"));
