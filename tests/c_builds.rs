@@ -264,3 +264,15 @@ fn wrapper_modes_cache_like_run() {
     assert_eq!(sb.counts(), (2, 2, 0, 0));
     assert_eq!(sb.read("a.o"), sb.read("b.o"));
 }
+
+#[test]
+fn a_compile_that_overwrites_its_own_input_is_not_cached() {
+    let sb = Sandbox::new();
+    sb.write("x.c", "int v = V;\n");
+    sb.write("opts", "-DV=1\n");
+    sb.zero_stats();
+    // gcc reads the response file, then writes its output over it.
+    sb.run_ok("gcc @opts -E -P x.c -o opts");
+    assert_eq!(sb.counts().2, 1, "uncacheable: it reads what it writes");
+    assert!(String::from_utf8_lossy(&sb.read("opts")).contains("int v = 1;"));
+}
