@@ -10,7 +10,10 @@ use std::os::unix::net::UnixStream;
 fn project(sb: &Sandbox, n: usize) -> String {
     let mut build = String::new();
     for i in 0..n {
-        sb.write(&format!("u{i}.c"), &format!("int u{i}(int x) {{ return x * {i}; }}\n"));
+        sb.write(
+            &format!("u{i}.c"),
+            &format!("int u{i}(int x) {{ return x * {i}; }}\n"),
+        );
         build.push_str(&format!("gcc -O2 -c u{i}.c && "));
     }
     build.push_str("true");
@@ -36,11 +39,18 @@ fn malformed_requests_get_an_error_and_the_agent_keeps_serving() {
         // A valid header announcing 100 bytes, then nothing.
         [b"CFS\x01".as_slice(), &[1, 0], &[100, 0, 0, 0]].concat(),
         // A valid header and a body that is not a request.
-        [b"CFS\x01".as_slice(), &[1, 0], &[4, 0, 0, 0], &[0xff, 0xff, 0xff, 0xff]].concat(),
+        [
+            b"CFS\x01".as_slice(),
+            &[1, 0],
+            &[4, 0, 0, 0],
+            &[0xff, 0xff, 0xff, 0xff],
+        ]
+        .concat(),
     ];
     for g in &garbage {
         let mut s = UnixStream::connect(&socket).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
         s.write_all(g).unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
         let mut reply = Vec::new();
@@ -49,7 +59,11 @@ fn malformed_requests_get_an_error_and_the_agent_keeps_serving() {
     sb.sh("rm -f *.o");
     sb.zero_stats();
     sb.run_ok(&build);
-    assert_eq!(sb.counts(), (3, 0, 0, 0), "the agent survived and still serves hits");
+    assert_eq!(
+        sb.counts(),
+        (3, 0, 0, 0),
+        "the agent survived and still serves hits"
+    );
 }
 
 #[test]
@@ -106,9 +120,12 @@ fn garbage_index_is_moved_aside_and_the_build_goes_on() {
     sb.sh("rm -f *.o");
     sb.run_ok(&build);
     assert_eq!(objects(&sb, 3), plain);
-    let moved = std::fs::read_dir(&sb.cache)
-        .unwrap()
-        .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("index.redb.corrupt-"));
+    let moved = std::fs::read_dir(&sb.cache).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("index.redb.corrupt-")
+    });
     assert!(moved, "the damaged index is kept aside for inspection");
 }
 
@@ -121,7 +138,10 @@ fn four_builds_at_once_on_one_agent_and_two_agents_at_once() {
         for t in 0..2 {
             let dir = format!("tree{t}");
             for i in 0..8 {
-                sb.write(&format!("{dir}/u{i}.c"), &format!("int u{i}_{t}(void) {{ return {i} + {t}; }}\n"));
+                sb.write(
+                    &format!("{dir}/u{i}.c"),
+                    &format!("int u{i}_{t}(void) {{ return {i} + {t}; }}\n"),
+                );
             }
             sb.write(
                 &format!("{dir}/Makefile"),
@@ -133,7 +153,12 @@ fn four_builds_at_once_on_one_agent_and_two_agents_at_once() {
     let run_all = |trees: &Vec<(&Sandbox, String)>| {
         let handles: Vec<_> = trees
             .iter()
-            .map(|(sb, dir)| sb.cachefs().args(["run", "make", "-s", "-j2", "-C", dir]).spawn().unwrap())
+            .map(|(sb, dir)| {
+                sb.cachefs()
+                    .args(["run", "make", "-s", "-j2", "-C", dir])
+                    .spawn()
+                    .unwrap()
+            })
             .collect();
         for mut h in handles {
             assert!(h.wait().unwrap().success());
