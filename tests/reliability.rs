@@ -179,3 +179,83 @@ fn four_builds_at_once_on_one_agent_and_two_agents_at_once() {
         assert_eq!(o, sb.read("plain.o"));
     }
 }
+
+/// The FUSE connection aborted mid-build (as `echo 1 > /sys/fs/fuse/connections/N/abort`
+/// does): compiles in flight rerun uncached, the build is right, no dead mount stays.
+#[test]
+fn fuse_connection_aborted_mid_build() {
+    use std::os::unix::fs::MetadataExt;
+    let control = std::path::Path::new("/sys/fs/fuse/connections");
+    if std::fs::read_dir(control)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+    {
+        // fusectl is not mounted on every machine; the test needs it.
+        let _ = std::process::Command::new("mount")
+            .args(["-t", "fusectl", "fusectl"])
+            .arg(control)
+            .status();
+    }
+    let sb = Sandbox::new();
+    let n = 40;
+    for i in 0..n {
+        sb.write(
+            &format!("src/u{i}.c"),
+            &format!("int u{i}(int x) {{ return x * {i}; }}\n"),
+        );
+    }
+    sb.write(
+        "Makefile",
+        "OBJS := $(patsubst %.c,%.o,$(wildcard src/*.c))\nall: $(OBJS)\n%.o: %.c\n\tgcc -O2 -c $< -o $@\n",
+    );
+    sb.cachefs().arg("start").output().unwrap();
+    let mnt = sb.cache.join("mnt");
+    let connection = std::fs::metadata(&mnt).unwrap().dev();
+    let abort = control.join(format!(
+        "{}/abort",
+        (libc_major(connection) << 20) | libc_minor(connection)
+    ));
+    assert!(abort.exists(), "no FUSE control file {}", abort.display());
+    let build = sb
+        .cachefs()
+        .args(["run", "make", "-s", "-j2"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::fs::write(&abort, "1").unwrap();
+    let out = build.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the build failed after the FUSE connection was aborted"
+    );
+    for i in [0, n / 2, n - 1] {
+        let o = sb.read(&format!("src/u{i}.o"));
+        sb.sh(&format!("gcc -O2 -c src/u{i}.c -o plain.o"));
+        assert_eq!(o, sb.read("plain.o"), "u{i}.o");
+    }
+    // The agent detaches the dead mount within its housekeeping second.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let listing = std::fs::read_dir(&mnt);
+    assert!(
+        listing.is_ok(),
+        "a dead mount was left at {}: {:?}",
+        mnt.display(),
+        listing.err()
+    );
+    // A fresh agent caches again.
+    sb.cachefs().arg("stop").output().unwrap();
+    sb.sh("rm -f src/*.o");
+    sb.run_ok("make -s -j2");
+    sb.sh("rm -f src/*.o");
+    sb.zero_stats();
+    sb.run_ok("make -s -j2");
+    assert_eq!(sb.counts(), (n as u64, 0, 0, 0));
+}
+
+fn libc_major(dev: u64) -> u64 {
+    ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff)
+}
+
+fn libc_minor(dev: u64) -> u64 {
+    ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff)
+}

@@ -63,7 +63,7 @@ impl Agent {
                 },
             );
         }
-        let Some(mirror) = &self.mirror else {
+        let Some(mirror) = self.mirror.as_ref().filter(|m| m.is_alive()) else {
             self.stats
                 .record(run, Outcome::Error("observation unavailable"));
             let reason = format!("compiles cannot be observed ({})", self.observation);
@@ -83,6 +83,14 @@ impl Agent {
         }
         let next = protocol::read_frame::<Request, _>(stream);
         let record = mirror.close_view(view);
+        if !mirror.is_alive() {
+            // The mirror died under the compile: its result is not to be
+            // trusted, so the client compiles again, uncached.
+            self.stats
+                .reclassify_miss(run, Outcome::Error("observation lost mid-compile"));
+            let message = "the FUSE mirror stopped during the compile".to_string();
+            return reply(stream, Response::Error { message });
+        }
         match (next, record) {
             (Ok(Request::Finished(done)), Some(record)) => {
                 self.finish(&key, run, done, &record, stream)

@@ -40,6 +40,7 @@ pub struct Agent {
     pending: pending::PendingSaves,
     last_activity: Mutex<Instant>,
     active: AtomicUsize,
+    mirror_detached: std::sync::atomic::AtomicBool,
 }
 
 /// Runs the agent in the foreground until `cachefs stop` or the idle timeout.
@@ -163,6 +164,7 @@ impl Agent {
             pending: pending::PendingSaves::default(),
             last_activity: Mutex::new(Instant::now()),
             active: AtomicUsize::new(0),
+            mirror_detached: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -246,6 +248,21 @@ impl Agent {
         report
     }
 
+    /// A mirror whose connection was aborted leaves a dead mount (ENOTCONN
+    /// for everyone who touches it): detach it at once. Compiles then run
+    /// uncached until the next agent mounts a fresh mirror.
+    fn clean_up_dead_mirror(&self) {
+        if let Some(m) = &self.mirror {
+            if !m.is_alive() && !self.mirror_detached.swap(true, Ordering::SeqCst) {
+                log::warn!(
+                    "the FUSE mirror at {} stopped; compiles run uncached",
+                    m.mountpoint().display()
+                );
+                detach_mount(m.mountpoint());
+            }
+        }
+    }
+
     fn flush_stats(&self) {
         if let Some(bytes) = self.stats.take_dirty() {
             if let Err(e) = self.store.put_meta("stats", &bytes) {
@@ -309,6 +326,7 @@ fn spawn_housekeeping(agent: Arc<Agent>) {
         loop {
             std::thread::sleep(Duration::from_secs(1));
             agent.flush_stats();
+            agent.clean_up_dead_mirror();
             let last = *agent.last_activity.lock().unwrap();
             let quiet = agent.active.load(Ordering::SeqCst) == 0;
             // Once per quiet spell: commit queued LRU touches and blob entries.
