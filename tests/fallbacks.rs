@@ -128,3 +128,43 @@ fn output_to_a_device_is_uncacheable() {
     sb.run_ok("gcc -E x.c -o /dev/stdout >/dev/null");
     assert_eq!(sb.counts().2, 1);
 }
+
+#[test]
+fn a_malformed_setting_is_named_and_the_build_still_runs() {
+    let sb = Sandbox::new();
+    small_project(&sb);
+    let out = sb
+        .cachefs()
+        .args(["stats"])
+        .env("CACHEFS_CACHE_SIZE", "lots")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("CACHEFS_CACHE_SIZE") && err.contains("lots"),
+        "{err}"
+    );
+    let out = sb
+        .cachefs()
+        .args(["run", "sh", "-c", BUILD])
+        .env("CACHEFS_IDLE_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("CACHEFS_IDLE_TIMEOUT"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sb
+        .cachefs()
+        .args(["stats", "--bogus-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "clap reports a bad flag with exit status 2"
+    );
+}

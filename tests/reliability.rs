@@ -259,3 +259,181 @@ fn libc_major(dev: u64) -> u64 {
 fn libc_minor(dev: u64) -> u64 {
     ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff)
 }
+
+/// SIGKILL of the agent at ten different moments of a parallel build: every
+/// build completes correctly, and afterwards no damaged entry is ever served.
+#[test]
+fn agent_killed_at_ten_points() {
+    let sb = Sandbox::new();
+    let n = 16;
+    for i in 0..n {
+        sb.write(
+            &format!("src/u{i}.c"),
+            &format!("int u{i}(int x) {{ return x * {i} + {}; }}\n", i * i),
+        );
+    }
+    sb.write(
+        "Makefile",
+        "OBJS := $(patsubst %.c,%.o,$(wildcard src/*.c))\nprog.a: $(OBJS)\n\tar rcs $@ $^\n%.o: %.c\n\tgcc -O2 -c $< -o $@\n",
+    );
+    sb.sh("make -s -j2 && mkdir -p plain && cp src/*.o plain/ && rm -f src/*.o prog.a");
+    let same_as_plain = |sb: &Sandbox| {
+        for i in 0..n {
+            assert_eq!(
+                sb.read(&format!("src/u{i}.o")),
+                sb.read(&format!("plain/u{i}.o")),
+                "u{i}.o"
+            );
+        }
+    };
+    for k in 0..10u64 {
+        sb.cachefs().arg("start").output().unwrap();
+        let pid = std::fs::read_to_string(sb.cache.join("agent.pid")).unwrap();
+        let build = sb
+            .cachefs()
+            .args(["run", "make", "-s", "-j2"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(40 + 90 * k));
+        std::process::Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap();
+        let out = build.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "build {k} failed after the agent was killed"
+        );
+        same_as_plain(&sb);
+        sb.sh("rm -f src/*.o prog.a");
+    }
+    // A fresh agent over whatever the kills left: hits or misses, never wrong.
+    sb.run_ok("make -s -j2");
+    same_as_plain(&sb);
+    sb.sh("rm -f src/*.o prog.a");
+    sb.zero_stats();
+    sb.run_ok("make -s -j2");
+    same_as_plain(&sb);
+    assert_eq!(sb.counts(), (n as u64, 0, 0, 0));
+}
+
+/// The cache directory on a tiny filesystem that fills up: builds complete
+/// (compiles that cannot be stored still produce their outputs), nothing
+/// half-written is ever served, and the cache keeps working once space is back.
+#[test]
+fn full_disk_never_breaks_the_build() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(&sb.cache).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "cachefs-test"])
+        .arg(&sb.cache)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a small tmpfs needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(sb.cache.clone());
+    let n = 24u64;
+    let mut build = String::new();
+    for i in 0..n {
+        // ~160 KiB objects that do not compress: 24 of them overflow 3 MiB.
+        let mut x = i + 1;
+        let table: Vec<String> = (0..40000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 33).to_string()
+            })
+            .collect();
+        sb.write(
+            &format!("t{i}.c"),
+            &format!("const int t{i}[] = {{{}}};\n", table.join(",")),
+        );
+        build.push_str(&format!("gcc -c t{i}.c && "));
+    }
+    build.push_str("true");
+    sb.sh("mkdir -p plain && for f in t*.c; do gcc -c $f -o plain/${f%.c}.o; done");
+    let check = |sb: &Sandbox| {
+        for i in 0..n {
+            assert_eq!(
+                sb.read(&format!("t{i}.o")),
+                sb.read(&format!("plain/t{i}.o")),
+                "t{i}.o"
+            );
+        }
+    };
+    for _ in 0..3 {
+        let out = sb.run(&build);
+        assert!(out.status.success(), "{}", stderr(&out));
+        check(&sb);
+        sb.sh("rm -f t*.o");
+    }
+    let s = sb.stats();
+    assert!(
+        s["hits"].as_u64().unwrap() > 0,
+        "what fitted is still served: {s}"
+    );
+}
+
+/// Odd but legal command lines and paths are cached and restored exactly.
+#[test]
+fn weird_paths_and_arguments() {
+    use std::os::unix::ffi::OsStrExt;
+    let sb = Sandbox::new();
+    let dirs = ["with space", "new\nline", "dots"];
+    for d in dirs {
+        sb.write(
+            &format!("{d}/x.c"),
+            "#include \"h.h\"\nint x(void) { return H; }\n",
+        );
+        sb.write(&format!("{d}/h.h"), "#define H 5\n");
+    }
+    // A non-UTF-8 directory name.
+    let raw = sb.project.join(std::ffi::OsStr::from_bytes(b"bad\xff\xfe"));
+    std::fs::create_dir_all(&raw).unwrap();
+    std::fs::write(raw.join("x.c"), "int x(void) { return 6; }\n").unwrap();
+    sb.write("args.rsp", "-O2 -DFROM_RSP=1\n");
+    let long_defs: String = (0..2000).map(|i| format!(" -DLONG_{i}={i}")).collect();
+    let script = format!(
+        "gcc -c 'with space/x.c' -o 'with space/x.o' && \
+         gcc -c \"$(printf 'new\\nline')/x.c\" -o \"$(printf 'new\\nline')/x.o\" && \
+         gcc -c dots/../dots/./x.c -o dots/../dots/x.o && \
+         gcc -c \"$(printf 'bad\\377\\376')/x.c\" -o \"$(printf 'bad\\377\\376')/x.o\" && \
+         gcc @args.rsp -c 'with space/x.c' -o rsp.o && \
+         gcc {long_defs} -c dots/x.c -o long.o"
+    );
+    sb.run_ok(&script);
+    let outputs = [
+        "with space/x.o",
+        "new\nline/x.o",
+        "dots/x.o",
+        "rsp.o",
+        "long.o",
+    ];
+    let mut first: Vec<Vec<u8>> = outputs.iter().map(|o| sb.read(o)).collect();
+    first.push(std::fs::read(raw.join("x.o")).unwrap());
+    sb.sh("rm -f */x.o rsp.o long.o");
+    sb.zero_stats();
+    sb.run_ok(&script);
+    assert_eq!(sb.counts(), (6, 0, 0, 0));
+    let mut again: Vec<Vec<u8>> = outputs.iter().map(|o| sb.read(o)).collect();
+    again.push(std::fs::read(raw.join("x.o")).unwrap());
+    assert_eq!(first, again);
+    // A response file's content is an input: changing it misses.
+    sb.write("args.rsp", "-O0 -DFROM_RSP=1\n");
+    sb.run_ok("gcc @args.rsp -c 'with space/x.c' -o rsp.o");
+    assert_eq!(sb.counts().1, 1);
+    // A missing source fails the same way, cached or not.
+    let a = sb.run("gcc -c missing.c");
+    let b = sb.run("gcc -c missing.c");
+    assert_eq!(a.status.code(), b.status.code());
+    assert_ne!(a.status.code(), Some(0));
+}
