@@ -129,6 +129,24 @@ pub enum DepState {
     Exists(Kind),
 }
 
+impl std::fmt::Display for DepState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = |h: &Hash| {
+            h[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        match self {
+            DepState::File(h) => write!(f, "file {}", short(h)),
+            DepState::Absent => write!(f, "absent"),
+            DepState::Listing(h) => write!(f, "directory listing {}", short(h)),
+            DepState::Symlink(t) => write!(f, "symlink to {}", String::from_utf8_lossy(t)),
+            DepState::Exists(k) => write!(f, "existing {k:?}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dep {
     pub path: Vec<u8>,
@@ -311,7 +329,7 @@ pub fn validate(set: &DepSet, cache: &StatCache) -> Result<(), Mismatch> {
         if !holds(path, &dep.state, cache) {
             return Err(Mismatch {
                 path: path.to_path_buf(),
-                expected: format!("{:?}", dep.state),
+                expected: dep.state.to_string(),
             });
         }
     }

@@ -122,8 +122,12 @@ pub enum Request {
     Stats {
         zero: bool,
     },
+    /// Sent by `cachefs run` when its command ended: the agent answers the
+    /// run's counts and writes its run log.
     RunSummary {
         run_id: String,
+        command: Vec<String>,
+        cwd: String,
     },
     Ping,
     Shutdown,

@@ -2,11 +2,13 @@
 //! the client to finish, then store what the view observed.
 
 use super::results::{self, CachedResult, Captured};
+use super::runs::Ended;
 use super::{Agent, Outcome};
 use crate::compiler;
 use crate::key::{self, DepSet, Hash, Manifest};
 use crate::observe;
 use crate::protocol::{self, CompileRequest, Exit, Finished, Request, Response};
+use crate::runlog::{CompileRecord, MissReason};
 use anyhow::Result;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
@@ -20,8 +22,10 @@ impl Agent {
     pub(super) fn compile(&self, req: CompileRequest, stream: &mut UnixStream) -> Result<()> {
         let run = req.run_id.clone();
         let run = run.as_deref();
+        let mut rec = super::runs::record_of(&req);
         if let Some(reason) = compiler::uncacheable_reason(&req.compiler, &req.argv) {
             self.stats.record(run, Outcome::Uncacheable(reason));
+            self.runs.add(run, rec.ended("uncacheable", Some(reason)));
             return reply(
                 stream,
                 Response::RunPlain {
@@ -37,6 +41,7 @@ impl Agent {
                 self.stats
                     .record(run, Outcome::Error("cannot hash the compiler"));
                 let reason = format!("cannot hash the compiler {}: {e}", compiler.display());
+                self.runs.add(run, rec.ended("error", Some(&reason)));
                 return reply(
                     stream,
                     Response::RunPlain {
@@ -47,7 +52,12 @@ impl Agent {
             }
         };
         let key = key::key1(&req, &compiler_hash);
-        if let Some(hit) = self.lookup(&key) {
+        rec.key = super::runs::hex(&key);
+        let lookup = self.lookup(&key);
+        if let Ok((hit, deps)) = lookup {
+            super::runs::fill_deps(&mut rec, &deps);
+            rec.written = hit.output_paths();
+            self.runs.add(run, rec.ended("hit", None));
             self.stats.record(
                 run,
                 Outcome::Hit {
@@ -63,10 +73,12 @@ impl Agent {
                 },
             );
         }
+        rec.miss = lookup.err();
         let Some(mirror) = self.mirror.as_ref().filter(|m| m.is_alive()) else {
             self.stats
                 .record(run, Outcome::Error("observation unavailable"));
             let reason = format!("compiles cannot be observed ({})", self.observation);
+            self.runs.add(run, rec.ended("error", Some(&reason)));
             return reply(stream, Response::RunPlain { reason, warn: true });
         };
         let view = mirror.open_view();
@@ -93,7 +105,7 @@ impl Agent {
         }
         match (next, record) {
             (Ok(Request::Finished(done)), Some(record)) => {
-                self.finish(&key, run, done, &record, stream)
+                self.finish(&key, run, done, &record, stream, rec)
             }
             (Ok(Request::Abandon { reason }), _) => {
                 log::warn!("client could not enter the view: {reason}");
@@ -109,11 +121,18 @@ impl Agent {
         }
     }
 
-    /// The first stored dep set that still holds, with its outputs restored.
-    fn lookup(&self, key: &Hash) -> Option<CachedResult> {
+    /// The first stored dep set that still holds, with its outputs restored,
+    /// or what changed since the most recent one.
+    fn lookup(&self, key: &Hash) -> Result<(CachedResult, Vec<key::Dep>), MissReason> {
         self.pending.wait_for(key);
-        let bytes = self.store.get_manifest(key).ok().flatten()?;
-        let manifest = Manifest::decode(&bytes)?;
+        let bytes = self
+            .store
+            .get_manifest(key)
+            .ok()
+            .flatten()
+            .ok_or(MissReason::NoEntry)?;
+        let manifest = Manifest::decode(&bytes).ok_or(MissReason::NoEntry)?;
+        let mut reason = MissReason::NoEntry;
         for set in &manifest.sets {
             if let Err(m) = key::validate(set, &self.stat_cache) {
                 log::debug!(
@@ -121,6 +140,9 @@ impl Agent {
                     m.path.display(),
                     m.expected
                 );
+                if reason == MissReason::NoEntry {
+                    reason = super::runs::changed(&m, &self.stat_cache);
+                }
                 continue;
             }
             let Some(result) = self
@@ -133,14 +155,14 @@ impl Agent {
                 continue;
             };
             match results::restore(&result, &self.store) {
-                Ok(()) => return Some(result),
+                Ok(()) => return Ok((result, set.deps.clone())),
                 Err(e) => {
                     log::warn!("cached result unusable, compiling instead: {e}");
                     let _ = self.store.remove_result(&set.result);
                 }
             }
         }
-        None
+        Err(reason)
     }
 
     fn finish(
@@ -150,6 +172,7 @@ impl Agent {
         done: Finished,
         record: &cachefs_mirror::Record,
         stream: &mut UnixStream,
+        mut rec: CompileRecord,
     ) -> Result<()> {
         let started = std::time::Instant::now();
         let captured = self.capture(&done, record);
@@ -164,6 +187,7 @@ impl Agent {
                 log::info!("not cached: {reason}");
                 self.stats
                     .reclassify_miss(run, Outcome::Uncacheable(category(&reason)));
+                self.runs.add(run, rec.ended("uncacheable", Some(&reason)));
                 return reply(stream, Response::Stored);
             }
         };
@@ -174,6 +198,12 @@ impl Agent {
         let _pending = self.pending.hold(*key);
         reply(stream, Response::Stored)?;
         let (deps, captured) = captured;
+        super::runs::fill_deps(&mut rec, &deps);
+        rec.written = captured
+            .iter()
+            .map(results::Captured::path_string)
+            .collect();
+        self.runs.add(run, rec.ended("miss", None));
         let saving = std::time::Instant::now();
         let saved = self.save(key, deps, captured, &done);
         log::debug!("saved in {:?}", saving.elapsed());

@@ -5,6 +5,7 @@
 mod compile;
 mod pending;
 mod results;
+mod runs;
 mod stats;
 
 use crate::config::Config;
@@ -38,6 +39,7 @@ pub struct Agent {
     stats: stats::Stats,
     manifest_lock: Mutex<()>,
     pending: pending::PendingSaves,
+    runs: runs::RunRecorder,
     last_activity: Mutex<Instant>,
     active: AtomicUsize,
     mirror_detached: std::sync::atomic::AtomicBool,
@@ -162,6 +164,7 @@ impl Agent {
             stats,
             manifest_lock: Mutex::new(()),
             pending: pending::PendingSaves::default(),
+            runs: runs::RunRecorder::default(),
             last_activity: Mutex::new(Instant::now()),
             active: AtomicUsize::new(0),
             mirror_detached: std::sync::atomic::AtomicBool::new(false),
@@ -212,7 +215,12 @@ impl Agent {
                     continue;
                 }
                 Request::Stats { zero } => Response::Stats(self.stats_report(zero)),
-                Request::RunSummary { run_id } => {
+                Request::RunSummary {
+                    run_id,
+                    command,
+                    cwd,
+                } => {
+                    self.runs.finish(&self.config.dir, &run_id, command, cwd);
                     Response::Summary(self.stats.run_summary(&run_id))
                 }
                 Request::Ping => Response::Pong {

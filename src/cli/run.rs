@@ -43,7 +43,7 @@ pub fn run(command: Vec<OsString>) -> Result<i32> {
         .status()
         .with_context(|| format!("cannot run {}", command[0].to_string_lossy()))?;
     if agent_up {
-        print_summary(&config, &run_id);
+        print_summary(&config, &run_id, &command);
     }
     let _ = std::fs::remove_file(config.dir.join(format!("warned-{run_id}")));
     Ok(status
@@ -104,11 +104,18 @@ fn preload_value(shim: &Path) -> OsString {
     value
 }
 
-fn print_summary(config: &Config, run_id: &str) {
+fn print_summary(config: &Config, run_id: &str, command: &[OsString]) {
     let mut s = match request(
         config,
         &Request::RunSummary {
             run_id: run_id.into(),
+            command: command
+                .iter()
+                .map(|c| c.to_string_lossy().into_owned())
+                .collect(),
+            cwd: std::env::current_dir()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         },
     ) {
         Ok(Response::Summary(s)) => s,
