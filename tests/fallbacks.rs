@@ -168,3 +168,33 @@ fn a_malformed_setting_is_named_and_the_build_still_runs() {
         "clap reports a bad flag with exit status 2"
     );
 }
+
+#[test]
+fn the_agent_stops_after_its_idle_timeout() {
+    let sb = Sandbox::new();
+    small_project(&sb);
+    let out = sb
+        .cachefs()
+        .args(["run", "sh", "-c", BUILD])
+        .env("CACHEFS_IDLE_TIMEOUT", "2")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let pid = std::fs::read_to_string(sb.cache.join("agent.pid")).unwrap();
+    let alive = || std::path::Path::new(&format!("/proc/{}", pid.trim())).exists();
+    assert!(alive());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(!alive(), "the agent outlived its idle timeout");
+    assert!(
+        !sb.cache.join("agent.sock").exists(),
+        "the socket is removed on exit"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(
+        !mounts.contains(&sb.cache.to_string_lossy().to_string()),
+        "no mount left behind"
+    );
+}

@@ -117,3 +117,43 @@ fn nix_is_root() -> bool {
         .trim()
         == "0"
 }
+
+#[test]
+fn another_user_cannot_use_roots_agent() {
+    assert!(nix_is_root(), "this test needs root");
+    ensure_user();
+    let sb = Sandbox::new();
+    sb.write("a.c", "int a(void) { return 4; }\n");
+    sb.run_ok("gcc -c a.c");
+    let mode = std::fs::metadata(&sb.cache).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the cache directory is private");
+    let sock = std::fs::metadata(sb.cache.join("agent.sock"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(sock, 0o600, "the socket is private");
+    // Even with the directory opened up, the agent refuses another uid.
+    std::fs::set_permissions(&sb.cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        sb.cache.join("agent.sock"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    std::fs::set_permissions(sb.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = format!(
+        "python3 -c \"import socket,struct; s=socket.socket(socket.AF_UNIX); s.connect('{}'); \
+         s.sendall(b'CFS\\x01'+struct.pack('<HI',1,1)+b'\\x06'); print(s.recv(4096))\"",
+        sb.cache.join("agent.sock").display()
+    );
+    let out = Command::new("runuser")
+        .args(["-u", USER, "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        reply.contains("refused"),
+        "another user got: {reply} {}",
+        stderr(&out)
+    );
+}
