@@ -29,3 +29,6 @@ if ! apt-cache showsrc lua5.4 2>/dev/null | grep -q '^Version:'; then
         echo "setup: enable deb-src entries in apt for the third-party build test (apt-get source)" >&2
     fi
 fi
+
+# A real nvcc for the CUDA tests (PyPI, no GPU needed).
+"$(dirname "$0")/setup-cuda.sh" >/dev/null

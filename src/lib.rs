@@ -11,4 +11,5 @@ pub mod logging;
 pub mod observe;
 pub mod protocol;
 pub mod runlog;
+pub mod scratch;
 pub mod view;

@@ -105,6 +105,13 @@ impl Agent {
         }
         match (next, record) {
             (Ok(Request::Finished(done)), Some(record)) => {
+                let tmpdir = req
+                    .env
+                    .iter()
+                    .find(|(k, _)| k == b"TMPDIR")
+                    .map(|(_, v)| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(v)));
+                let scratch = crate::scratch::scratch_dirs(tmpdir.as_deref());
+                let record = crate::scratch::without_scratch_listings(&record, &scratch);
                 self.finish(&key, run, done, &record, stream, rec)
             }
             (Ok(Request::Abandon { reason }), _) => {
