@@ -198,3 +198,34 @@ fn the_agent_stops_after_its_idle_timeout() {
         "no mount left behind"
     );
 }
+
+/// A peer speaking another protocol version (an agent from another cachefs
+/// release) gets a clear error and the compile runs uncached.
+#[test]
+fn an_agent_of_another_version_is_refused_and_the_compile_runs() {
+    use std::io::{Read, Write};
+    let sb = Sandbox::new();
+    small_project(&sb);
+    std::fs::create_dir_all(&sb.cache).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(sb.cache.join("agent.sock")).unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut header = [0u8; 10];
+        s.read_exact(&mut header).unwrap();
+        // Magic, version 9, an empty body.
+        s.write_all(&[b'C', b'F', b'S', 1, 9, 0, 0, 0, 0, 0])
+            .unwrap();
+    });
+    let out = std::process::Command::new(cachefs_bin())
+        .args(["gcc", "-c", "a.c", "-o", "a.o"])
+        .env("CACHEFS_DIR", &sb.cache)
+        .env("CACHEFS_RUN_ID", "other-version")
+        .current_dir(&sb.project)
+        .output()
+        .unwrap();
+    peer.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(sb.path("a.o").exists());
+    let err = stderr(&out);
+    assert!(err.contains("protocol version 9"), "{err}");
+}

@@ -7,7 +7,8 @@
 #
 #   scripts/bench/c-builds.sh [-n ROUNDS] [-j JOBS] [WORKLOAD…]
 #   WORKLOAD: lua (Debian source lua5.4, 36 compiles), zstd (Debian source
-#   libzstd 1.5.4, ~118 compiles), micro (200 generated tiny files, -j1)
+#   libzstd 1.5.4, ~118 compiles), micro (200 generated tiny files, -j1),
+#   cuda (40 generated .cu files compiled by a real nvcc, scripts/setup-cuda.sh)
 # Default: lua micro. BENCH_MODES="plain cachefs-cold …" picks modes.
 # Needs: scripts/setup.sh, cargo build --release.
 set -euo pipefail
@@ -48,8 +49,21 @@ generate_micro() {
     printf 'OBJS := $(patsubst %%.c,%%.o,$(wildcard *.c))\nall: $(OBJS)\n%%.o: %%.c\n\t$(CC) -O2 -c $< -o $@\nclean:\n\trm -f *.o\n' >"$dest/Makefile"
 }
 
+generate_cuda() {
+    local dest=$W/src/cuda
+    [ -f "$dest/Makefile" ] && return 0
+    mkdir -p "$dest"
+    printf '#pragma once\n#define F 3\n' >"$dest/common.cuh"
+    for i in $(seq 1 40); do
+        printf '#include "common.cuh"\n__global__ void k%d(float *x) { x[threadIdx.x] *= F + %d; }\n' "$i" "$i" >"$dest/k$i.cu"
+    done
+    printf 'OBJS := $(patsubst %%.cu,%%.o,$(wildcard *.cu))\nall: $(OBJS)\n%%.o: %%.cu\n\t$(CC) -O2 -c $< -o $@\nclean:\n\trm -f *.o\n' >"$dest/Makefile"
+}
+
 prepare() {
+    COMPILER=gcc
     case $1 in
+        cuda) generate_cuda; COMPILER=$("$ROOT/scripts/setup-cuda.sh"); TARGET="all"; CLEAN="clean"; J=$JOBS ;;
         lua) fetch_debian lua5.4 lua; TARGET="linux"; CLEAN="clean"; J=$JOBS ;;
         zstd) fetch_debian libzstd zstd; TARGET=""; CLEAN="clean"; J=$JOBS ;;
         micro) generate_micro; TARGET="all"; CLEAN="clean"; J=1 ;;
@@ -77,11 +91,11 @@ daemon_pid() {  # daemon_pid MODE CACHE
 # cpu = the build's process tree plus the cache daemon's share.
 build() {
     local wl=$1 mode=$2 tree=$W/src/$1 cache=$W/cache/$1-${2%-*}
-    local cc=(gcc) runner=()
+    local cc=("$COMPILER") runner=()
     case $mode in
         plain) ;;
-        ccache-*) cc=(ccache gcc); export CCACHE_DIR=$cache ;;
-        sccache-*) cc=(sccache gcc); export SCCACHE_DIR=$cache ;;
+        ccache-*) cc=(ccache "$COMPILER"); export CCACHE_DIR=$cache ;;
+        sccache-*) cc=(sccache "$COMPILER"); export SCCACHE_DIR=$cache ;;
         cachefs-*) runner=("$CACHEFS" run); export CACHEFS_DIR=$cache ;;
     esac
     if [[ $mode == *-cold ]]; then
