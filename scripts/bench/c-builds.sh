@@ -105,8 +105,8 @@ build() {
     fi
     make -s -C "$tree" $CLEAN >/dev/null 2>&1 || true
     # Start the daemon first so that its CPU use during the build is measured.
-    [[ $mode == cachefs-* ]] && "$CACHEFS" start >/dev/null 2>&1
-    [[ $mode == sccache-* ]] && sccache --start-server >/dev/null 2>&1
+    [[ $mode == cachefs-* ]] && { "$CACHEFS" start >/dev/null 2>&1 || true; }
+    [[ $mode == sccache-* ]] && { sccache --start-server >/dev/null 2>&1 || true; }
     local pid c0 c1 t0 t1 cpu
     pid=$(daemon_pid "$mode" "$cache")
     c0=$(daemon_cpu "$pid")
