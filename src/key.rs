@@ -127,6 +127,14 @@ pub enum DepState {
     Symlink(Vec<u8>),
     /// Looked up (stat'ed, walked through) but not read.
     Exists(Kind),
+    /// A library search directory (rustc `-L`), by the hash of the crate
+    /// candidates in it for the crate stems (`lib<crate>`) the compile loaded:
+    /// a new candidate for one of those crates invalidates, other crates'
+    /// files do not (see `compiler::rustc`).
+    Candidates {
+        stems: Vec<Vec<u8>>,
+        hash: Hash,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,6 +293,31 @@ pub fn listing_hash(dir: &Path, skip: &dyn Fn(&OsStr) -> bool) -> std::io::Resul
     Ok(*h.finalize().as_bytes())
 }
 
+/// Hash of the crate candidates in `dir` for `stems` (each `.rlib`/`.rmeta`
+/// pair once), leaving out `skip` (entries the compile created itself).
+pub fn candidates_hash(
+    dir: &Path,
+    stems: &[Vec<u8>],
+    skip: &dyn Fn(&OsStr) -> bool,
+) -> std::io::Result<Hash> {
+    let mut names = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if skip(&name) {
+            continue;
+        }
+        if let Some(c) = crate::compiler::rustc::candidate(name.as_bytes(), stems) {
+            names.insert(c.to_vec());
+        }
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(b"cachefs-candidates");
+    for n in names {
+        field(&mut h, &n);
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
 fn kind_byte(t: &std::fs::FileType) -> u8 {
     if t.is_symlink() {
         3
@@ -331,6 +364,9 @@ fn holds(path: &Path, state: &DepState, cache: &StatCache) -> bool {
             matches!(std::fs::read_link(path), Ok(t) if t.as_os_str().as_bytes() == target.as_slice())
         }
         DepState::Listing(hash) => matches!(listing_hash(path, &|_| false), Ok(h) if h == *hash),
+        DepState::Candidates { stems, hash } => {
+            matches!(candidates_hash(path, stems, &|_| false), Ok(h) if h == *hash)
+        }
     }
 }
 

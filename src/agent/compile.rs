@@ -85,7 +85,15 @@ impl Agent {
         let record = mirror.close_view(view);
         match (next, record) {
             (Ok(Request::Finished(done)), Some(record)) => {
-                self.finish(&key, run, done, &record, stream)
+                let search_dirs = match done.exit {
+                    Exit::Code(0) => compiler::library_search_dirs(
+                        &req.compiler,
+                        &req.argv,
+                        Path::new(std::ffi::OsStr::from_bytes(&req.cwd)),
+                    ),
+                    _ => Vec::new(),
+                };
+                self.finish(&key, run, done, &record, &search_dirs, stream)
             }
             (Ok(Request::Abandon { reason }), _) => {
                 log::warn!("client could not enter the view: {reason}");
@@ -141,9 +149,10 @@ impl Agent {
         run: Option<&str>,
         done: Finished,
         record: &cachefs_mirror::Record,
+        search_dirs: &[std::path::PathBuf],
         stream: &mut UnixStream,
     ) -> Result<()> {
-        let captured = match self.capture(&done, record) {
+        let captured = match self.capture(&done, record, search_dirs) {
             Ok(c) => c,
             Err(reason) => {
                 log::info!("not cached: {reason}");
@@ -171,6 +180,7 @@ impl Agent {
         &self,
         done: &Finished,
         record: &cachefs_mirror::Record,
+        search_dirs: &[std::path::PathBuf],
     ) -> Result<(Vec<key::Dep>, Vec<Captured>), String> {
         if let Exit::Signal(s) = done.exit {
             return Err(format!("compiler killed by signal {s}"));
@@ -178,7 +188,7 @@ impl Agent {
         if !done.output_complete {
             return Err("compiler output too large to keep".into());
         }
-        let obs = observe::analyze(record, &self.stat_cache).map_err(|u| u.0)?;
+        let obs = observe::analyze(record, &self.stat_cache, search_dirs).map_err(|u| u.0)?;
         let mut captured = Vec::new();
         for dir in &obs.created_dirs {
             captured
