@@ -300,6 +300,20 @@ pub fn candidates_hash(
     stems: &[Vec<u8>],
     skip: &dyn Fn(&OsStr) -> bool,
 ) -> std::io::Result<Hash> {
+    let mut h = blake3::Hasher::new();
+    h.update(b"cachefs-candidates");
+    for n in candidates(dir, stems, skip)? {
+        field(&mut h, &n);
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
+/// The crate candidates in `dir` for `stems`, sorted, each once.
+pub fn candidates(
+    dir: &Path,
+    stems: &[Vec<u8>],
+    skip: &dyn Fn(&OsStr) -> bool,
+) -> std::io::Result<std::collections::BTreeSet<Vec<u8>>> {
     let mut names = std::collections::BTreeSet::new();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
@@ -310,12 +324,7 @@ pub fn candidates_hash(
             names.insert(c.to_vec());
         }
     }
-    let mut h = blake3::Hasher::new();
-    h.update(b"cachefs-candidates");
-    for n in names {
-        field(&mut h, &n);
-    }
-    Ok(*h.finalize().as_bytes())
+    Ok(names)
 }
 
 fn kind_byte(t: &std::fs::FileType) -> u8 {
@@ -344,11 +353,27 @@ pub fn validate(set: &DepSet, cache: &StatCache) -> Result<(), Mismatch> {
         if !holds(path, &dep.state, cache) {
             return Err(Mismatch {
                 path: path.to_path_buf(),
-                expected: format!("{:?}", dep.state),
+                expected: describe(path, &dep.state),
             });
         }
     }
     Ok(())
+}
+
+/// A dep state for messages: a search directory's candidates by name.
+fn describe(path: &Path, state: &DepState) -> String {
+    match state {
+        DepState::Candidates { stems, .. } => {
+            let names = candidates(path, stems, &|_| false).unwrap_or_default();
+            let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+            format!(
+                "the same candidates for {} (now: {})",
+                stems.iter().map(|s| text(s)).collect::<Vec<_>>().join(" "),
+                names.iter().map(|s| text(s)).collect::<Vec<_>>().join(" ")
+            )
+        }
+        _ => format!("{state:?}"),
+    }
 }
 
 fn holds(path: &Path, state: &DepState, cache: &StatCache) -> bool {

@@ -50,8 +50,9 @@ struct Analysis {
     created_dirs: BTreeSet<PathBuf>,
     removed_foreign: BTreeSet<PathBuf>,
     search_dirs: Vec<PathBuf>,
-    /// `lib<crate>` of every crate file opened (not written): the crates
-    /// the compile loaded.
+    /// `lib<crate>` of every crate file opened (not written) whose
+    /// candidates matter: the crates the compile loaded (see
+    /// `compiler::rustc::loaded_crate_stem`).
     crate_stems: BTreeSet<Vec<u8>>,
 }
 
@@ -187,8 +188,7 @@ impl Analysis {
     }
 
     fn note_crate(&mut self, path: &Path) {
-        let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
-        if let Some(stem) = crate::compiler::rustc::crate_stem(name) {
+        if let Some(stem) = crate::compiler::rustc::loaded_crate_stem(path) {
             self.crate_stems.insert(stem.to_vec());
         }
     }
@@ -369,6 +369,7 @@ mod tests {
                 },
                 read(&deps.join("libfoo-1a.rmeta")),
                 read(&sysroot.join("libstd-9z.rlib")),
+                read(&sysroot.join("liblibc-8y.rlib")),
             ],
         }
     }
@@ -383,11 +384,15 @@ mod tests {
     #[test]
     fn search_dir_is_keyed_by_the_loaded_crates_candidates() {
         let dir = tempfile::tempdir().unwrap();
-        let (deps, sysroot) = (dir.path().join("deps"), dir.path().join("sysroot"));
+        let (deps, sysroot) = (
+            dir.path().join("deps"),
+            dir.path().join("lib/rustlib/x86_64-unknown-linux-gnu/lib"),
+        );
         std::fs::create_dir_all(&deps).unwrap();
         std::fs::create_dir_all(&sysroot).unwrap();
         std::fs::write(deps.join("libfoo-1a.rmeta"), "foo").unwrap();
         std::fs::write(sysroot.join("libstd-9z.rlib"), "std").unwrap();
+        std::fs::write(sysroot.join("liblibc-8y.rlib"), "libc").unwrap();
         let cache = StatCache::default();
         let record = rustc_like_record(&deps, &sysroot);
         let precise = set(analyze(&record, &cache, std::slice::from_ref(&deps)).unwrap());

@@ -69,6 +69,7 @@ impl Agent {
             let reason = format!("compiles cannot be observed ({})", self.observation);
             return reply(stream, Response::RunPlain { reason, warn: true });
         };
+        log::debug!("miss: {}", describe(&req.argv));
         let view = mirror.open_view();
         self.stats.record(run, Outcome::Miss);
         let miss = Response::Miss {
@@ -246,4 +247,10 @@ fn reply(stream: &mut UnixStream, response: Response) -> Result<()> {
 /// Statistics count reasons by kind, without the path that triggered them.
 fn category(reason: &str) -> &str {
     reason.split(':').next().unwrap_or(reason)
+}
+
+/// A call's argv for log lines.
+fn describe(argv: &[Vec<u8>]) -> String {
+    let args: Vec<_> = argv.iter().map(|a| String::from_utf8_lossy(a)).collect();
+    args.join(" ")
 }

@@ -7,6 +7,16 @@
 //! successful compile therefore depended only on the names of each search
 //! directory that belong to a crate it loaded, not on the whole listing that
 //! cargo keeps changing while it builds other crates in parallel.
+//!
+//! Crates that rustc loads as dependencies of another crate are looked up by
+//! name *and* hash (SVH), so a new file for such a crate is rejected unless it
+//! is that very crate. The crates it looks up by name alone are those named
+//! on the command line or in `extern crate`, and those it injects (std, core,
+//! the panic runtime, …). The sysroot's other crates (libc, memchr,
+//! hashbrown, … as std's own dependencies) share names with crates.io crates
+//! that cargo writes into `target/debug/deps` at unpredictable moments:
+//! counting them would turn every parallel build into misses, and they cannot
+//! change the result, so only the by-name sysroot crates count.
 
 use std::path::{Path, PathBuf};
 
@@ -65,6 +75,30 @@ fn is_search_kind(kind: &[u8]) -> bool {
         kind,
         b"dependency" | b"crate" | b"native" | b"framework" | b"all"
     )
+}
+
+/// Sysroot crates that rustc looks up by name rather than by hash.
+const SYSROOT_BY_NAME: &[&[u8]] = &[
+    b"libstd",
+    b"libcore",
+    b"liballoc",
+    b"libproc_macro",
+    b"libtest",
+    b"libcompiler_builtins",
+    b"libpanic_unwind",
+    b"libpanic_abort",
+    b"libprofiler_builtins",
+];
+
+/// The stem of a crate file the compile opened, if a new candidate for that
+/// crate in a search directory could change the compile's result.
+pub fn loaded_crate_stem(path: &Path) -> Option<&[u8]> {
+    use std::os::unix::ffi::OsStrExt;
+    let stem = crate_stem(path.file_name()?.as_bytes())?;
+    let in_sysroot = path
+        .parent()
+        .is_some_and(|dir| dir.components().any(|c| c.as_os_str() == "rustlib"));
+    (!in_sysroot || SYSROOT_BY_NAME.contains(&stem)).then_some(stem)
 }
 
 /// `lib<crate>` for a crate file name `lib<crate>[-extra].{rlib,rmeta,so}`:
@@ -174,5 +208,20 @@ mod tests {
         );
         assert_eq!(candidate(b"libserde_json-9.rlib", &stems), None);
         assert_eq!(candidate(b"libserde-1a2b.d", &stems), None);
+    }
+
+    #[test]
+    fn sysroot_crates_count_only_when_loaded_by_name() {
+        let sysroot = Path::new("/r/lib/rustlib/x86_64-unknown-linux-gnu/lib");
+        let stem = |p: &Path| loaded_crate_stem(p).map(|s| String::from_utf8_lossy(s).into_owned());
+        assert_eq!(
+            stem(&sysroot.join("libstd-9z.rlib")).as_deref(),
+            Some("libstd")
+        );
+        assert_eq!(stem(&sysroot.join("liblibc-8y.rlib")), None);
+        assert_eq!(
+            stem(Path::new("/p/target/debug/deps/liblibc-7x.rmeta")).as_deref(),
+            Some("liblibc")
+        );
     }
 }
