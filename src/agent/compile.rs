@@ -86,15 +86,8 @@ impl Agent {
         let record = mirror.close_view(view);
         match (next, record) {
             (Ok(Request::Finished(done)), Some(record)) => {
-                let search_dirs = match done.exit {
-                    Exit::Code(0) => compiler::library_search_dirs(
-                        &req.compiler,
-                        &req.argv,
-                        Path::new(std::ffi::OsStr::from_bytes(&req.cwd)),
-                    ),
-                    _ => Vec::new(),
-                };
-                self.finish(&key, run, done, &record, &search_dirs, stream)
+                let call = Call::new(&req, &done);
+                self.finish(&key, run, done, &record, &call, stream)
             }
             (Ok(Request::Abandon { reason }), _) => {
                 log::warn!("client could not enter the view: {reason}");
@@ -150,15 +143,15 @@ impl Agent {
         run: Option<&str>,
         done: Finished,
         record: &cachefs_mirror::Record,
-        search_dirs: &[std::path::PathBuf],
+        call: &Call,
         stream: &mut UnixStream,
     ) -> Result<()> {
-        let captured = match self.capture(&done, record, search_dirs) {
+        let captured = match self.capture(&done, record, &call.search_dirs) {
             Ok(c) => c,
             Err(reason) => {
                 log::info!("not cached: {reason}");
-                self.stats
-                    .reclassify_miss(run, Outcome::Uncacheable(category(&reason)));
+                let why = format!("{}{}", call.family_label, category(&reason));
+                self.stats.reclassify_miss(run, Outcome::Uncacheable(&why));
                 return reply(stream, Response::Stored);
             }
         };
@@ -236,6 +229,32 @@ impl Agent {
         manifest.add(DepSet { deps, result: id });
         self.store.put_manifest(key, &manifest.encode())?;
         Ok(())
+    }
+}
+
+/// What the analysis of a finished compile needs to know about the call.
+struct Call {
+    /// Library search directories, listed by crate candidates; none for a
+    /// failed compile (see `observe::analyze`).
+    search_dirs: Vec<std::path::PathBuf>,
+    /// Prefix of the statistics' reasons, so rustc calls show apart.
+    family_label: &'static str,
+}
+
+impl Call {
+    fn new(req: &CompileRequest, done: &Finished) -> Call {
+        let search_dirs = match done.exit {
+            Exit::Code(0) => compiler::library_search_dirs(
+                &req.compiler,
+                &req.argv,
+                Path::new(std::ffi::OsStr::from_bytes(&req.cwd)),
+            ),
+            _ => Vec::new(),
+        };
+        Call {
+            search_dirs,
+            family_label: compiler::stats_label(&req.compiler),
+        }
     }
 }
 

@@ -45,3 +45,12 @@ pub fn library_search_dirs(compiler: &[u8], argv: &[Vec<u8>], cwd: &Path) -> Vec
         Family::CFamily | Family::Nvcc => Vec::new(),
     }
 }
+
+/// Prefix for the statistics' reasons of a call not cached: rustc calls are
+/// counted apart from C compiles.
+pub fn stats_label(compiler: &[u8]) -> &'static str {
+    match family(compiler) {
+        Family::Rustc => "rustc: ",
+        Family::CFamily | Family::Nvcc => "",
+    }
+}

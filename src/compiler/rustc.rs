@@ -22,10 +22,10 @@ use std::path::{Path, PathBuf};
 
 pub fn uncacheable_reason(args: &[Vec<u8>]) -> Option<&'static str> {
     if codegen_options(args).any(|o| o.starts_with(b"incremental")) {
-        return Some("rustc -C incremental");
+        return Some("rustc: -C incremental");
     }
     if args.iter().any(|a| a == b"-") {
-        return Some("source read from stdin");
+        return Some("rustc: source read from stdin (a probe such as --print)");
     }
     None
 }
@@ -156,14 +156,14 @@ mod tests {
         ] {
             assert_eq!(
                 uncacheable_reason(&args(a)),
-                Some("rustc -C incremental"),
+                Some("rustc: -C incremental"),
                 "{a:?}"
             );
         }
         assert_eq!(uncacheable_reason(&args(&["-C", "opt-level=0"])), None);
         assert_eq!(
             uncacheable_reason(&args(&["-", "--crate-name", "___"])),
-            Some("source read from stdin")
+            Some("rustc: source read from stdin (a probe such as --print)")
         );
     }
 
