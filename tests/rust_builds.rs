@@ -65,6 +65,27 @@ fn cachefs_cargo_build(sb: &Sandbox) -> Output {
     c.args(["run", "cargo", "build"]).output().unwrap()
 }
 
+/// Starts the sandbox's agent with debug logging, so that a failing
+/// assertion can show why calls missed (see `misses_explained`).
+fn start_logging_agent(sb: &Sandbox) {
+    let out = sb
+        .cachefs()
+        .env("RUST_LOG", "cachefs=debug")
+        .arg("start")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cachefs start: {}", stderr(&out));
+}
+
+/// The agent's lines about misses and rejected dep sets.
+fn misses_explained(sb: &Sandbox) -> String {
+    let log = std::fs::read_to_string(sb.cache.join("agent.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("miss: ") || l.contains("rejected"))
+        .map(|l| l.chars().take(600).collect::<String>() + "\n")
+        .collect()
+}
+
 fn build_ok(sb: &Sandbox) -> String {
     let out = cachefs_cargo_build(sb);
     assert!(
@@ -110,6 +131,7 @@ const CC_PROBE_MISSES: u64 = 1;
 fn workspace_is_rebuilt_from_cache_and_sees_changes() {
     let sb = Sandbox::new();
     cargo_project(&sb, "rust-ws");
+    start_logging_agent(&sb);
     let first = build_ok(&sb);
     assert!(first.contains("unused_helper"), "no warning: {first}");
     assert_eq!(run_bin(&sb, "ws_app"), WS_OUTPUT);
@@ -128,7 +150,12 @@ fn workspace_is_rebuilt_from_cache_and_sees_changes() {
         "warning not replayed: {again}"
     );
     let (hits, misses, _, errors) = sb.counts();
-    assert_eq!((misses, errors), (CC_PROBE_MISSES, 0), "{again}");
+    assert_eq!(
+        (misses, errors),
+        (CC_PROBE_MISSES, 0),
+        "{}",
+        misses_explained(&sb)
+    );
     assert!(hits >= 8, "hits: {hits}");
     assert_only_probes_uncacheable(&sb);
     assert_eq!(sb.read("target/debug/ws_app"), binary);
@@ -182,7 +209,7 @@ fn rustc_wrapper_mode_caches_the_same_way() {
     };
     build();
     assert_eq!(run_bin(&sb, "ws_app"), WS_OUTPUT);
-    let (_, first_misses, _, _) = sb.counts();
+    let (first_hits, first_misses, _, _) = sb.counts();
     assert!(first_misses >= 7, "misses: {first_misses}");
     clean(&sb);
     sb.zero_stats();
@@ -193,7 +220,7 @@ fn rustc_wrapper_mode_caches_the_same_way() {
     );
     // Only rustc goes through the wrapper: every rustc compile hits.
     let (hits, misses, _, errors) = sb.counts();
-    assert_eq!((hits, misses, errors), (first_misses, 0, 0));
+    assert_eq!((hits, misses, errors), (first_hits + first_misses, 0, 0));
     assert_eq!(run_bin(&sb, "ws_app"), WS_OUTPUT);
 }
 
@@ -282,6 +309,7 @@ fn incremental_compiles_are_uncacheable_with_that_reason() {
 fn real_crate_graph_is_rebuilt_from_cache() {
     let sb = Sandbox::new();
     cargo_project(&sb, "rust-graph");
+    start_logging_agent(&sb);
     build_ok(&sb);
     // The program prints a random number: check that it runs, and compare
     // the binaries byte for byte.
@@ -295,7 +323,7 @@ fn real_crate_graph_is_rebuilt_from_cache() {
     sb.zero_stats();
     build_ok(&sb);
     let (hits, misses, _, errors) = sb.counts();
-    assert_eq!((misses, errors), (0, 0));
+    assert_eq!((misses, errors), (0, 0), "{}", misses_explained(&sb));
     assert!(hits >= 44, "hits: {hits}");
     assert_only_probes_uncacheable(&sb);
     assert_eq!(sb.read("target/debug/bench-rust-graph"), binary);
