@@ -12,9 +12,12 @@
 //! - a listed directory is a dependency by its whole listing, except a
 //!   library search directory (rustc `-L`) of a successful compile, which is
 //!   one by the crate candidates it holds for the crates the compile loaded
-//!   (any `lib<crate>*.{rlib,rmeta,so}` it opened, wherever): cargo writes
-//!   other crates into that directory while the compile runs.
+//!   (any `lib<crate>*.{rlib,rmeta,so}` it opened, wherever), and a
+//!   `-L dependency=` directory (searched by crate hash only) by nothing but
+//!   the files read from it: cargo writes other crates into those
+//!   directories while the compile runs (see `compiler::rustc`).
 
+use crate::compiler::rustc::SearchDirs;
 use crate::key::{self, Dep, DepState, Hash, Kind, StatCache};
 use cachefs_mirror::{Access, Record};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -49,7 +52,7 @@ struct Analysis {
     outputs: BTreeSet<PathBuf>,
     created_dirs: BTreeSet<PathBuf>,
     removed_foreign: BTreeSet<PathBuf>,
-    search_dirs: Vec<PathBuf>,
+    search_dirs: SearchDirs,
     /// `lib<crate>` of every crate file opened (not written) whose
     /// candidates matter: the crates the compile loaded (see
     /// `compiler::rustc::loaded_crate_stem`).
@@ -57,15 +60,16 @@ struct Analysis {
 }
 
 /// `search_dirs`: the compile's library search directories, listed by crate
-/// candidates; pass none for a failed compile (its error message may name
+/// candidates (or, searched by hash only, not at all); pass none for a
+/// failed compile (its error message may name
 /// any file it rejected), so that every listing counts in full.
 pub fn analyze(
     record: &Record,
     cache: &StatCache,
-    search_dirs: &[PathBuf],
+    search_dirs: &SearchDirs,
 ) -> Result<Observation, Uncacheable> {
     let mut a = Analysis {
-        search_dirs: search_dirs.to_vec(),
+        search_dirs: search_dirs.clone(),
         ..Analysis::default()
     };
     for access in &record.accesses {
@@ -276,10 +280,13 @@ impl Analysis {
     fn listing_state(&self, dir: &Path) -> Result<DepState, Uncacheable> {
         let created = |name: &std::ffi::OsStr| self.written.contains(&dir.join(name));
         let vanished = |_| fail("listed directory vanished", dir);
-        if self.search_dirs.iter().any(|d| d == dir) {
+        if self.search_dirs.by_name.iter().any(|d| d == dir) {
             let stems: Vec<Vec<u8>> = self.crate_stems.iter().cloned().collect();
             let hash = key::candidates_hash(dir, &stems, &created).or_else(vanished)?;
             return Ok(DepState::Candidates { stems, hash });
+        }
+        if self.search_dirs.by_hash.iter().any(|d| d == dir) {
+            return Ok(DepState::Exists(Kind::Dir));
         }
         let hash = key::listing_hash(dir, &created).or_else(vanished)?;
         Ok(DepState::Listing(hash))
@@ -374,6 +381,13 @@ mod tests {
         }
     }
 
+    fn by_name(dir: &Path) -> SearchDirs {
+        SearchDirs {
+            by_name: vec![dir.to_path_buf()],
+            by_hash: vec![],
+        }
+    }
+
     fn set(obs: Observation) -> key::DepSet {
         key::DepSet {
             deps: obs.deps,
@@ -395,8 +409,8 @@ mod tests {
         std::fs::write(sysroot.join("liblibc-8y.rlib"), "libc").unwrap();
         let cache = StatCache::default();
         let record = rustc_like_record(&deps, &sysroot);
-        let precise = set(analyze(&record, &cache, std::slice::from_ref(&deps)).unwrap());
-        let full = set(analyze(&record, &cache, &[]).unwrap());
+        let precise = set(analyze(&record, &cache, &by_name(&deps)).unwrap());
+        let full = set(analyze(&record, &cache, &SearchDirs::default()).unwrap());
         assert!(key::validate(&precise, &cache).is_ok());
 
         // Files cargo writes for other crates meanwhile, and the rlib that

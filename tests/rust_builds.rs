@@ -338,3 +338,44 @@ fn real_crate_graph_is_rebuilt_from_cache() {
     assert_eq!((hits2, misses, errors), (hits - 1, 1, 0));
     assert!(run_bin(&sb, "bench-rust-graph").contains("\"y\""));
 }
+
+/// A `-L dependency=` directory serves only the dependencies of crates
+/// rustc loaded, each looked up by crate hash: a new build of such a crate
+/// (another `libfoo`) is rejected by rustc, so the result still holds.
+#[test]
+fn dependency_directories_are_searched_by_hash() {
+    let sb = Sandbox::new();
+    sb.write("foo.rs", "pub fn v() -> u32 { 1 }\n");
+    sb.write("foo2.rs", "pub fn v() -> u32 { 2 }\n");
+    sb.write(
+        "bar.rs",
+        "extern crate foo;\npub fn w() -> u32 { foo::v() + 10 }\n",
+    );
+    sb.write(
+        "main.rs",
+        "extern crate bar;\nfn main() { println!(\"{}\", bar::w()); }\n",
+    );
+    let lib = |src: &str, name: &str, extra: &str| {
+        sb.sh(&format!(
+            "rustc --crate-type rlib --crate-name {name} -C extra-filename=-{extra} -L deps --out-dir deps {src}"
+        ));
+    };
+    lib("foo.rs", "foo", "aaa");
+    lib("bar.rs", "bar", "bbb");
+    let app = "rm -f app && rustc --extern bar=deps/libbar-bbb.rlib -L dependency=deps main.rs -o app && ./app";
+    sb.zero_stats();
+    assert_eq!(sb.run_ok(app).stdout, b"11\n");
+    // Another foo, as cargo would build for another feature set: rustc
+    // itself still picks the foo that bar was built against...
+    lib("foo2.rs", "foo", "ccc");
+    assert_eq!(sb.sh(app).stdout, b"11\n");
+    // ...and the cached result still holds.
+    assert_eq!(sb.run_ok(app).stdout, b"11\n");
+    assert_eq!(sb.counts(), (1, 1, 0, 0));
+    // The crate it did read changing is a miss, as for any input.
+    std::fs::remove_file(sb.path("deps/libfoo-aaa.rlib")).unwrap();
+    lib("foo2.rs", "foo", "aaa");
+    let out = sb.run(app);
+    assert!(!out.status.success(), "bar's foo is gone: rustc must fail");
+    assert_eq!(sb.counts().0, 1);
+}

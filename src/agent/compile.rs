@@ -174,7 +174,7 @@ impl Agent {
         &self,
         done: &Finished,
         record: &cachefs_mirror::Record,
-        search_dirs: &[std::path::PathBuf],
+        search_dirs: &compiler::rustc::SearchDirs,
     ) -> Result<(Vec<key::Dep>, Vec<Captured>), String> {
         if let Exit::Signal(s) = done.exit {
             return Err(format!("compiler killed by signal {s}"));
@@ -236,7 +236,7 @@ impl Agent {
 struct Call {
     /// Library search directories, listed by crate candidates; none for a
     /// failed compile (see `observe::analyze`).
-    search_dirs: Vec<std::path::PathBuf>,
+    search_dirs: compiler::rustc::SearchDirs,
     /// Prefix of the statistics' reasons, so rustc calls show apart.
     family_label: &'static str,
 }
@@ -249,7 +249,7 @@ impl Call {
                 &req.argv,
                 Path::new(std::ffi::OsStr::from_bytes(&req.cwd)),
             ),
-            _ => Vec::new(),
+            _ => compiler::rustc::SearchDirs::default(),
         };
         Call {
             search_dirs,

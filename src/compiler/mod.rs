@@ -6,7 +6,7 @@
 mod gcc;
 pub mod rustc;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Why a call must run uncached, or `None` if it may be cached.
 pub fn uncacheable_reason(compiler: &[u8], argv: &[Vec<u8>]) -> Option<&'static str> {
@@ -39,10 +39,10 @@ pub fn family(compiler: &[u8]) -> Family {
 /// Directories the compiler searches by listing them and picking entries by
 /// name (rustc's `-L`): their dep state is the set of names that could have
 /// been picked, not the whole listing (see `rustc`).
-pub fn library_search_dirs(compiler: &[u8], argv: &[Vec<u8>], cwd: &Path) -> Vec<PathBuf> {
+pub fn library_search_dirs(compiler: &[u8], argv: &[Vec<u8>], cwd: &Path) -> rustc::SearchDirs {
     match family(compiler) {
         Family::Rustc => rustc::search_dirs(argv.get(1..).unwrap_or_default(), cwd),
-        Family::CFamily | Family::Nvcc => Vec::new(),
+        Family::CFamily | Family::Nvcc => rustc::SearchDirs::default(),
     }
 }
 

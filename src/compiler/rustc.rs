@@ -56,18 +56,34 @@ fn option_values<'a>(
 
 /// The library search directories of a rustc call, absolute (relative ones
 /// are taken from `cwd`, as rustc does).
-pub fn search_dirs(args: &[Vec<u8>], cwd: &Path) -> Vec<PathBuf> {
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SearchDirs {
+    /// Searched for crates named on the command line, in `extern crate` or
+    /// injected (std): by name, so a new candidate can change the result.
+    pub by_name: Vec<PathBuf>,
+    /// `-L dependency=DIR`: rustc searches these only for the dependencies
+    /// of crates it loaded, each by name *and* SVH, so a new file there is
+    /// rejected unless it is the very crate already found; the files rustc
+    /// did read are dependencies on their own.
+    pub by_hash: Vec<PathBuf>,
+}
+
+pub fn search_dirs(args: &[Vec<u8>], cwd: &Path) -> SearchDirs {
     use std::os::unix::ffi::OsStrExt;
-    option_values(args, &[b"-L"])
-        .map(|v| {
-            // `-L KIND=DIR`; a path may contain '=' only after a kind.
-            let dir = match v.iter().position(|&b| b == b'=') {
-                Some(i) if is_search_kind(&v[..i]) => &v[i + 1..],
-                _ => v,
-            };
-            cwd.join(std::ffi::OsStr::from_bytes(dir))
-        })
-        .collect()
+    let mut dirs = SearchDirs::default();
+    for v in option_values(args, &[b"-L"]) {
+        // `-L KIND=DIR`; a path may contain '=' only after a kind.
+        let (kind, dir) = match v.iter().position(|&b| b == b'=') {
+            Some(i) if is_search_kind(&v[..i]) => (&v[..i], &v[i + 1..]),
+            _ => (&b"all"[..], v),
+        };
+        let dir = cwd.join(std::ffi::OsStr::from_bytes(dir));
+        match kind {
+            b"dependency" => dirs.by_hash.push(dir),
+            _ => dirs.by_name.push(dir),
+        }
+    }
+    dirs
 }
 
 fn is_search_kind(kind: &[u8]) -> bool {
@@ -180,11 +196,12 @@ mod tests {
             "--crate-name",
             "x",
         ]);
+        let dirs = search_dirs(&a, Path::new("/w"));
+        assert_eq!(dirs.by_hash, [PathBuf::from("/t/deps")]);
         assert_eq!(
-            search_dirs(&a, Path::new("/w")),
+            dirs.by_name,
             [
-                PathBuf::from("/t/deps"),
-                "/w/out".into(),
+                PathBuf::from("/w/out"),
                 "/plain".into(),
                 "/w/weird=dir".into()
             ]
