@@ -29,6 +29,11 @@ const VOLATILE_ENV: &[&str] = &[
     "MAKE_TERMOUT",
     "MAKE_TERMERR",
     "CARGO_MAKEFLAGS",
+    // Name the wrapper of rustc calls (us, in wrapper mode); rustc does not
+    // read them, and keeping them out lets `RUSTC_WRAPPER=cachefs` and
+    // `cachefs run` share results.
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
     "PWD",
     "OLDPWD",
     "SHLVL",

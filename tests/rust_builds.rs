@@ -222,6 +222,15 @@ fn rustc_wrapper_mode_caches_the_same_way() {
     let (hits, misses, _, errors) = sb.counts();
     assert_eq!((hits, misses, errors), (first_hits + first_misses, 0, 0));
     assert_eq!(run_bin(&sb, "ws_app"), WS_OUTPUT);
+
+    // The same keys as `cachefs run`: its rustc calls hit what the wrapper
+    // stored (its C compiles, not seen through the wrapper, miss).
+    clean(&sb);
+    sb.zero_stats();
+    build_ok(&sb);
+    let (run_hits, _, _, errors) = sb.counts();
+    assert_eq!((run_hits, errors), (hits, 0));
+    assert_eq!(run_bin(&sb, "ws_app"), WS_OUTPUT);
 }
 
 /// rustc lists `-L` directories and picks crates in them by name: a second
