@@ -134,6 +134,8 @@ fn workspace_is_rebuilt_from_cache_and_sees_changes() {
     start_logging_agent(&sb);
     let first = build_ok(&sb);
     assert!(first.contains("unused_helper"), "no warning: {first}");
+    // rustc reached cargo's jobserver through CARGO_MAKEFLAGS from the view.
+    assert!(!first.contains("jobserver"), "{first}");
     assert_eq!(run_bin(&sb, "ws_app"), WS_OUTPUT);
     let binary = sb.read("target/debug/ws_app");
     let (_, misses, _, errors) = sb.counts();
@@ -387,4 +389,28 @@ fn dependency_directories_are_searched_by_hash() {
     let out = sb.run(app);
     assert!(!out.status.success(), "bar's foo is gone: rustc must fail");
     assert_eq!(sb.counts().0, 1);
+}
+
+/// Everything rustc writes is restored on a hit, including what `--emit`
+/// and `-C save-temps` ask for (object files, codegen-unit objects).
+#[test]
+fn emitted_files_are_restored() {
+    let sb = Sandbox::new();
+    sb.write(
+        "x.rs",
+        "pub fn f(a: u32) -> u32 { a * 3 }\npub fn g() -> u32 { f(2) }\n",
+    );
+    let cmd = "rm -rf out && mkdir out && rustc --crate-type lib --emit=obj,metadata,dep-info,asm \
+               -C codegen-units=2 -C save-temps --out-dir out x.rs && ls out | sort";
+    sb.zero_stats();
+    let first = sb.run_ok(cmd).stdout;
+    let listing = String::from_utf8_lossy(&first).into_owned();
+    assert!(
+        listing.contains("x.o") && listing.contains("x.d") && listing.contains(".rcgu.o"),
+        "{listing}"
+    );
+    let obj = sb.read("out/x.o");
+    assert_eq!(sb.run_ok(cmd).stdout, first);
+    assert_eq!(sb.counts(), (1, 1, 0, 0));
+    assert_eq!(sb.read("out/x.o"), obj);
 }
