@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
 
-packages=(gcc g++ clang make ninja-build cmake fuse3 memcached ccache dpkg-dev pkg-config bc)
+packages=(gcc g++ clang make ninja-build cmake fuse3 memcached ccache dpkg-dev pkg-config bc graphviz)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,3 +29,6 @@ if ! apt-cache showsrc lua5.4 2>/dev/null | grep -q '^Version:'; then
         echo "setup: enable deb-src entries in apt for the third-party build test (apt-get source)" >&2
     fi
 fi
+
+# A real nvcc for the CUDA tests (PyPI, no GPU needed).
+"$(dirname "$0")/setup-cuda.sh" >/dev/null

@@ -311,15 +311,16 @@ fn run_observed(
     let acked = protocol::write_frame(stream, &Request::Finished(done.clone()))
         .and_then(|_| protocol::read_frame::<Response, _>(stream));
     log::debug!("agent stored the result after {:?}", start.elapsed());
-    if acked.is_err() {
-        fall_back(
+    match acked {
+        Ok(Response::Stored) => replay(&done.stdout, &done.stderr, exit),
+        Ok(Response::Error { message }) => fall_back(call, &message, Cause::Counted, Some(config)),
+        _ => fall_back(
             call,
             "the agent stopped during the compile",
             Cause::Unreported,
             Some(config),
-        );
+        ),
     }
-    replay(&done.stdout, &done.stderr, exit)
 }
 
 fn abandon(call: &Call, stream: &mut UnixStream, reason: &str, config: &Config) -> ! {

@@ -142,6 +142,33 @@ pub enum DepState {
     },
 }
 
+impl std::fmt::Display for DepState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = |h: &Hash| {
+            h[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        match self {
+            DepState::File(h) => write!(f, "file {}", short(h)),
+            DepState::Absent => write!(f, "absent"),
+            DepState::Listing(h) => write!(f, "directory listing {}", short(h)),
+            DepState::Symlink(t) => write!(f, "symlink to {}", String::from_utf8_lossy(t)),
+            DepState::Exists(k) => write!(f, "existing {k:?}"),
+            DepState::Candidates { stems, hash } => {
+                let stems: Vec<_> = stems.iter().map(|s| String::from_utf8_lossy(s)).collect();
+                write!(
+                    f,
+                    "crate candidates {} for {}",
+                    short(hash),
+                    stems.join(" ")
+                )
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dep {
     pub path: Vec<u8>,
@@ -377,7 +404,7 @@ fn describe(path: &Path, state: &DepState) -> String {
                 names.iter().map(|s| text(s)).collect::<Vec<_>>().join(" ")
             )
         }
-        _ => format!("{state:?}"),
+        _ => state.to_string(),
     }
 }
 

@@ -264,3 +264,31 @@ fn wrapper_modes_cache_like_run() {
     assert_eq!(sb.counts(), (2, 2, 0, 0));
     assert_eq!(sb.read("a.o"), sb.read("b.o"));
 }
+
+#[test]
+fn a_compile_that_overwrites_its_own_input_is_not_cached() {
+    let sb = Sandbox::new();
+    sb.write("x.c", "int v = V;\n");
+    sb.write("opts", "-DV=1\n");
+    sb.zero_stats();
+    // gcc reads the response file, then writes its output over it.
+    sb.run_ok("gcc @opts -E -P x.c -o opts");
+    assert_eq!(sb.counts().2, 1, "uncacheable: it reads what it writes");
+    assert!(String::from_utf8_lossy(&sb.read("opts")).contains("int v = 1;"));
+}
+
+#[test]
+fn save_temps_outputs_are_restored() {
+    let sb = Sandbox::new();
+    sb.write("st.c", "#define N 3\nint st(void) { return N; }\n");
+    let build = "gcc -save-temps -c st.c -o st.o";
+    sb.run_ok(build);
+    let files = ["st.i", "st.s", "st.o"];
+    let want: Vec<Vec<u8>> = files.iter().map(|f| sb.read(f)).collect();
+    sb.sh("rm -f st.i st.s st.o");
+    sb.zero_stats();
+    sb.run_ok(build);
+    assert_eq!(sb.counts().0, 1);
+    let got: Vec<Vec<u8>> = files.iter().map(|f| sb.read(f)).collect();
+    assert_eq!(got, want);
+}

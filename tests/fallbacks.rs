@@ -128,3 +128,104 @@ fn output_to_a_device_is_uncacheable() {
     sb.run_ok("gcc -E x.c -o /dev/stdout >/dev/null");
     assert_eq!(sb.counts().2, 1);
 }
+
+#[test]
+fn a_malformed_setting_is_named_and_the_build_still_runs() {
+    let sb = Sandbox::new();
+    small_project(&sb);
+    let out = sb
+        .cachefs()
+        .args(["stats"])
+        .env("CACHEFS_CACHE_SIZE", "lots")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("CACHEFS_CACHE_SIZE") && err.contains("lots"),
+        "{err}"
+    );
+    let out = sb
+        .cachefs()
+        .args(["run", "sh", "-c", BUILD])
+        .env("CACHEFS_IDLE_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("CACHEFS_IDLE_TIMEOUT"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sb
+        .cachefs()
+        .args(["stats", "--bogus-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "clap reports a bad flag with exit status 2"
+    );
+}
+
+#[test]
+fn the_agent_stops_after_its_idle_timeout() {
+    let sb = Sandbox::new();
+    small_project(&sb);
+    let out = sb
+        .cachefs()
+        .args(["run", "sh", "-c", BUILD])
+        .env("CACHEFS_IDLE_TIMEOUT", "2")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let pid = std::fs::read_to_string(sb.cache.join("agent.pid")).unwrap();
+    let alive = || std::path::Path::new(&format!("/proc/{}", pid.trim())).exists();
+    assert!(alive());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(!alive(), "the agent outlived its idle timeout");
+    assert!(
+        !sb.cache.join("agent.sock").exists(),
+        "the socket is removed on exit"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(
+        !mounts.contains(&sb.cache.to_string_lossy().to_string()),
+        "no mount left behind"
+    );
+}
+
+/// A peer speaking another protocol version (an agent from another cachefs
+/// release) gets a clear error and the compile runs uncached.
+#[test]
+fn an_agent_of_another_version_is_refused_and_the_compile_runs() {
+    use std::io::{Read, Write};
+    let sb = Sandbox::new();
+    small_project(&sb);
+    std::fs::create_dir_all(&sb.cache).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(sb.cache.join("agent.sock")).unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut header = [0u8; 10];
+        s.read_exact(&mut header).unwrap();
+        // Magic, version 9, an empty body.
+        s.write_all(&[b'C', b'F', b'S', 1, 9, 0, 0, 0, 0, 0])
+            .unwrap();
+    });
+    let out = std::process::Command::new(cachefs_bin())
+        .args(["gcc", "-c", "a.c", "-o", "a.o"])
+        .env("CACHEFS_DIR", &sb.cache)
+        .env("CACHEFS_RUN_ID", "other-version")
+        .current_dir(&sb.project)
+        .output()
+        .unwrap();
+    peer.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(sb.path("a.o").exists());
+    let err = stderr(&out);
+    assert!(err.contains("protocol version 9"), "{err}");
+}

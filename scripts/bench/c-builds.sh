@@ -7,8 +7,10 @@
 #
 #   scripts/bench/c-builds.sh [-n ROUNDS] [-j JOBS] [WORKLOAD…]
 #   WORKLOAD: lua (Debian source lua5.4, 36 compiles), zstd (Debian source
-#   libzstd 1.5.4, ~118 compiles), micro (200 generated tiny files, -j1)
-# Default: lua micro. Needs: scripts/setup.sh, cargo build --release.
+#   libzstd 1.5.4, ~118 compiles), micro (200 generated tiny files, -j1),
+#   cuda (40 generated .cu files compiled by a real nvcc, scripts/setup-cuda.sh)
+# Default: lua micro. BENCH_MODES="plain cachefs-cold …" picks modes.
+# Needs: scripts/setup.sh, cargo build --release.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -22,7 +24,6 @@ while getopts "n:j:" o; do
     esac
 done
 shift $((OPTIND - 1))
-WORKLOADS=("${@:-lua micro}")
 [ $# -gt 0 ] && WORKLOADS=("$@") || WORKLOADS=(lua micro)
 
 CACHEFS=$ROOT/target/release/cachefs
@@ -48,8 +49,21 @@ generate_micro() {
     printf 'OBJS := $(patsubst %%.c,%%.o,$(wildcard *.c))\nall: $(OBJS)\n%%.o: %%.c\n\t$(CC) -O2 -c $< -o $@\nclean:\n\trm -f *.o\n' >"$dest/Makefile"
 }
 
+generate_cuda() {
+    local dest=$W/src/cuda
+    [ -f "$dest/Makefile" ] && return 0
+    mkdir -p "$dest"
+    printf '#pragma once\n#define F 3\n' >"$dest/common.cuh"
+    for i in $(seq 1 40); do
+        printf '#include "common.cuh"\n__global__ void k%d(float *x) { x[threadIdx.x] *= F + %d; }\n' "$i" "$i" >"$dest/k$i.cu"
+    done
+    printf 'OBJS := $(patsubst %%.cu,%%.o,$(wildcard *.cu))\nall: $(OBJS)\n%%.o: %%.cu\n\t$(CC) -O2 -c $< -o $@\nclean:\n\trm -f *.o\n' >"$dest/Makefile"
+}
+
 prepare() {
+    COMPILER=gcc
     case $1 in
+        cuda) generate_cuda; COMPILER=$("$ROOT/scripts/setup-cuda.sh"); TARGET="all"; CLEAN="clean"; J=$JOBS ;;
         lua) fetch_debian lua5.4 lua; TARGET="linux"; CLEAN="clean"; J=$JOBS ;;
         zstd) fetch_debian libzstd zstd; TARGET=""; CLEAN="clean"; J=$JOBS ;;
         micro) generate_micro; TARGET="all"; CLEAN="clean"; J=1 ;;
@@ -57,14 +71,31 @@ prepare() {
     esac
 }
 
-# build WORKLOAD MODE: one clean build; prints seconds.
+# CPU seconds (user+sys) a daemon has used so far: the cachefs agent and the
+# sccache server do work outside the build's process tree.
+daemon_cpu() {
+    local pid=$1 hz
+    hz=$(getconf CLK_TCK)
+    [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || { echo 0; return; }
+    awk -v hz="$hz" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$pid/stat"
+}
+
+daemon_pid() {  # daemon_pid MODE CACHE
+    case $1 in
+        cachefs-*) cat "$2/agent.pid" 2>/dev/null || true ;;
+        sccache-*) pgrep -n -x sccache || true ;;
+    esac
+}
+
+# build WORKLOAD MODE: one clean build; prints "wall_seconds cpu_seconds",
+# cpu = the build's process tree plus the cache daemon's share.
 build() {
     local wl=$1 mode=$2 tree=$W/src/$1 cache=$W/cache/$1-${2%-*}
-    local cc=(gcc) runner=()
+    local cc=("$COMPILER") runner=()
     case $mode in
         plain) ;;
-        ccache-*) cc=(ccache gcc); export CCACHE_DIR=$cache ;;
-        sccache-*) cc=(sccache gcc); export SCCACHE_DIR=$cache ;;
+        ccache-*) cc=(ccache "$COMPILER"); export CCACHE_DIR=$cache ;;
+        sccache-*) cc=(sccache "$COMPILER"); export SCCACHE_DIR=$cache ;;
         cachefs-*) runner=("$CACHEFS" run); export CACHEFS_DIR=$cache ;;
     esac
     if [[ $mode == *-cold ]]; then
@@ -73,16 +104,28 @@ build() {
         rm -rf "$cache"
     fi
     make -s -C "$tree" $CLEAN >/dev/null 2>&1 || true
-    local t0 t1
+    # Start the daemon first so that its CPU use during the build is measured.
+    [[ $mode == cachefs-* ]] && "$CACHEFS" start >/dev/null 2>&1
+    [[ $mode == sccache-* ]] && sccache --start-server >/dev/null 2>&1
+    local pid c0 c1 t0 t1 cpu
+    pid=$(daemon_pid "$mode" "$cache")
+    c0=$(daemon_cpu "$pid")
     t0=$(date +%s%N)
-    "${runner[@]}" make -s -C "$tree" -j"$J" CC="${cc[*]}" $TARGET >"$W/last-$wl-$mode.log" 2>&1 ||
+    /usr/bin/time -f "%U %S" -o "$W/cpu" "${runner[@]}" make -s -C "$tree" -j"$J" CC="${cc[*]}" $TARGET \
+        >"$W/last-$wl-$mode.log" 2>&1 ||
         { echo "build failed: $wl $mode (see $W/last-$wl-$mode.log)" >&2; exit 1; }
     t1=$(date +%s%N)
-    echo "scale=3; ($t1 - $t0) / 1000000000" | bc
+    c1=$(daemon_cpu "$pid")
+    cpu=$(awk -v a="$c0" -v b="$c1" '{printf "%.3f", $1 + $2 + b - a}' "$W/cpu")
+    echo "$(echo "scale=3; ($t1 - $t0) / 1000000000" | bc) $cpu"
 }
 
-MODES=(plain ccache-cold ccache-warm cachefs-cold cachefs-warm)
-command -v sccache >/dev/null && MODES+=(sccache-cold sccache-warm)
+if [ -n "${BENCH_MODES:-}" ]; then
+    read -r -a MODES <<<"$BENCH_MODES"
+else
+    MODES=(plain ccache-cold ccache-warm cachefs-cold cachefs-warm)
+    command -v sccache >/dev/null && MODES+=(sccache-cold sccache-warm)
+fi
 command -v bc >/dev/null || { echo "bc is required (apt-get install bc)" >&2; exit 1; }
 
 for wl in "${WORKLOADS[@]}"; do
@@ -97,9 +140,9 @@ for wl in "${WORKLOADS[@]}"; do
     for r in $(seq 1 "$ROUNDS"); do
         for m in "${MODES[@]}"; do
             # A cold mode empties the cache its warm mode uses: refill after.
-            t=$(build "$wl" "$m")
-            printf '%s\t%s\t%s\n' "$r" "$m" "$t" >>"$results"
-            echo "  round $r $m ${t}s" >&2
+            read -r t cpu < <(build "$wl" "$m")
+            printf '%s\t%s\t%s\t%s\n' "$r" "$m" "$t" "$cpu" >>"$results"
+            echo "  round $r $m ${t}s wall, ${cpu}s cpu" >&2
         done
     done
     out=$W/results-$wl-$(date +%Y%m%d-%H%M%S).md

@@ -5,7 +5,8 @@
 # `cachefs run cargo build`, warm (cache full, `rm -rf target` before each
 # build) and, with -c, cold (empty cache). Interleaved rounds (A B C … A B C …)
 # so that machine noise hits every mode alike. Prints medians and per-round
-# ratios, and writes them to target/bench/results-rust-graph-<time>.md.
+# ratios of wall time and of CPU time (the build's processes plus the cache
+# daemon's), and writes them to target/bench/results-rust-graph-<time>.md.
 #
 #   scripts/bench/rust-build.sh [-n ROUNDS] [-j JOBS] [-c]
 # Needs: scripts/setup.sh, cargo build --release, crates.io once (cargo vendor).
@@ -44,7 +45,24 @@ printf '[source.crates-io]\nreplace-with = "vendored"\n\n[source.vendored]\ndire
 export CARGO_INCREMENTAL=0 CARGO_TARGET_DIR=$TREE/target
 unset RUSTC_WRAPPER
 
-# build MODE: one build after `rm -rf target`; prints seconds.
+# CPU seconds (user+sys) a daemon has used so far: the cachefs agent and the
+# sccache server do work outside the build's process tree.
+daemon_cpu() {
+    local pid=$1 hz
+    hz=$(getconf CLK_TCK)
+    [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || { echo 0; return; }
+    awk -v hz="$hz" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$pid/stat"
+}
+
+daemon_pid() {  # daemon_pid MODE CACHE
+    case $1 in
+        cachefs-*) cat "$2/agent.pid" 2>/dev/null || true ;;
+        sccache-*) pgrep -n -x sccache || true ;;
+    esac
+}
+
+# build MODE: one build after `rm -rf target`; prints "wall_seconds
+# cpu_seconds", cpu = the build's process tree plus the cache daemon's share.
 build() {
     local mode=$1 cache=$W/cache/rust-graph-${1%-*}
     local runner=() wrapper=()
@@ -59,12 +77,20 @@ build() {
         rm -rf "$cache"
     fi
     rm -rf "$TREE/target"
-    local t0 t1
+    # Start the daemon first so that its CPU use during the build is measured.
+    [[ $mode == cachefs-* ]] && "$CACHEFS" start >/dev/null 2>&1
+    [[ $mode == sccache-* ]] && SCCACHE_DIR=$cache sccache --start-server >/dev/null 2>&1
+    local pid c0 c1 t0 t1 cpu
+    pid=$(daemon_pid "$mode" "$cache")
+    c0=$(daemon_cpu "$pid")
     t0=$(date +%s%N)
-    (cd "$TREE" && "${wrapper[@]}" "${runner[@]}" cargo build -q -j"$JOBS") >"$W/last-rust-graph-$mode.log" 2>&1 ||
+    (cd "$TREE" && /usr/bin/time -f "%U %S" -o "$W/cpu" "${wrapper[@]}" "${runner[@]}" cargo build -q -j"$JOBS") \
+        >"$W/last-rust-graph-$mode.log" 2>&1 ||
         { echo "build failed: $mode (see $W/last-rust-graph-$mode.log)" >&2; exit 1; }
     t1=$(date +%s%N)
-    echo "scale=3; ($t1 - $t0) / 1000000000" | bc
+    c1=$(daemon_cpu "$pid")
+    cpu=$(awk -v a="$c0" -v b="$c1" '{printf "%.3f", $1 + $2 + b - a}' "$W/cpu")
+    echo "$(echo "scale=3; ($t1 - $t0) / 1000000000" | bc) $cpu"
 }
 
 MODES=(plain cachefs-warm)
@@ -86,9 +112,9 @@ results=$W/times-rust-graph.tsv
 for r in $(seq 1 "$ROUNDS"); do
     for m in "${MODES[@]}"; do
         # A cold mode empties the cache its warm mode uses: refill after.
-        t=$(build "$m")
-        printf '%s\t%s\t%s\n' "$r" "$m" "$t" >>"$results"
-        echo "  round $r $m ${t}s" >&2
+        read -r t cpu < <(build "$m")
+        printf '%s\t%s\t%s\t%s\n' "$r" "$m" "$t" "$cpu" >>"$results"
+        echo "  round $r $m ${t}s wall, ${cpu}s cpu" >&2
     done
 done
 out=$W/results-rust-graph-$(date +%Y%m%d-%H%M%S).md

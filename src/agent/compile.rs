@@ -2,11 +2,13 @@
 //! the client to finish, then store what the view observed.
 
 use super::results::{self, CachedResult, Captured};
+use super::runs::Ended;
 use super::{Agent, Outcome};
 use crate::compiler;
 use crate::key::{self, DepSet, Hash, Manifest};
 use crate::observe;
 use crate::protocol::{self, CompileRequest, Exit, Finished, Request, Response};
+use crate::runlog::{CompileRecord, MissReason};
 use anyhow::Result;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
@@ -20,8 +22,10 @@ impl Agent {
     pub(super) fn compile(&self, req: CompileRequest, stream: &mut UnixStream) -> Result<()> {
         let run = req.run_id.clone();
         let run = run.as_deref();
+        let mut rec = super::runs::record_of(&req);
         if let Some(reason) = compiler::uncacheable_reason(&req.compiler, &req.argv) {
             self.stats.record(run, Outcome::Uncacheable(reason));
+            self.runs.add(run, rec.ended("uncacheable", Some(reason)));
             return reply(
                 stream,
                 Response::RunPlain {
@@ -37,6 +41,7 @@ impl Agent {
                 self.stats
                     .record(run, Outcome::Error("cannot hash the compiler"));
                 let reason = format!("cannot hash the compiler {}: {e}", compiler.display());
+                self.runs.add(run, rec.ended("error", Some(&reason)));
                 return reply(
                     stream,
                     Response::RunPlain {
@@ -47,7 +52,12 @@ impl Agent {
             }
         };
         let key = key::key1(&req, &compiler_hash);
-        if let Some(hit) = self.lookup(&key) {
+        rec.key = super::runs::hex(&key);
+        let lookup = self.lookup(&key);
+        if let Ok((hit, deps)) = lookup {
+            super::runs::fill_deps(&mut rec, &deps);
+            rec.written = hit.output_paths();
+            self.runs.add(run, rec.ended("hit", None));
             self.stats.record(
                 run,
                 Outcome::Hit {
@@ -63,10 +73,12 @@ impl Agent {
                 },
             );
         }
-        let Some(mirror) = &self.mirror else {
+        rec.miss = lookup.err();
+        let Some(mirror) = self.mirror.as_ref().filter(|m| m.is_alive()) else {
             self.stats
                 .record(run, Outcome::Error("observation unavailable"));
             let reason = format!("compiles cannot be observed ({})", self.observation);
+            self.runs.add(run, rec.ended("error", Some(&reason)));
             return reply(stream, Response::RunPlain { reason, warn: true });
         };
         log::debug!("miss: {}", describe(&req.argv));
@@ -84,10 +96,25 @@ impl Agent {
         }
         let next = protocol::read_frame::<Request, _>(stream);
         let record = mirror.close_view(view);
+        if !mirror.is_alive() {
+            // The mirror died under the compile: its result is not to be
+            // trusted, so the client compiles again, uncached.
+            self.stats
+                .reclassify_miss(run, Outcome::Error("observation lost mid-compile"));
+            let message = "the FUSE mirror stopped during the compile".to_string();
+            return reply(stream, Response::Error { message });
+        }
         match (next, record) {
             (Ok(Request::Finished(done)), Some(record)) => {
-                let call = Call::new(&req, &done);
-                self.finish(&key, run, done, &record, &call, stream)
+                let tmpdir = req
+                    .env
+                    .iter()
+                    .find(|(k, _)| k == b"TMPDIR")
+                    .map(|(_, v)| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(v)));
+                let scratch = crate::scratch::scratch_dirs(tmpdir.as_deref());
+                let record = crate::scratch::without_scratch_listings(&record, &scratch);
+                let call = Call::new(&req, &done, record);
+                self.finish(&key, run, done, &call, stream, rec)
             }
             (Ok(Request::Abandon { reason }), _) => {
                 log::warn!("client could not enter the view: {reason}");
@@ -103,11 +130,18 @@ impl Agent {
         }
     }
 
-    /// The first stored dep set that still holds, with its outputs restored.
-    fn lookup(&self, key: &Hash) -> Option<CachedResult> {
+    /// The first stored dep set that still holds, with its outputs restored,
+    /// or what changed since the most recent one.
+    fn lookup(&self, key: &Hash) -> Result<(CachedResult, Vec<key::Dep>), MissReason> {
         self.pending.wait_for(key);
-        let bytes = self.store.get_manifest(key).ok().flatten()?;
-        let manifest = Manifest::decode(&bytes)?;
+        let bytes = self
+            .store
+            .get_manifest(key)
+            .ok()
+            .flatten()
+            .ok_or(MissReason::NoEntry)?;
+        let manifest = Manifest::decode(&bytes).ok_or(MissReason::NoEntry)?;
+        let mut reason = MissReason::NoEntry;
         for set in &manifest.sets {
             if let Err(m) = key::validate(set, &self.stat_cache) {
                 log::debug!(
@@ -115,6 +149,9 @@ impl Agent {
                     m.path.display(),
                     m.expected
                 );
+                if reason == MissReason::NoEntry {
+                    reason = super::runs::changed(&m, &self.stat_cache);
+                }
                 continue;
             }
             let Some(result) = self
@@ -127,14 +164,14 @@ impl Agent {
                 continue;
             };
             match results::restore(&result, &self.store) {
-                Ok(()) => return Some(result),
+                Ok(()) => return Ok((result, set.deps.clone())),
                 Err(e) => {
                     log::warn!("cached result unusable, compiling instead: {e}");
                     let _ = self.store.remove_result(&set.result);
                 }
             }
         }
-        None
+        Err(reason)
     }
 
     fn finish(
@@ -142,16 +179,24 @@ impl Agent {
         key: &Hash,
         run: Option<&str>,
         done: Finished,
-        record: &cachefs_mirror::Record,
         call: &Call,
         stream: &mut UnixStream,
+        mut rec: CompileRecord,
     ) -> Result<()> {
-        let captured = match self.capture(&done, record, &call.search_dirs) {
+        let started = std::time::Instant::now();
+        let captured = self.capture(&done, &call.record, &call.search_dirs);
+        log::debug!(
+            "analysed {} accesses in {:?}",
+            call.record.accesses.len(),
+            started.elapsed()
+        );
+        let captured = match captured {
             Ok(c) => c,
             Err(reason) => {
                 log::info!("not cached: {reason}");
                 let why = format!("{}{}", call.family_label, category(&reason));
                 self.stats.reclassify_miss(run, Outcome::Uncacheable(&why));
+                self.runs.add(run, rec.ended("uncacheable", Some(&reason)));
                 return reply(stream, Response::Stored);
             }
         };
@@ -162,7 +207,16 @@ impl Agent {
         let _pending = self.pending.hold(*key);
         reply(stream, Response::Stored)?;
         let (deps, captured) = captured;
-        if let Err(e) = self.save(key, deps, captured, &done) {
+        super::runs::fill_deps(&mut rec, &deps);
+        rec.written = captured
+            .iter()
+            .map(results::Captured::path_string)
+            .collect();
+        self.runs.add(run, rec.ended("miss", None));
+        let saving = std::time::Instant::now();
+        let saved = self.save(key, deps, captured, &done);
+        log::debug!("saved in {:?}", saving.elapsed());
+        if let Err(e) = saved {
             log::warn!("cannot store a compile result: {e}");
             self.stats
                 .reclassify_miss(run, Outcome::Error("store write failed"));
@@ -234,6 +288,7 @@ impl Agent {
 
 /// What the analysis of a finished compile needs to know about the call.
 struct Call {
+    record: cachefs_mirror::Record,
     /// Library search directories, listed by crate candidates; none for a
     /// failed compile (see `observe::analyze`).
     search_dirs: compiler::rustc::SearchDirs,
@@ -242,7 +297,7 @@ struct Call {
 }
 
 impl Call {
-    fn new(req: &CompileRequest, done: &Finished) -> Call {
+    fn new(req: &CompileRequest, done: &Finished, record: cachefs_mirror::Record) -> Call {
         let search_dirs = match done.exit {
             Exit::Code(0) => compiler::library_search_dirs(
                 &req.compiler,
@@ -252,6 +307,7 @@ impl Call {
             _ => compiler::rustc::SearchDirs::default(),
         };
         Call {
+            record,
             search_dirs,
             family_label: compiler::stats_label(&req.compiler),
         }

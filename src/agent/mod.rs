@@ -5,6 +5,7 @@
 mod compile;
 mod pending;
 mod results;
+mod runs;
 mod stats;
 
 use crate::config::Config;
@@ -38,8 +39,10 @@ pub struct Agent {
     stats: stats::Stats,
     manifest_lock: Mutex<()>,
     pending: pending::PendingSaves,
+    runs: runs::RunRecorder,
     last_activity: Mutex<Instant>,
     active: AtomicUsize,
+    mirror_detached: std::sync::atomic::AtomicBool,
 }
 
 /// Runs the agent in the foreground until `cachefs stop` or the idle timeout.
@@ -161,8 +164,10 @@ impl Agent {
             stats,
             manifest_lock: Mutex::new(()),
             pending: pending::PendingSaves::default(),
+            runs: runs::RunRecorder::default(),
             last_activity: Mutex::new(Instant::now()),
             active: AtomicUsize::new(0),
+            mirror_detached: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -210,7 +215,12 @@ impl Agent {
                     continue;
                 }
                 Request::Stats { zero } => Response::Stats(self.stats_report(zero)),
-                Request::RunSummary { run_id } => {
+                Request::RunSummary {
+                    run_id,
+                    command,
+                    cwd,
+                } => {
+                    self.runs.finish(&self.config.dir, &run_id, command, cwd);
                     Response::Summary(self.stats.run_summary(&run_id))
                 }
                 Request::Ping => Response::Pong {
@@ -246,6 +256,21 @@ impl Agent {
         report
     }
 
+    /// A mirror whose connection was aborted leaves a dead mount (ENOTCONN
+    /// for everyone who touches it): detach it at once. Compiles then run
+    /// uncached until the next agent mounts a fresh mirror.
+    fn clean_up_dead_mirror(&self) {
+        if let Some(m) = &self.mirror {
+            if !m.is_alive() && !self.mirror_detached.swap(true, Ordering::SeqCst) {
+                log::warn!(
+                    "the FUSE mirror at {} stopped; compiles run uncached",
+                    m.mountpoint().display()
+                );
+                detach_mount(m.mountpoint());
+            }
+        }
+    }
+
     fn flush_stats(&self) {
         if let Some(bytes) = self.stats.take_dirty() {
             if let Err(e) = self.store.put_meta("stats", &bytes) {
@@ -269,12 +294,30 @@ impl Agent {
 }
 
 /// A lazy unmount: the kernel drops the mount once nothing uses it, so a
-/// compile still running in a view cannot keep the agent from exiting.
+/// compile still running in a view cannot keep the agent from exiting. An
+/// ordinary user's mount was made by fusermount3 and is undone by it.
 fn detach_mount(path: &Path) {
-    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
-        // SAFETY: a valid NUL-terminated path; umount2 touches no memory of ours.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: a valid NUL-terminated path; umount2 touches no memory of ours.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return;
     }
+    for helper in ["fusermount3", "fusermount"] {
+        let done = std::process::Command::new(helper)
+            .arg("-uz")
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status();
+        if done.is_ok_and(|s| s.success()) {
+            return;
+        }
+    }
+    log::warn!(
+        "cannot unmount {}: remove it with `fusermount3 -uz`",
+        path.display()
+    );
 }
 
 fn same_user(stream: &UnixStream) -> bool {
@@ -291,6 +334,7 @@ fn spawn_housekeeping(agent: Arc<Agent>) {
         loop {
             std::thread::sleep(Duration::from_secs(1));
             agent.flush_stats();
+            agent.clean_up_dead_mirror();
             let last = *agent.last_activity.lock().unwrap();
             let quiet = agent.active.load(Ordering::SeqCst) == 0;
             // Once per quiet spell: commit queued LRU touches and blob entries.

@@ -56,6 +56,17 @@ impl CachedResult {
             .collect()
     }
 
+    pub fn output_paths(&self) -> Vec<String> {
+        self.outputs
+            .iter()
+            .map(|o| match o {
+                Output::File { path, .. }
+                | Output::Symlink { path, .. }
+                | Output::Dir { path, .. } => String::from_utf8_lossy(path).into_owned(),
+            })
+            .collect()
+    }
+
     /// The identity of a result, so identical results share one entry.
     pub fn id(&self) -> Hash {
         *blake3::hash(&self.encode()).as_bytes()
@@ -77,6 +88,16 @@ pub enum Captured {
     File(CapturedFile),
     Symlink { path: PathBuf, target: PathBuf },
     Dir { path: PathBuf, mode: u32 },
+}
+
+impl Captured {
+    pub fn path_string(&self) -> String {
+        let path = match self {
+            Captured::File(f) => &f.path,
+            Captured::Symlink { path, .. } | Captured::Dir { path, .. } => path,
+        };
+        path.to_string_lossy().into_owned()
+    }
 }
 
 pub fn capture(path: &Path, created_dir: bool) -> std::io::Result<Captured> {

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand.
 
+mod inspect;
 pub mod lifecycle;
 mod run;
 mod stats;
@@ -39,6 +40,31 @@ enum Command {
     Start,
     /// Stop the agent for this cache directory.
     Stop,
+    /// List the recorded runs (newest first).
+    Runs,
+    /// Show what compile produced PATH and everything it read, looked for
+    /// and did not find, listed and wrote.
+    Deps {
+        path: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The observed dependency graph of the last run (or of --run ID).
+    Graph {
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long, value_enum, default_value = "json")]
+        format: inspect::Format,
+        /// Keep only files under DIR.
+        #[arg(long, value_name = "DIR")]
+        under: Option<String>,
+        /// Leave out system files (/usr, /lib, /etc, /opt).
+        #[arg(long)]
+        no_system: bool,
+    },
+    /// Why the last compile of PATH missed: which input, argument or
+    /// environment variable changed.
+    Explain { path: std::path::PathBuf },
     /// Run the agent in the foreground (used by `start`).
     #[command(hide = true)]
     Agent,
@@ -54,6 +80,15 @@ pub fn main() -> i32 {
         Command::Start => lifecycle::start().map(|_| 0),
         Command::Stop => lifecycle::stop().map(|_| 0),
         Command::Agent => lifecycle::agent().map(|_| 0),
+        Command::Runs => inspect::runs().map(|_| 0),
+        Command::Deps { path, json } => inspect::deps(&path, json).map(|_| 0),
+        Command::Graph {
+            run,
+            format,
+            under,
+            no_system,
+        } => inspect::graph(run, format, under, no_system).map(|_| 0),
+        Command::Explain { path } => inspect::explain(&path).map(|_| 0),
     };
     result.unwrap_or_else(|e| {
         eprintln!("cachefs: {e:#}");

@@ -13,7 +13,14 @@ use std::process::Command;
 pub const SHIM_NAME: &str = "libcachefs_preload.so";
 
 pub fn run(command: Vec<OsString>) -> Result<i32> {
-    let config = Config::from_env()?;
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            // A bad setting must not cost the user their build.
+            eprintln!("cachefs: building without the cache: {e}");
+            return run_plain(&command);
+        }
+    };
     let exe = std::env::current_exe().context("cannot find the cachefs executable")?;
     let shim = find_shim(&exe, &config.dir)?;
     let run_id = format!("{}-{}", unix_millis(), std::process::id());
@@ -36,9 +43,19 @@ pub fn run(command: Vec<OsString>) -> Result<i32> {
         .status()
         .with_context(|| format!("cannot run {}", command[0].to_string_lossy()))?;
     if agent_up {
-        print_summary(&config, &run_id);
+        print_summary(&config, &run_id, &command);
     }
     let _ = std::fs::remove_file(config.dir.join(format!("warned-{run_id}")));
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+fn run_plain(command: &[OsString]) -> Result<i32> {
+    let status = Command::new(&command[0])
+        .args(&command[1..])
+        .status()
+        .with_context(|| format!("cannot run {}", command[0].to_string_lossy()))?;
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
@@ -87,11 +104,18 @@ fn preload_value(shim: &Path) -> OsString {
     value
 }
 
-fn print_summary(config: &Config, run_id: &str) {
+fn print_summary(config: &Config, run_id: &str, command: &[OsString]) {
     let mut s = match request(
         config,
         &Request::RunSummary {
             run_id: run_id.into(),
+            command: command
+                .iter()
+                .map(|c| c.to_string_lossy().into_owned())
+                .collect(),
+            cwd: std::env::current_dir()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         },
     ) {
         Ok(Response::Summary(s)) => s,

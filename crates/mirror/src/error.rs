@@ -11,7 +11,7 @@ pub enum MirrorError {
         "/dev/fuse is missing: install fuse3 or load the fuse kernel module (`modprobe fuse`)"
     )]
     NoFuseDevice,
-    #[error("cannot open /dev/fuse: {source}; run as root or make /dev/fuse readable and writable by this user")]
+    #[error("cannot open /dev/fuse: {source}; run as root, or make /dev/fuse readable and writable by all (chmod 666 /dev/fuse, the Debian default) so that fusermount3 can mount for this user")]
     FuseDevice { source: io::Error },
     #[error("cannot create the mountpoint {path}: {source}; choose a writable directory")]
     Mountpoint { path: PathBuf, source: io::Error },

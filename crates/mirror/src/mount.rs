@@ -95,6 +95,17 @@ impl Mirror {
         &self.mountpoint
     }
 
+    /// Whether the daemon still serves the mount: false once the session
+    /// ended (unmounted, or its connection aborted through
+    /// /sys/fs/fuse/connections/N/abort). A view opened on a dead mirror
+    /// observes nothing, and compiles in it fail.
+    pub fn is_alive(&self) -> bool {
+        self.session
+            .lock()
+            .as_ref()
+            .is_some_and(|r| !r.thread.is_finished())
+    }
+
     /// Starts recording a new view; its tree is `view_root(id)`.
     pub fn open_view(&self) -> u64 {
         let id = self.shared.views.lock().open();

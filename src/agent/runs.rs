@@ -1,0 +1,119 @@
+//! The agent's side of the run log: a record per compile of each `cachefs
+//! run`, kept in memory until the run ends, then written to `runs/`.
+
+use crate::key::{self, Dep, DepState, Mismatch, StatCache};
+use crate::protocol::CompileRequest;
+use crate::runlog::{self, CompileRecord, MissReason, RunRecord};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct RunRecorder {
+    runs: Mutex<HashMap<String, Vec<CompileRecord>>>,
+}
+
+impl RunRecorder {
+    pub fn add(&self, run: Option<&str>, rec: CompileRecord) {
+        if let Some(run) = run {
+            self.runs
+                .lock()
+                .unwrap()
+                .entry(run.to_string())
+                .or_default()
+                .push(rec);
+        }
+    }
+
+    /// Writes the run's file; its compiles leave memory.
+    pub fn finish(&self, cache_dir: &Path, id: &str, command: Vec<String>, cwd: String) {
+        let compiles = self.runs.lock().unwrap().remove(id).unwrap_or_default();
+        let started_unix_ms = id
+            .split('-')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        let run = RunRecord {
+            id: id.to_string(),
+            command,
+            cwd,
+            started_unix_ms,
+            compiles,
+        };
+        if let Err(e) = runlog::save(cache_dir, &run) {
+            log::warn!("cannot write the run log of {id}: {e}");
+        }
+    }
+}
+
+pub fn record_of(req: &CompileRequest) -> CompileRecord {
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    CompileRecord {
+        argv: req.argv.iter().map(|a| lossy(a)).collect(),
+        cwd: lossy(&req.cwd),
+        env: req
+            .env
+            .iter()
+            .filter(|(k, _)| !key::is_volatile_env(k))
+            .map(|(k, v)| (lossy(k), lossy(v)))
+            .collect(),
+        unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        ..CompileRecord::default()
+    }
+}
+
+pub trait Ended {
+    fn ended(self, outcome: &str, reason: Option<&str>) -> CompileRecord;
+}
+
+impl Ended for CompileRecord {
+    fn ended(mut self, outcome: &str, reason: Option<&str>) -> CompileRecord {
+        self.outcome = outcome.to_string();
+        self.reason = reason.map(str::to_owned);
+        self
+    }
+}
+
+pub fn fill_deps(rec: &mut CompileRecord, deps: &[Dep]) {
+    for d in deps {
+        let path = String::from_utf8_lossy(&d.path).into_owned();
+        match d.state {
+            DepState::File(_) => rec.reads.push(path),
+            DepState::Absent => rec.absent.push(path),
+            DepState::Listing(_) | DepState::Candidates { .. } => rec.listed.push(path),
+            DepState::Symlink(_) | DepState::Exists(_) => {}
+        }
+    }
+}
+
+pub fn hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the first failing dep of the most recent dep set was, and is now.
+pub fn changed(m: &Mismatch, cache: &StatCache) -> MissReason {
+    MissReason::Changed {
+        path: m.path.to_string_lossy().into_owned(),
+        was: m.expected.clone(),
+        now: describe_now(&m.path, cache),
+    }
+}
+
+fn describe_now(path: &Path, cache: &StatCache) -> String {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => "absent".into(),
+        Ok(m) if m.is_file() => match cache.file_hash(path) {
+            Ok(Some((_, h))) => format!("file {}", &hex(&h)[..16]),
+            _ => "file (unreadable)".into(),
+        },
+        Ok(m) if m.is_dir() => "directory".into(),
+        Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(path) {
+            Ok(t) => format!("symlink to {}", t.display()),
+            Err(_) => "symlink".into(),
+        },
+        Ok(_) => "special file".into(),
+    }
+}

@@ -1,0 +1,193 @@
+//! `cachefs runs`, `deps`, `graph` and `explain`: reading the run logs the
+//! agent wrote (no agent needed).
+
+use crate::config::Config;
+use crate::graph::{self, Filter};
+use crate::runlog::{self, CompileRecord, MissReason};
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Dot,
+    Svg,
+}
+
+pub fn runs() -> Result<()> {
+    let config = Config::from_env()?;
+    let ids = runlog::list_ids(&config.dir);
+    if ids.is_empty() {
+        println!(
+            "no runs recorded in {} yet: build with `cachefs run …`",
+            config.dir.display()
+        );
+    }
+    for id in ids.iter().rev() {
+        let run = runlog::load(&config.dir, id).map_err(|e| anyhow!(e))?;
+        let count = |o: &str| run.compiles.iter().filter(|c| c.outcome == o).count();
+        println!(
+            "{id}  {} compiles ({} hits, {} misses)  {}  in {}",
+            run.compiles.len(),
+            count("hit"),
+            count("miss"),
+            run.command.join(" "),
+            run.cwd
+        );
+    }
+    Ok(())
+}
+
+/// An absolute, lexically clean path as the compile's records name it.
+fn absolute(path: &Path) -> Result<String> {
+    let abs = std::path::absolute(path).with_context(|| format!("bad path {}", path.display()))?;
+    let real = abs.canonicalize().unwrap_or(abs);
+    Ok(real.to_string_lossy().into_owned())
+}
+
+fn writer_of(config: &Config, path: &Path) -> Result<(runlog::RunRecord, usize, String)> {
+    let target = absolute(path)?;
+    let (run, i) = runlog::last_writer(&config.dir, &target).ok_or_else(|| {
+        anyhow!("no recorded compile wrote {target}: build it with `cachefs run` first (the last {} runs are kept)", runlog::KEEP_RUNS)
+    })?;
+    Ok((run, i, target))
+}
+
+pub fn deps(path: &Path, json: bool) -> Result<()> {
+    let config = Config::from_env()?;
+    let (run, i, _) = writer_of(&config, path)?;
+    let c = &run.compiles[i];
+    if json {
+        println!("{}", serde_json::to_string_pretty(c)?);
+        return Ok(());
+    }
+    println!("produced by: {}", c.argv.join(" "));
+    println!("in: {}", c.cwd);
+    println!(
+        "outcome: {} (run {}, at {} ms since the epoch)",
+        c.outcome, run.id, c.unix_ms
+    );
+    let section = |title: &str, items: &[String]| {
+        println!("{title} ({}):", items.len());
+        for p in items {
+            println!("  {p}");
+        }
+    };
+    section("read", &c.reads);
+    section("looked for, not found", &c.absent);
+    section("listed", &c.listed);
+    section("wrote", &c.written);
+    Ok(())
+}
+
+pub fn graph(
+    run: Option<String>,
+    format: Format,
+    under: Option<String>,
+    no_system: bool,
+) -> Result<()> {
+    let config = Config::from_env()?;
+    let id = match run {
+        Some(id) => id,
+        None => runlog::list_ids(&config.dir)
+            .pop()
+            .ok_or_else(|| anyhow!("no runs recorded yet: build with `cachefs run …` first"))?,
+    };
+    let run = runlog::load(&config.dir, &id).map_err(|e| anyhow!(e))?;
+    let under = under.map(|u| absolute(Path::new(&u))).transpose()?;
+    let g = graph::build(&run, &Filter { under, no_system });
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&g)?),
+        Format::Dot => print!("{}", graph::to_dot(&g)),
+        Format::Svg => std::io::stdout().write_all(&render_svg(&graph::to_dot(&g))?)?,
+    }
+    Ok(())
+}
+
+fn render_svg(dot: &str) -> Result<Vec<u8>> {
+    let mut child = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|_| anyhow!("Graphviz `dot` is not installed: install it (apt-get install graphviz) or use --format dot"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(dot.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "Graphviz `dot` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out.stdout)
+}
+
+pub fn explain(path: &Path) -> Result<()> {
+    let config = Config::from_env()?;
+    let (run, i, target) = writer_of(&config, path)?;
+    let c = &run.compiles[i];
+    println!("last compile of {target}: {}", c.argv.join(" "));
+    match c.outcome.as_str() {
+        "hit" => println!("it was a hit: nothing changed since the stored result"),
+        "miss" => match &c.miss {
+            Some(MissReason::Changed { path, was, now }) => {
+                println!("it missed because an input changed: {path}");
+                println!("  stored: {was}");
+                println!("  now:    {now}");
+            }
+            _ => explain_no_entry(&config, &run.id, i, &target, c),
+        },
+        other => println!("it was {other}: {}", c.reason.clone().unwrap_or_default()),
+    }
+    Ok(())
+}
+
+/// No stored entry for this key: compare with the previous compile of the
+/// same output to name the argument, variable or directory that differs.
+fn explain_no_entry(config: &Config, run: &str, i: usize, target: &str, c: &CompileRecord) {
+    let Some(prev) = runlog::previous_writer(&config.dir, target, run, i) else {
+        println!("it missed: no earlier compile of {target} is recorded (first build of it)");
+        return;
+    };
+    let mut said = false;
+    let old: BTreeSet<&String> = prev.argv.iter().skip(1).collect();
+    let new: BTreeSet<&String> = c.argv.iter().skip(1).collect();
+    for a in new.difference(&old) {
+        println!("it missed because the command line changed: argument {a} added");
+        said = true;
+    }
+    for a in old.difference(&new) {
+        println!("it missed because the command line changed: argument {a} removed");
+        said = true;
+    }
+    if prev.cwd != c.cwd {
+        println!(
+            "it missed because the directory changed: {} → {}",
+            prev.cwd, c.cwd
+        );
+        said = true;
+    }
+    for (k, v) in &c.env {
+        match prev.env.get(k) {
+            None => println!("it missed because environment variable {k} was set (to {v:?})"),
+            Some(old) if old != v => {
+                println!("it missed because environment variable {k} changed: {old:?} → {v:?}")
+            }
+            _ => continue,
+        }
+        said = true;
+    }
+    for k in prev.env.keys().filter(|k| !c.env.contains_key(*k)) {
+        println!("it missed because environment variable {k} was unset");
+        said = true;
+    }
+    if !said {
+        println!("it missed: same command line, directory and environment as before, so the compiler itself changed (or its entry was evicted)");
+    }
+}

@@ -1,0 +1,160 @@
+//! What each `cachefs run` did, compile by compile: the agent writes one JSON
+//! file per run into `$CACHEFS_DIR/runs/` when the run ends; `cachefs runs`,
+//! `deps`, `graph` and `explain` read them.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Runs kept; older files are deleted when a new one is written.
+pub const KEEP_RUNS: usize = 20;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub command: Vec<String>,
+    pub cwd: String,
+    pub started_unix_ms: u64,
+    pub compiles: Vec<CompileRecord>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CompileRecord {
+    pub argv: Vec<String>,
+    pub cwd: String,
+    /// The environment that is part of the key (volatile variables left out).
+    pub env: BTreeMap<String, String>,
+    pub unix_ms: u64,
+    /// "hit", "miss", "uncacheable" or "error".
+    pub outcome: String,
+    /// Why it was uncacheable or failed.
+    pub reason: Option<String>,
+    /// Why a miss missed (what changed since the stored entry).
+    pub miss: Option<MissReason>,
+    pub key: String,
+    /// Files read, with their content hash.
+    pub reads: Vec<String>,
+    /// Paths looked up and not found.
+    pub absent: Vec<String>,
+    pub listed: Vec<String>,
+    pub written: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MissReason {
+    /// Nothing stored for this compiler, command line, directory and
+    /// environment.
+    NoEntry,
+    /// The most recent stored dep set for this call no longer holds here.
+    Changed {
+        path: String,
+        was: String,
+        now: String,
+    },
+}
+
+pub fn runs_dir(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("runs")
+}
+
+/// Writes a run atomically and drops the oldest beyond KEEP_RUNS.
+pub fn save(cache_dir: &Path, run: &RunRecord) -> std::io::Result<()> {
+    let dir = runs_dir(cache_dir);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{}.json", run.id));
+    let tmp = dir.join(format!(".{}.json.tmp", run.id));
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(run).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, &path)?;
+    let mut all = list_ids(cache_dir);
+    while all.len() > KEEP_RUNS {
+        let oldest = all.remove(0);
+        let _ = std::fs::remove_file(dir.join(format!("{oldest}.json")));
+    }
+    Ok(())
+}
+
+/// Run ids, oldest first (ids start with the start time in milliseconds).
+pub fn list_ids(cache_dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(runs_dir(cache_dir))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_suffix(".json")
+                        .filter(|_| !name.starts_with('.'))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort_by_key(|id| sort_key(id));
+    ids
+}
+
+fn sort_key(id: &str) -> (u128, String) {
+    let ms = id
+        .split('-')
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    (ms, id.to_string())
+}
+
+pub fn load(cache_dir: &Path, id: &str) -> Result<RunRecord, String> {
+    let path = runs_dir(cache_dir).join(format!("{id}.json"));
+    let bytes =
+        std::fs::read(&path).map_err(|e| format!("cannot read run {}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| format!("run file {} is damaged: {e}", path.display()))
+}
+
+/// Runs, newest first, skipping damaged files.
+pub fn newest_first(cache_dir: &Path) -> impl Iterator<Item = RunRecord> + '_ {
+    list_ids(cache_dir)
+        .into_iter()
+        .rev()
+        .filter_map(move |id| load(cache_dir, &id).ok())
+}
+
+/// The most recent compile that wrote `path`, and the run it belongs to.
+pub fn last_writer(cache_dir: &Path, path: &str) -> Option<(RunRecord, usize)> {
+    newest_first(cache_dir).find_map(|run| {
+        let i = run
+            .compiles
+            .iter()
+            .rposition(|c| c.written.iter().any(|w| w == path))?;
+        Some((run, i))
+    })
+}
+
+/// The compile before `(run, index)` that wrote `path`, searching back in
+/// time: what a miss is compared with when no stored entry matched its key.
+pub fn previous_writer(
+    cache_dir: &Path,
+    path: &str,
+    run_id: &str,
+    index: usize,
+) -> Option<CompileRecord> {
+    let mut seen_current = false;
+    for run in newest_first(cache_dir) {
+        let upto = if run.id == run_id {
+            seen_current = true;
+            index
+        } else if seen_current {
+            run.compiles.len()
+        } else {
+            continue;
+        };
+        if let Some(c) = run.compiles[..upto]
+            .iter()
+            .rev()
+            .find(|c| c.written.iter().any(|w| w == path))
+        {
+            return Some(c.clone());
+        }
+    }
+    None
+}

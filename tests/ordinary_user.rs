@@ -1,0 +1,159 @@
+//! cachefs as an ordinary user: the agent mounts through the setuid
+//! fusermount3 and each compile enters a user namespace.
+
+mod common;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+const USER: &str = "cachefs-test";
+
+fn ensure_user() {
+    let exists = Command::new("id")
+        .arg(USER)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !exists {
+        let out = Command::new("useradd").args(["-m", USER]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "useradd failed (the test needs root): {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// Debian's default /dev/fuse mode is 0666; some machines (this one) ship
+/// 0600, which leaves ordinary users no FUSE at all. Restored on drop.
+struct FuseOpenToAll(Option<u32>);
+
+impl FuseOpenToAll {
+    fn new() -> Self {
+        let mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777;
+        if mode == 0o666 {
+            return FuseOpenToAll(None);
+        }
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
+        FuseOpenToAll(Some(mode))
+    }
+}
+
+impl Drop for FuseOpenToAll {
+    fn drop(&mut self) {
+        if let Some(mode) = self.0 {
+            let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(mode));
+        }
+    }
+}
+
+#[test]
+fn ordinary_user_gets_hits_through_fusermount3_and_user_namespaces() {
+    assert!(
+        nix_is_root(),
+        "this test sets up a second user account and needs root"
+    );
+    ensure_user();
+    let _fuse = FuseOpenToAll::new();
+    let sb = Sandbox::new();
+    sb.write("a.c", "int a(void) { return 4; }\n");
+    sb.write(
+        "main.c",
+        "int a(void);\nint main(void) { return a() - 4; }\n",
+    );
+    let uid = String::from_utf8(
+        Command::new("id")
+            .args(["-u", USER])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    Command::new("chown")
+        .args(["-R", uid.trim(), &sb.root.path().to_string_lossy()])
+        .status()
+        .unwrap();
+    std::fs::set_permissions(sb.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = format!(
+        "cd {} && export CACHEFS_DIR={} && C={} && \
+         $C run sh -c 'gcc -c a.c && gcc -c main.c && gcc a.o main.o -o prog' && rm -f *.o prog && \
+         $C run sh -c 'gcc -c a.c && gcc -c main.c && gcc a.o main.o -o prog' && ./prog && \
+         $C stats --json; $C stop",
+        sb.project.display(),
+        sb.cache.display(),
+        cachefs_bin().display()
+    );
+    let out = Command::new("runuser")
+        .args(["-u", USER, "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json = String::from_utf8_lossy(&out.stdout);
+    let stats: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(
+        (
+            stats["hits"].as_u64(),
+            stats["misses"].as_u64(),
+            stats["errors"].as_u64()
+        ),
+        (Some(3), Some(3), Some(0)),
+        "{stats}"
+    );
+    let owner = std::fs::metadata(sb.cache.join("index.redb")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&owner).to_string(),
+        uid.trim()
+    );
+    assert_eq!(
+        std::fs::metadata(&sb.cache).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+}
+
+fn nix_is_root() -> bool {
+    String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        == "0"
+}
+
+#[test]
+fn another_user_cannot_use_roots_agent() {
+    assert!(nix_is_root(), "this test needs root");
+    ensure_user();
+    let sb = Sandbox::new();
+    sb.write("a.c", "int a(void) { return 4; }\n");
+    sb.run_ok("gcc -c a.c");
+    let mode = std::fs::metadata(&sb.cache).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the cache directory is private");
+    let sock = std::fs::metadata(sb.cache.join("agent.sock"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(sock, 0o600, "the socket is private");
+    // Even with the directory opened up, the agent refuses another uid.
+    std::fs::set_permissions(&sb.cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        sb.cache.join("agent.sock"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    std::fs::set_permissions(sb.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = format!(
+        "python3 -c \"import socket,struct; s=socket.socket(socket.AF_UNIX); s.connect('{}'); \
+         s.sendall(b'CFS\\x01'+struct.pack('<HI',1,1)+b'\\x06'); print(s.recv(4096))\"",
+        sb.cache.join("agent.sock").display()
+    );
+    let out = Command::new("runuser")
+        .args(["-u", USER, "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        reply.contains("refused"),
+        "another user got: {reply} {}",
+        stderr(&out)
+    );
+}
