@@ -29,6 +29,11 @@ const VOLATILE_ENV: &[&str] = &[
     "MAKE_TERMOUT",
     "MAKE_TERMERR",
     "CARGO_MAKEFLAGS",
+    // Name the wrapper of rustc calls (us, in wrapper mode); rustc does not
+    // read them, and keeping them out lets `RUSTC_WRAPPER=cachefs` and
+    // `cachefs run` share results.
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
     "PWD",
     "OLDPWD",
     "SHLVL",
@@ -127,6 +132,14 @@ pub enum DepState {
     Symlink(Vec<u8>),
     /// Looked up (stat'ed, walked through) but not read.
     Exists(Kind),
+    /// A library search directory (rustc `-L`), by the hash of the crate
+    /// candidates in it for the crate stems (`lib<crate>`) the compile loaded:
+    /// a new candidate for one of those crates invalidates, other crates'
+    /// files do not (see `compiler::rustc`).
+    Candidates {
+        stems: Vec<Vec<u8>>,
+        hash: Hash,
+    },
 }
 
 impl std::fmt::Display for DepState {
@@ -143,6 +156,15 @@ impl std::fmt::Display for DepState {
             DepState::Listing(h) => write!(f, "directory listing {}", short(h)),
             DepState::Symlink(t) => write!(f, "symlink to {}", String::from_utf8_lossy(t)),
             DepState::Exists(k) => write!(f, "existing {k:?}"),
+            DepState::Candidates { stems, hash } => {
+                let stems: Vec<_> = stems.iter().map(|s| String::from_utf8_lossy(s)).collect();
+                write!(
+                    f,
+                    "crate candidates {} for {}",
+                    short(hash),
+                    stems.join(" ")
+                )
+            }
         }
     }
 }
@@ -303,6 +325,40 @@ pub fn listing_hash(dir: &Path, skip: &dyn Fn(&OsStr) -> bool) -> std::io::Resul
     Ok(*h.finalize().as_bytes())
 }
 
+/// Hash of the crate candidates in `dir` for `stems` (each `.rlib`/`.rmeta`
+/// pair once), leaving out `skip` (entries the compile created itself).
+pub fn candidates_hash(
+    dir: &Path,
+    stems: &[Vec<u8>],
+    skip: &dyn Fn(&OsStr) -> bool,
+) -> std::io::Result<Hash> {
+    let mut h = blake3::Hasher::new();
+    h.update(b"cachefs-candidates");
+    for n in candidates(dir, stems, skip)? {
+        field(&mut h, &n);
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
+/// The crate candidates in `dir` for `stems`, sorted, each once.
+pub fn candidates(
+    dir: &Path,
+    stems: &[Vec<u8>],
+    skip: &dyn Fn(&OsStr) -> bool,
+) -> std::io::Result<std::collections::BTreeSet<Vec<u8>>> {
+    let mut names = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if skip(&name) {
+            continue;
+        }
+        if let Some(c) = crate::compiler::rustc::candidate(name.as_bytes(), stems) {
+            names.insert(c.to_vec());
+        }
+    }
+    Ok(names)
+}
+
 fn kind_byte(t: &std::fs::FileType) -> u8 {
     if t.is_symlink() {
         3
@@ -329,11 +385,27 @@ pub fn validate(set: &DepSet, cache: &StatCache) -> Result<(), Mismatch> {
         if !holds(path, &dep.state, cache) {
             return Err(Mismatch {
                 path: path.to_path_buf(),
-                expected: dep.state.to_string(),
+                expected: describe(path, &dep.state),
             });
         }
     }
     Ok(())
+}
+
+/// A dep state for messages: a search directory's candidates by name.
+fn describe(path: &Path, state: &DepState) -> String {
+    match state {
+        DepState::Candidates { stems, .. } => {
+            let names = candidates(path, stems, &|_| false).unwrap_or_default();
+            let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+            format!(
+                "the same candidates for {} (now: {})",
+                stems.iter().map(|s| text(s)).collect::<Vec<_>>().join(" "),
+                names.iter().map(|s| text(s)).collect::<Vec<_>>().join(" ")
+            )
+        }
+        _ => state.to_string(),
+    }
 }
 
 fn holds(path: &Path, state: &DepState, cache: &StatCache) -> bool {
@@ -349,6 +421,9 @@ fn holds(path: &Path, state: &DepState, cache: &StatCache) -> bool {
             matches!(std::fs::read_link(path), Ok(t) if t.as_os_str().as_bytes() == target.as_slice())
         }
         DepState::Listing(hash) => matches!(listing_hash(path, &|_| false), Ok(h) if h == *hash),
+        DepState::Candidates { stems, hash } => {
+            matches!(candidates_hash(path, stems, &|_| false), Ok(h) if h == *hash)
+        }
     }
 }
 

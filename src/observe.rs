@@ -8,8 +8,16 @@
 //!   uncacheable (its result depends on the previous output);
 //! - an existing file modified in place, a file it did not create deleted, or
 //!   anything the mirror could not observe makes it uncacheable;
-//! - outputs are the written paths that still exist at the end.
+//! - outputs are the written paths that still exist at the end;
+//! - a listed directory is a dependency by its whole listing, except a
+//!   library search directory (rustc `-L`) of a successful compile, which is
+//!   one by the crate candidates it holds for the crates the compile loaded
+//!   (any `lib<crate>*.{rlib,rmeta,so}` it opened, wherever), and a
+//!   `-L dependency=` directory (searched by crate hash only) by nothing but
+//!   the files read from it: cargo writes other crates into those
+//!   directories while the compile runs (see `compiler::rustc`).
 
+use crate::compiler::rustc::SearchDirs;
 use crate::key::{self, Dep, DepState, Hash, Kind, StatCache};
 use cachefs_mirror::{Access, Record};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -44,10 +52,26 @@ struct Analysis {
     outputs: BTreeSet<PathBuf>,
     created_dirs: BTreeSet<PathBuf>,
     removed_foreign: BTreeSet<PathBuf>,
+    search_dirs: SearchDirs,
+    /// `lib<crate>` of every crate file opened (not written) whose
+    /// candidates matter: the crates the compile loaded (see
+    /// `compiler::rustc::loaded_crate_stem`).
+    crate_stems: BTreeSet<Vec<u8>>,
 }
 
-pub fn analyze(record: &Record, cache: &StatCache) -> Result<Observation, Uncacheable> {
-    let mut a = Analysis::default();
+/// `search_dirs`: the compile's library search directories, listed by crate
+/// candidates (or, searched by hash only, not at all); pass none for a
+/// failed compile (its error message may name
+/// any file it rejected), so that every listing counts in full.
+pub fn analyze(
+    record: &Record,
+    cache: &StatCache,
+    search_dirs: &SearchDirs,
+) -> Result<Observation, Uncacheable> {
+    let mut a = Analysis {
+        search_dirs: search_dirs.clone(),
+        ..Analysis::default()
+    };
     for access in &record.accesses {
         a.apply(access)?;
     }
@@ -162,8 +186,15 @@ impl Analysis {
                 return Ok(());
             }
             self.seen.insert(path.to_path_buf(), Seen::Read(stamp));
+            self.note_crate(path);
         }
         Ok(())
+    }
+
+    fn note_crate(&mut self, path: &Path) {
+        if let Some(stem) = crate::compiler::rustc::loaded_crate_stem(path) {
+            self.crate_stems.insert(stem.to_vec());
+        }
     }
 
     /// The compile (re)wrote `path`: it becomes an output, and whatever was
@@ -242,13 +273,23 @@ impl Analysis {
             Seen::Exists(Kind::Dir) if self.implied_by_descendant(path) => return Ok(None),
             Seen::Exists(kind) => DepState::Exists(*kind),
             Seen::Read(stamp) => DepState::File(self.read_hash(path, stamp, cache)?),
-            Seen::Listed => {
-                let created = |name: &std::ffi::OsStr| self.written.contains(&path.join(name));
-                let h = key::listing_hash(path, &created)
-                    .or_else(|_| fail("listed directory vanished", path))?;
-                DepState::Listing(h)
-            }
+            Seen::Listed => self.listing_state(path)?,
         }))
+    }
+
+    fn listing_state(&self, dir: &Path) -> Result<DepState, Uncacheable> {
+        let created = |name: &std::ffi::OsStr| self.written.contains(&dir.join(name));
+        let vanished = |_| fail("listed directory vanished", dir);
+        if self.search_dirs.by_name.iter().any(|d| d == dir) {
+            let stems: Vec<Vec<u8>> = self.crate_stems.iter().cloned().collect();
+            let hash = key::candidates_hash(dir, &stems, &created).or_else(vanished)?;
+            return Ok(DepState::Candidates { stems, hash });
+        }
+        if self.search_dirs.by_hash.iter().any(|d| d == dir) {
+            return Ok(DepState::Exists(Kind::Dir));
+        }
+        let hash = key::listing_hash(dir, &created).or_else(vanished)?;
+        Ok(DepState::Listing(hash))
     }
 
     /// A directory that was only walked through is implied by any existing
@@ -294,5 +335,109 @@ fn kind_of(k: cachefs_mirror::Kind) -> Kind {
         cachefs_mirror::Kind::Dir => Kind::Dir,
         cachefs_mirror::Kind::Symlink => Kind::Symlink,
         cachefs_mirror::Kind::Other => Kind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cachefs_mirror::{Access, Record};
+
+    fn stamp_of(p: &Path) -> cachefs_mirror::Stamp {
+        let s = key::Stamp::of(&std::fs::symlink_metadata(p).unwrap());
+        cachefs_mirror::Stamp {
+            dev: s.dev,
+            ino: s.ino,
+            size: s.size,
+            mtime_ns: s.mtime_ns,
+            ctime_ns: s.ctime_ns,
+            mode: 0o644,
+        }
+    }
+
+    fn read(p: &Path) -> Access {
+        Access::Open {
+            path: p.to_path_buf(),
+            read: true,
+            write: false,
+            truncate: false,
+            append: false,
+            created: false,
+            stamp: stamp_of(p),
+        }
+    }
+
+    /// rustc listed `deps` and loaded crate `foo` from it; std from elsewhere.
+    fn rustc_like_record(deps: &Path, sysroot: &Path) -> Record {
+        Record {
+            accesses: vec![
+                Access::ReadDir {
+                    path: deps.to_path_buf(),
+                },
+                read(&deps.join("libfoo-1a.rmeta")),
+                read(&sysroot.join("libstd-9z.rlib")),
+                read(&sysroot.join("liblibc-8y.rlib")),
+            ],
+        }
+    }
+
+    fn by_name(dir: &Path) -> SearchDirs {
+        SearchDirs {
+            by_name: vec![dir.to_path_buf()],
+            by_hash: vec![],
+        }
+    }
+
+    fn set(obs: Observation) -> key::DepSet {
+        key::DepSet {
+            deps: obs.deps,
+            result: [0; 32],
+        }
+    }
+
+    #[test]
+    fn search_dir_is_keyed_by_the_loaded_crates_candidates() {
+        let dir = tempfile::tempdir().unwrap();
+        let (deps, sysroot) = (
+            dir.path().join("deps"),
+            dir.path().join("lib/rustlib/x86_64-unknown-linux-gnu/lib"),
+        );
+        std::fs::create_dir_all(&deps).unwrap();
+        std::fs::create_dir_all(&sysroot).unwrap();
+        std::fs::write(deps.join("libfoo-1a.rmeta"), "foo").unwrap();
+        std::fs::write(sysroot.join("libstd-9z.rlib"), "std").unwrap();
+        std::fs::write(sysroot.join("liblibc-8y.rlib"), "libc").unwrap();
+        let cache = StatCache::default();
+        let record = rustc_like_record(&deps, &sysroot);
+        let precise = set(analyze(&record, &cache, &by_name(&deps)).unwrap());
+        let full = set(analyze(&record, &cache, &SearchDirs::default()).unwrap());
+        assert!(key::validate(&precise, &cache).is_ok());
+
+        // Files cargo writes for other crates meanwhile, and the rlib that
+        // completes foo's rmeta, change nothing for this compile...
+        for other in [
+            "libbar-2b.rlib",
+            "libfoo_derive-3c.so",
+            "foo-1a.d",
+            "libfoo-1a.rlib",
+        ] {
+            std::fs::write(deps.join(other), "x").unwrap();
+        }
+        assert!(key::validate(&precise, &cache).is_ok());
+        assert!(
+            key::validate(&full, &cache).is_err(),
+            "a full listing sees them"
+        );
+
+        // ...but a second candidate for a loaded crate would change rustc's
+        // choice (or make it fail), including a crate it took from elsewhere.
+        for second in ["libfoo-4d.rlib", "libstd-5e.rmeta"] {
+            let p = deps.join(second);
+            std::fs::write(&p, "x").unwrap();
+            let m = key::validate(&precise, &cache).unwrap_err();
+            assert_eq!(m.path, deps);
+            std::fs::remove_file(&p).unwrap();
+        }
+        assert!(key::validate(&precise, &cache).is_ok());
     }
 }

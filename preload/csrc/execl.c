@@ -48,3 +48,9 @@ __attribute__((visibility("hidden"))) int cachefs_c_execle(const char *path, con
     va_end(ap);
     return cachefs_shim_execve(path, argv, envp);
 }
+
+/* The precompiled `core` refers to this even with panic=abort, and nothing in the shim calls it. It is
+ * defined here, not in Rust, so that it stays local to the shim: exported, it would interpose on the
+ * personality routine of every preloaded Rust program linking std dynamically (rustc), and their
+ * unwinding (rustc's exit on a compile error, a proc macro's caught panic) would abort instead. */
+void rust_eh_personality(void) {}

@@ -73,7 +73,7 @@ fn on_panic(_: &core::panic::PanicInfo) -> ! {
     unsafe { sys::abort() }
 }
 
-/// The precompiled `core` refers to this symbol even with `panic=abort`; nothing ever calls it.
-#[cfg(cachefs_shim)]
-#[no_mangle]
-pub extern "C" fn rust_eh_personality() {}
+// The precompiled `core` refers to `rust_eh_personality` even with `panic=abort`; csrc/execl.c
+// defines it, because a symbol defined in Rust would be exported and, preloaded, would replace the
+// personality of every Rust program that links std dynamically (rustc itself): its panics, which
+// is how rustc exits on a compile error, would then abort.

@@ -81,6 +81,7 @@ impl Agent {
             self.runs.add(run, rec.ended("error", Some(&reason)));
             return reply(stream, Response::RunPlain { reason, warn: true });
         };
+        log::debug!("miss: {}", describe(&req.argv));
         let view = mirror.open_view();
         self.stats.record(run, Outcome::Miss);
         let miss = Response::Miss {
@@ -112,7 +113,8 @@ impl Agent {
                     .map(|(_, v)| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(v)));
                 let scratch = crate::scratch::scratch_dirs(tmpdir.as_deref());
                 let record = crate::scratch::without_scratch_listings(&record, &scratch);
-                self.finish(&key, run, done, &record, stream, rec)
+                let call = Call::new(&req, &done, record);
+                self.finish(&key, run, done, &call, stream, rec)
             }
             (Ok(Request::Abandon { reason }), _) => {
                 log::warn!("client could not enter the view: {reason}");
@@ -177,23 +179,23 @@ impl Agent {
         key: &Hash,
         run: Option<&str>,
         done: Finished,
-        record: &cachefs_mirror::Record,
+        call: &Call,
         stream: &mut UnixStream,
         mut rec: CompileRecord,
     ) -> Result<()> {
         let started = std::time::Instant::now();
-        let captured = self.capture(&done, record);
+        let captured = self.capture(&done, &call.record, &call.search_dirs);
         log::debug!(
             "analysed {} accesses in {:?}",
-            record.accesses.len(),
+            call.record.accesses.len(),
             started.elapsed()
         );
         let captured = match captured {
             Ok(c) => c,
             Err(reason) => {
                 log::info!("not cached: {reason}");
-                self.stats
-                    .reclassify_miss(run, Outcome::Uncacheable(category(&reason)));
+                let why = format!("{}{}", call.family_label, category(&reason));
+                self.stats.reclassify_miss(run, Outcome::Uncacheable(&why));
                 self.runs.add(run, rec.ended("uncacheable", Some(&reason)));
                 return reply(stream, Response::Stored);
             }
@@ -226,6 +228,7 @@ impl Agent {
         &self,
         done: &Finished,
         record: &cachefs_mirror::Record,
+        search_dirs: &compiler::rustc::SearchDirs,
     ) -> Result<(Vec<key::Dep>, Vec<Captured>), String> {
         if let Exit::Signal(s) = done.exit {
             return Err(format!("compiler killed by signal {s}"));
@@ -233,7 +236,7 @@ impl Agent {
         if !done.output_complete {
             return Err("compiler output too large to keep".into());
         }
-        let obs = observe::analyze(record, &self.stat_cache).map_err(|u| u.0)?;
+        let obs = observe::analyze(record, &self.stat_cache, search_dirs).map_err(|u| u.0)?;
         let mut captured = Vec::new();
         for dir in &obs.created_dirs {
             captured
@@ -283,6 +286,34 @@ impl Agent {
     }
 }
 
+/// What the analysis of a finished compile needs to know about the call.
+struct Call {
+    record: cachefs_mirror::Record,
+    /// Library search directories, listed by crate candidates; none for a
+    /// failed compile (see `observe::analyze`).
+    search_dirs: compiler::rustc::SearchDirs,
+    /// Prefix of the statistics' reasons, so rustc calls show apart.
+    family_label: &'static str,
+}
+
+impl Call {
+    fn new(req: &CompileRequest, done: &Finished, record: cachefs_mirror::Record) -> Call {
+        let search_dirs = match done.exit {
+            Exit::Code(0) => compiler::library_search_dirs(
+                &req.compiler,
+                &req.argv,
+                Path::new(std::ffi::OsStr::from_bytes(&req.cwd)),
+            ),
+            _ => compiler::rustc::SearchDirs::default(),
+        };
+        Call {
+            record,
+            search_dirs,
+            family_label: compiler::stats_label(&req.compiler),
+        }
+    }
+}
+
 fn reply(stream: &mut UnixStream, response: Response) -> Result<()> {
     protocol::write_frame(stream, &response)?;
     Ok(())
@@ -291,4 +322,10 @@ fn reply(stream: &mut UnixStream, response: Response) -> Result<()> {
 /// Statistics count reasons by kind, without the path that triggered them.
 fn category(reason: &str) -> &str {
     reason.split(':').next().unwrap_or(reason)
+}
+
+/// A call's argv for log lines.
+fn describe(argv: &[Vec<u8>]) -> String {
+    let args: Vec<_> = argv.iter().map(|a| String::from_utf8_lossy(a)).collect();
+    args.join(" ")
 }

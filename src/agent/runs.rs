@@ -83,7 +83,7 @@ pub fn fill_deps(rec: &mut CompileRecord, deps: &[Dep]) {
         match d.state {
             DepState::File(_) => rec.reads.push(path),
             DepState::Absent => rec.absent.push(path),
-            DepState::Listing(_) => rec.listed.push(path),
+            DepState::Listing(_) | DepState::Candidates { .. } => rec.listed.push(path),
             DepState::Symlink(_) | DepState::Exists(_) => {}
         }
     }

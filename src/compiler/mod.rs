@@ -4,7 +4,9 @@
 //! function of their inputs (incremental state).
 
 mod gcc;
-mod rustc;
+pub mod rustc;
+
+use std::path::Path;
 
 /// Why a call must run uncached, or `None` if it may be cached.
 pub fn uncacheable_reason(compiler: &[u8], argv: &[Vec<u8>]) -> Option<&'static str> {
@@ -31,5 +33,24 @@ pub fn family(compiler: &[u8]) -> Family {
         Family::Nvcc
     } else {
         Family::CFamily
+    }
+}
+
+/// Directories the compiler searches by listing them and picking entries by
+/// name (rustc's `-L`): their dep state is the set of names that could have
+/// been picked, not the whole listing (see `rustc`).
+pub fn library_search_dirs(compiler: &[u8], argv: &[Vec<u8>], cwd: &Path) -> rustc::SearchDirs {
+    match family(compiler) {
+        Family::Rustc => rustc::search_dirs(argv.get(1..).unwrap_or_default(), cwd),
+        Family::CFamily | Family::Nvcc => rustc::SearchDirs::default(),
+    }
+}
+
+/// Prefix for the statistics' reasons of a call not cached: rustc calls are
+/// counted apart from C compiles.
+pub fn stats_label(compiler: &[u8]) -> &'static str {
+    match family(compiler) {
+        Family::Rustc => "rustc: ",
+        Family::CFamily | Family::Nvcc => "",
     }
 }

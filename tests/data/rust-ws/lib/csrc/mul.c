@@ -1,0 +1,1 @@
+int ws_mul(int a, int b) { return a * b; }
