@@ -169,6 +169,14 @@ pub struct StatsReport {
     pub limit: u64,
     pub time_saved_ms: u64,
     pub observation: String,
+    /// Hits served from the local store, and from the shared remote tier.
+    #[serde(default)]
+    pub local_hits: u64,
+    #[serde(default)]
+    pub remote_hits: u64,
+    /// The shared tier in use (memcached or Redis), its servers' health and traffic.
+    #[serde(default)]
+    pub remote: Option<Box<cachefs_store::remote::RemoteReport>>,
 }
 
 /// What one `cachefs run` did, for its closing summary line.

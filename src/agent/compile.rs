@@ -47,11 +47,12 @@ impl Agent {
             }
         };
         let key = key::key1(&req, &compiler_hash);
-        if let Some(hit) = self.lookup(&key) {
+        if let Some((hit, remote)) = self.lookup(&key) {
             self.stats.record(
                 run,
                 Outcome::Hit {
                     saved_ms: hit.compile_ms,
+                    remote,
                 },
             );
             return reply(
@@ -101,11 +102,30 @@ impl Agent {
         }
     }
 
-    /// The first stored dep set that still holds, with its outputs restored.
-    fn lookup(&self, key: &Hash) -> Option<CachedResult> {
+    /// The first stored dep set that still holds, with its outputs restored:
+    /// local dep sets first, then the shared remote tier's. The bool says the
+    /// hit came (at least in part) from the remote tier.
+    fn lookup(&self, key: &Hash) -> Option<(CachedResult, bool)> {
         self.pending.wait_for(key);
-        let bytes = self.store.get_manifest(key).ok().flatten()?;
-        let manifest = Manifest::decode(&bytes)?;
+        let local = self
+            .store
+            .get_manifest(key)
+            .ok()
+            .flatten()
+            .and_then(|b| Manifest::decode(&b));
+        if let Some(hit) = local.as_ref().and_then(|m| self.first_valid(key, m, false)) {
+            return Some(hit);
+        }
+        let remote = self.remote_manifest(key)?;
+        self.first_valid(key, &remote, true)
+    }
+
+    fn first_valid(
+        &self,
+        key: &Hash,
+        manifest: &Manifest,
+        remote_manifest: bool,
+    ) -> Option<(CachedResult, bool)> {
         for set in &manifest.sets {
             if let Err(m) = key::validate(set, &self.stat_cache) {
                 log::debug!(
@@ -115,20 +135,22 @@ impl Agent {
                 );
                 continue;
             }
-            let Some(result) = self
-                .store
-                .get_result(&set.result)
-                .ok()
-                .flatten()
-                .and_then(|b| CachedResult::decode(&b))
-            else {
+            let Some((result, remote_result)) = self.result_tiered(&set.result) else {
                 continue;
             };
             match results::restore(&result, &self.store) {
-                Ok(()) => return Some(result),
+                Ok(remote_blobs) => {
+                    let remote = remote_manifest || remote_result || remote_blobs;
+                    if remote_manifest || remote_result {
+                        self.keep_remote_hit(key, set, &result);
+                    }
+                    return Some((result, remote));
+                }
                 Err(e) => {
                     log::warn!("cached result unusable, compiling instead: {e}");
-                    let _ = self.store.remove_result(&set.result);
+                    if !remote_result {
+                        let _ = self.store.remove_result(&set.result);
+                    }
                 }
             }
         }
@@ -214,8 +236,8 @@ impl Agent {
             compile_ms: done.wall_ms,
         };
         let id = result.id();
-        self.store
-            .put_result(&id, &result.encode(), &result.blobs())?;
+        let encoded = result.encode();
+        self.store.put_result(&id, &encoded, &result.blobs())?;
         let _guard = self.manifest_lock.lock().unwrap();
         let mut manifest = self
             .store
@@ -223,7 +245,9 @@ impl Agent {
             .and_then(|b| Manifest::decode(&b))
             .unwrap_or_default();
         manifest.add(DepSet { deps, result: id });
-        self.store.put_manifest(key, &manifest.encode())?;
+        let manifest = manifest.encode();
+        self.store.put_manifest(key, &manifest)?;
+        self.push_remote(key, &id, &encoded, &manifest);
         Ok(())
     }
 }
