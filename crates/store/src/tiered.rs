@@ -36,6 +36,7 @@ impl TieredStore {
                 .spawn(move || {
                     for (kind, id, value) in rx {
                         r.put(kind, &id, &value);
+                        r.writes_pending.fetch_sub(1, Ordering::Relaxed);
                     }
                 })
                 .expect("spawning the remote writer thread");
@@ -63,9 +64,11 @@ impl TieredStore {
         let (Some(remote), Some(queue)) = (&self.remote, &self.queue) else {
             return;
         };
+        remote.writes_pending.fetch_add(1, Ordering::Relaxed);
         match queue.try_send((kind, *id, value)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                remote.writes_pending.fetch_sub(1, Ordering::Relaxed);
                 remote.writes_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }

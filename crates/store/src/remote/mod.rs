@@ -97,6 +97,8 @@ pub struct RemoteReport {
     pub writes: u64,
     /// Writes not sent because the background queue was full.
     pub writes_dropped: u64,
+    /// Writes queued and not yet sent.
+    pub writes_pending: u64,
 }
 
 /// Remote settings, read from the environment when the agent starts.
@@ -216,6 +218,7 @@ pub struct Remote {
     bytes_written: AtomicU64,
     writes: AtomicU64,
     pub(crate) writes_dropped: AtomicU64,
+    pub(crate) writes_pending: AtomicU64,
 }
 
 impl Remote {
@@ -230,6 +233,7 @@ impl Remote {
             bytes_written: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             writes_dropped: AtomicU64::new(0),
+            writes_pending: AtomicU64::new(0),
         }
     }
 
@@ -318,6 +322,7 @@ impl Remote {
             bytes_written: n(&self.bytes_written),
             writes: n(&self.writes),
             writes_dropped: n(&self.writes_dropped),
+            writes_pending: n(&self.writes_pending),
         }
     }
 }
