@@ -176,3 +176,44 @@ fn no_remote_configured_means_no_remote_in_stats() {
     assert!(s["remote"].is_null(), "{s}");
     assert_eq!(s["remote_hits"], 0);
 }
+
+#[test]
+fn two_memcached_servers_one_killed_the_rest_miss_cleanly() {
+    let mut a = servers::memcached();
+    let b = servers::memcached();
+    let url = format!("tcp://{} tcp://{}", a.addr(), b.addr());
+    let first = Sandbox::new();
+    example(&first);
+    first.sh("make -s -j2");
+    let plain = objects(&first);
+    first.sh("make -s clean");
+    start_agent(&first, &[("CACHEFS_MEMCACHED", &url)]);
+    first.run_ok("make -s -j2");
+    wait_for_remote_writes(&first);
+    first.sh("make -s clean");
+
+    a.kill();
+    let mut second = Sandbox::new();
+    second.project = first.project.clone();
+    start_agent(&second, &[("CACHEFS_MEMCACHED", &url)]);
+    second.run_ok("make -s -j2");
+    let s = second.stats();
+    let (hits, misses) = (s["hits"].as_u64().unwrap(), s["misses"].as_u64().unwrap());
+    eprintln!("one of two servers killed: {hits} remote hits, {misses} misses");
+    assert_eq!(hits + misses, 22, "{s}");
+    assert_eq!(
+        (s["errors"].as_u64(), s["remote_hits"].as_u64()),
+        (Some(0), Some(hits))
+    );
+    // All items of one entry live on the server its key1 picks: the killed server's
+    // entries miss, the other's hit (both empty has odds of 2 in 4 million).
+    assert!(hits > 0 && misses > 0, "{s}");
+    let servers = s["remote"]["servers"].as_array().unwrap();
+    let dead = servers.iter().find(|x| x["server"] == a.addr()).unwrap();
+    assert_eq!(dead["healthy"], false, "{s}");
+    assert_eq!(
+        objects(&second),
+        plain,
+        "outputs differ after a partial remote"
+    );
+}

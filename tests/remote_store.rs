@@ -2,11 +2,14 @@
 //! large values, verification, spreading over servers, dead and silent servers.
 
 mod common;
-use cachefs_store::remote::{chunk_key, remote_key, Kind, Memcached, Redis, Remote};
+use cachefs_store::remote::{chunk_key, remote_key, route_key, Kind, Memcached, Redis, Remote};
 use common::servers::{self, Blackhole};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_millis(100);
+/// The route (an entry's key1) of test values that all belong to one entry.
+const R: [u8; 32] = [7; 32];
+const RS: &str = "0707070707070707070707070707070707070707070707070707070707070707";
 
 fn memcached_remote(addrs: &[String]) -> Remote {
     let urls: Vec<String> = addrs.iter().map(|a| format!("tcp://{a}")).collect();
@@ -34,8 +37,11 @@ fn a_value_over_one_megabyte_round_trips_in_chunks() {
     let server = servers::memcached();
     let remote = memcached_remote(&[server.addr()]);
     let value = noise(3 * 1024 * 1024 + 123, 1);
-    remote.put(Kind::Blob, &id(1), &value);
-    assert_eq!(remote.get(Kind::Blob, &id(1)).as_deref(), Some(&value[..]));
+    remote.put(Kind::Blob, &id(1), &R, &value);
+    assert_eq!(
+        remote.get(Kind::Blob, &id(1), &R).as_deref(),
+        Some(&value[..])
+    );
     let key = remote_key(Kind::Blob, &id(1));
     assert!(
         key.starts_with("cachefs1:b:"),
@@ -43,10 +49,14 @@ fn a_value_over_one_megabyte_round_trips_in_chunks() {
     );
     // Stored as 4 chunks, none of which alone exceeds memcached's 1 MiB item limit.
     for i in 0..4 {
-        let chunk = remote.tier().get(&chunk_key(&key, i)).unwrap().unwrap();
+        let chunk = remote.tier().get(RS, &chunk_key(&key, i)).unwrap().unwrap();
         assert!(chunk.len() < 1024 * 1024);
     }
-    assert!(remote.tier().get(&chunk_key(&key, 4)).unwrap().is_none());
+    assert!(remote
+        .tier()
+        .get(RS, &chunk_key(&key, 4))
+        .unwrap()
+        .is_none());
     let r = remote.report();
     assert_eq!((r.gets_found, r.errors), (1, 0));
     assert!(r.bytes_read > value.len() as u64 && r.bytes_written > value.len() as u64);
@@ -57,34 +67,37 @@ fn a_corrupt_or_missing_chunk_is_a_miss() {
     let server = servers::memcached();
     let remote = memcached_remote(&[server.addr()]);
     let value = noise(2 * 1024 * 1024 + 5, 2);
-    remote.put(Kind::Blob, &id(2), &value);
+    remote.put(Kind::Blob, &id(2), &R, &value);
     let key = remote_key(Kind::Blob, &id(2));
 
-    let mut chunk = remote.tier().get(&chunk_key(&key, 1)).unwrap().unwrap();
+    let mut chunk = remote.tier().get(RS, &chunk_key(&key, 1)).unwrap().unwrap();
     chunk[1000] ^= 0x40;
-    remote.tier().set(&chunk_key(&key, 1), &chunk).unwrap();
+    remote.tier().set(RS, &chunk_key(&key, 1), &chunk).unwrap();
     assert_eq!(
-        remote.get(Kind::Blob, &id(2)),
+        remote.get(Kind::Blob, &id(2), &R),
         None,
         "corrupt chunk must miss"
     );
 
-    remote.put(Kind::Blob, &id(2), &value);
-    assert_eq!(remote.get(Kind::Blob, &id(2)).as_deref(), Some(&value[..]));
-    remote.tier().delete(&chunk_key(&key, 2)).unwrap();
+    remote.put(Kind::Blob, &id(2), &R, &value);
     assert_eq!(
-        remote.get(Kind::Blob, &id(2)),
+        remote.get(Kind::Blob, &id(2), &R).as_deref(),
+        Some(&value[..])
+    );
+    remote.tier().delete(RS, &chunk_key(&key, 2)).unwrap();
+    assert_eq!(
+        remote.get(Kind::Blob, &id(2), &R),
         None,
         "missing chunk must miss"
     );
 
     // A small value's head is checksummed too.
-    remote.put(Kind::Manifest, &id(3), b"small manifest");
+    remote.put(Kind::Manifest, &id(3), &R, b"small manifest");
     let mkey = remote_key(Kind::Manifest, &id(3));
-    let mut head = remote.tier().get(&mkey).unwrap().unwrap();
+    let mut head = remote.tier().get(RS, &mkey).unwrap().unwrap();
     *head.last_mut().unwrap() ^= 1;
-    remote.tier().set(&mkey, &head).unwrap();
-    assert_eq!(remote.get(Kind::Manifest, &id(3)), None);
+    remote.tier().set(RS, &mkey, &head).unwrap();
+    assert_eq!(remote.get(Kind::Manifest, &id(3), &R), None);
     assert_eq!(remote.report().errors, 3);
 }
 
@@ -97,10 +110,10 @@ fn entries_spread_over_two_servers_and_survive_one_dying() {
     let placement = Memcached::new(&addrs.map(|s| format!("tcp://{s}")), TIMEOUT).unwrap();
     let n = 60;
     for i in 0..n {
-        remote.put(Kind::Result, &id(i), &noise(200, i));
+        remote.put(Kind::Result, &id(i), &id(i), &noise(200, i));
     }
     let on_a: Vec<u32> = (0..n)
-        .filter(|i| placement.server_of(&remote_key(Kind::Result, &id(*i))) == a.addr())
+        .filter(|i| placement.server_of(&route_key(&id(*i))) == a.addr())
         .collect();
     assert!(
         !on_a.is_empty() && on_a.len() < n as usize,
@@ -108,12 +121,12 @@ fn entries_spread_over_two_servers_and_survive_one_dying() {
         on_a.len()
     );
     for i in 0..n {
-        assert!(remote.get(Kind::Result, &id(i)).is_some());
+        assert!(remote.get(Kind::Result, &id(i), &id(i)).is_some());
     }
 
     a.kill();
     for i in 0..n {
-        let got = remote.get(Kind::Result, &id(i));
+        let got = remote.get(Kind::Result, &id(i), &id(i));
         if on_a.contains(&i) {
             assert_eq!(got, None, "entry {i} lived on the killed server");
         } else {
@@ -133,9 +146,9 @@ fn a_silent_server_costs_one_timeout_then_is_skipped() {
     let hole = Blackhole::new();
     let remote = memcached_remote(&[hole.addr()]);
     for i in 0..20 {
-        assert_eq!(remote.get(Kind::Manifest, &id(i)), None);
+        assert_eq!(remote.get(Kind::Manifest, &id(i), &R), None);
     }
-    remote.put(Kind::Blob, &id(99), b"never arrives");
+    remote.put(Kind::Blob, &id(99), &R, b"never arrives");
     let r = remote.report();
     assert_eq!(r.errors, 21, "every operation is a counted error");
     assert_eq!(r.servers.len(), 1);
@@ -157,14 +170,17 @@ fn redis_round_trips_small_and_chunked_values() {
     let url = format!("redis://{}/2", server.addr());
     let remote = Remote::new(Box::new(Redis::new(&url, TIMEOUT, 3600).unwrap()), false);
     let big = noise(1536 * 1024, 4);
-    remote.put(Kind::Blob, &id(4), &big);
-    remote.put(Kind::Manifest, &id(5), b"m");
-    assert_eq!(remote.get(Kind::Blob, &id(4)).as_deref(), Some(&big[..]));
+    remote.put(Kind::Blob, &id(4), &R, &big);
+    remote.put(Kind::Manifest, &id(5), &R, b"m");
     assert_eq!(
-        remote.get(Kind::Manifest, &id(5)).as_deref(),
+        remote.get(Kind::Blob, &id(4), &R).as_deref(),
+        Some(&big[..])
+    );
+    assert_eq!(
+        remote.get(Kind::Manifest, &id(5), &R).as_deref(),
         Some(&b"m"[..])
     );
-    assert_eq!(remote.get(Kind::Manifest, &id(6)), None);
+    assert_eq!(remote.get(Kind::Manifest, &id(6), &R), None);
     let r = remote.report();
     assert_eq!((r.gets_found, r.gets_missing, r.errors), (2, 1, 0), "{r:?}");
 }
@@ -174,12 +190,12 @@ fn read_only_remote_writes_nothing() {
     let server = servers::memcached();
     let urls = [format!("tcp://{}", server.addr())];
     let reader = Remote::new(Box::new(Memcached::new(&urls, TIMEOUT).unwrap()), true);
-    reader.put(Kind::Manifest, &id(7), b"x");
+    reader.put(Kind::Manifest, &id(7), &R, b"x");
     let writer = memcached_remote(&[server.addr()]);
-    assert_eq!(writer.get(Kind::Manifest, &id(7)), None);
-    writer.put(Kind::Manifest, &id(7), b"x");
+    assert_eq!(writer.get(Kind::Manifest, &id(7), &R), None);
+    writer.put(Kind::Manifest, &id(7), &R, b"x");
     assert_eq!(
-        reader.get(Kind::Manifest, &id(7)).as_deref(),
+        reader.get(Kind::Manifest, &id(7), &R).as_deref(),
         Some(&b"x"[..])
     );
 }

@@ -135,10 +135,10 @@ impl Agent {
                 );
                 continue;
             }
-            let Some((result, remote_result)) = self.result_tiered(&set.result) else {
+            let Some((result, remote_result)) = self.result_tiered(key, &set.result) else {
                 continue;
             };
-            match results::restore(&result, &self.store) {
+            match results::restore(&result, &self.store, key) {
                 Ok(remote_blobs) => {
                     let remote = remote_manifest || remote_result || remote_blobs;
                     if remote_manifest || remote_result {
@@ -227,7 +227,7 @@ impl Agent {
         captured: Vec<Captured>,
         done: &Finished,
     ) -> Result<()> {
-        let outputs = results::store_outputs(&self.store, captured)?;
+        let outputs = results::store_outputs(&self.store, captured, key)?;
         let result = CachedResult {
             outputs,
             stdout: done.stdout.clone(),

@@ -30,15 +30,15 @@ pub fn open_from_env() -> Option<Remote> {
 impl Agent {
     /// The remote manifest for `key`, if the remote tier has one.
     pub(super) fn remote_manifest(&self, key: &Hash) -> Option<Manifest> {
-        Manifest::decode(&self.store.get_remote(Kind::Manifest, key)?)
+        Manifest::decode(&self.store.get_remote(Kind::Manifest, key, key)?)
     }
 
     /// A result from the local store, else from the remote tier; the bool says remote.
-    pub(super) fn result_tiered(&self, id: &Hash) -> Option<(CachedResult, bool)> {
+    pub(super) fn result_tiered(&self, key: &Hash, id: &Hash) -> Option<(CachedResult, bool)> {
         if let Some(r) = self.store.get_result(id).ok().flatten() {
             return CachedResult::decode(&r).map(|r| (r, false));
         }
-        let bytes = self.store.get_remote(Kind::Result, id)?;
+        let bytes = self.store.get_remote(Kind::Result, id, key)?;
         let result = CachedResult::decode(&bytes)?;
         // The remote key is the result's id: reject a value stored under the wrong one.
         (result.id() == *id).then_some((result, true))
@@ -69,9 +69,10 @@ impl Agent {
     /// `store_outputs` already queued, so a reader that finds the manifest finds the rest.
     pub(super) fn push_remote(&self, key: &Hash, id: &Hash, result: &[u8], manifest: &[u8]) {
         if self.store.has_remote() {
-            self.store.push_remote(Kind::Result, id, result.to_vec());
             self.store
-                .push_remote(Kind::Manifest, key, manifest.to_vec());
+                .push_remote(Kind::Result, id, key, result.to_vec());
+            self.store
+                .push_remote(Kind::Manifest, key, key, manifest.to_vec());
         }
     }
 }

@@ -111,6 +111,7 @@ pub fn capture(path: &Path, created_dir: bool) -> std::io::Result<Captured> {
 pub fn store_outputs(
     store: &TieredStore,
     captured: Vec<Captured>,
+    key: &Hash,
 ) -> Result<Vec<Output>, cachefs_store::StoreError> {
     let mut outputs = Vec::with_capacity(captured.len());
     for c in captured {
@@ -118,7 +119,7 @@ pub fn store_outputs(
             Captured::File(f) => Output::File {
                 path: f.path.as_os_str().as_bytes().to_vec(),
                 mode: f.mode,
-                blob: store.put_blob_tiered(&f.data)?,
+                blob: store.put_blob_tiered(&f.data, key)?,
             },
             Captured::Symlink { path, target } => Output::Symlink {
                 path: path.as_os_str().as_bytes().to_vec(),
@@ -150,13 +151,17 @@ pub enum RestoreError {
 /// when not local) and verified first, so a damaged cache entry leaves the
 /// tree untouched and the caller can fall back to compiling. Returns whether
 /// any blob came from the remote tier.
-pub fn restore(result: &CachedResult, store: &TieredStore) -> Result<bool, RestoreError> {
+pub fn restore(
+    result: &CachedResult,
+    store: &TieredStore,
+    key: &Hash,
+) -> Result<bool, RestoreError> {
     let mut contents = Vec::new();
     let mut remote = false;
     for o in &result.outputs {
         if let Output::File { path, blob, .. } = o {
             let (data, from_remote) = store
-                .get_blob_tiered(blob)?
+                .get_blob_tiered(blob, key)?
                 .ok_or_else(|| RestoreError::MissingBlob(path_of(path).into()))?;
             remote |= from_remote;
             contents.push(data);

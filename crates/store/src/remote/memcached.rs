@@ -30,9 +30,9 @@ impl Memcached {
         Ok(Memcached { servers })
     }
 
-    /// The server that holds `key` (for tests and diagnostics).
-    pub fn server_of(&self, key: &str) -> &str {
-        &pick(&self.servers, key).addr
+    /// The server that holds the entries routed by `route` (for tests and diagnostics).
+    pub fn server_of(&self, route: &str) -> &str {
+        &pick(&self.servers, route).addr
     }
 }
 
@@ -41,18 +41,18 @@ impl RemoteTier for Memcached {
         "memcached"
     }
 
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
-        let server = pick(&self.servers, key);
+    fn get(&self, route: &str, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+        let server = pick(&self.servers, route);
         server.with_conn(|c| get(c, &server.addr, key), |_| Ok(()))
     }
 
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), RemoteError> {
-        let server = pick(&self.servers, key);
+    fn set(&self, route: &str, key: &str, value: &[u8]) -> Result<(), RemoteError> {
+        let server = pick(&self.servers, route);
         server.with_conn(|c| set(c, &server.addr, key, value), |_| Ok(()))
     }
 
-    fn delete(&self, key: &str) -> Result<(), RemoteError> {
-        let server = pick(&self.servers, key);
+    fn delete(&self, route: &str, key: &str) -> Result<(), RemoteError> {
+        let server = pick(&self.servers, route);
         server.with_conn(
             |c| {
                 write!(c.writer, "delete {key}\r\n").map_err(io(&server.addr))?;

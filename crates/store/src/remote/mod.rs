@@ -52,12 +52,15 @@ impl RemoteError {
     }
 }
 
-/// One kind of shared server. Every call is bounded by the configured timeout.
+/// One kind of shared server. Every call is bounded by the configured timeout. `route`
+/// picks the server in a pool: every item of one cache entry (manifest, result, blobs and
+/// their chunks) shares one route, so losing a server loses whole entries, not a piece of
+/// every entry.
 pub trait RemoteTier: Send + Sync {
     fn kind(&self) -> &'static str;
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError>;
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), RemoteError>;
-    fn delete(&self, key: &str) -> Result<(), RemoteError>;
+    fn get(&self, route: &str, key: &str) -> Result<Option<Vec<u8>>, RemoteError>;
+    fn set(&self, route: &str, key: &str, value: &[u8]) -> Result<(), RemoteError>;
+    fn delete(&self, route: &str, key: &str) -> Result<(), RemoteError>;
     fn health(&self) -> Vec<ServerHealth>;
 }
 
@@ -203,6 +206,11 @@ pub fn remote_key(kind: Kind, id: &Hash) -> String {
     format!("cachefs{FORMAT_VERSION}:{}:{hex}", kind.tag())
 }
 
+/// The routing string of a cache entry (its key1).
+pub fn route_key(route: &Hash) -> String {
+    route.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn chunk_key(key: &str, i: usize) -> String {
     format!("{key}:{i}")
 }
@@ -243,8 +251,8 @@ impl Remote {
 
     /// The verified value, or None on a miss, a server failure or a verification failure
     /// (counted as an error, logged).
-    pub fn get(&self, kind: Kind, id: &Hash) -> Option<Vec<u8>> {
-        match self.try_get(&remote_key(kind, id)) {
+    pub fn get(&self, kind: Kind, id: &Hash, route: &Hash) -> Option<Vec<u8>> {
+        match self.try_get(&route_key(route), &remote_key(kind, id)) {
             Ok(Some(v)) => {
                 self.gets_found.fetch_add(1, Ordering::Relaxed);
                 Some(v)
@@ -264,8 +272,8 @@ impl Remote {
         }
     }
 
-    fn try_get(&self, key: &str) -> Result<Option<Vec<u8>>, GetError> {
-        let Some(head) = self.tier.get(key)? else {
+    fn try_get(&self, route: &str, key: &str) -> Result<Option<Vec<u8>>, GetError> {
+        let Some(head) = self.tier.get(route, key)? else {
             return Ok(None);
         };
         self.bytes_read
@@ -273,7 +281,7 @@ impl Remote {
         let head = chunking::parse_head(&head)?;
         let mut chunks = Vec::with_capacity(head.chunks.len());
         for i in 0..head.chunks.len() {
-            let Some(c) = self.tier.get(&chunk_key(key, i))? else {
+            let Some(c) = self.tier.get(route, &chunk_key(key, i))? else {
                 return Err(GetError::MissingChunk(i));
             };
             self.bytes_read.fetch_add(c.len() as u64, Ordering::Relaxed);
@@ -285,17 +293,18 @@ impl Remote {
 
     /// Stores a value: chunks first, the head last, so a reader that finds the head finds
     /// (unless evicted meanwhile) every chunk it names.
-    pub fn put(&self, kind: Kind, id: &Hash, value: &[u8]) {
+    pub fn put(&self, kind: Kind, id: &Hash, route: &Hash, value: &[u8]) {
         if self.read_only {
             return;
         }
         let key = remote_key(kind, id);
+        let route = route_key(route);
         let (head, chunks) = chunking::split(value);
         let result = chunks
             .iter()
             .enumerate()
-            .try_for_each(|(i, c)| self.tier.set(&chunk_key(&key, i), c))
-            .and_then(|()| self.tier.set(&key, &head));
+            .try_for_each(|(i, c)| self.tier.set(&route, &chunk_key(&key, i), c))
+            .and_then(|()| self.tier.set(&route, &key, &head));
         match result {
             Ok(()) => {
                 self.writes.fetch_add(1, Ordering::Relaxed);

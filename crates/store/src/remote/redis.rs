@@ -67,7 +67,7 @@ impl RemoteTier for Redis {
         "redis"
     }
 
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+    fn get(&self, _route: &str, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
         let addr = &self.server.addr;
         self.server.with_conn(
             |c| {
@@ -89,7 +89,7 @@ impl RemoteTier for Redis {
         )
     }
 
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), RemoteError> {
+    fn set(&self, _route: &str, key: &str, value: &[u8]) -> Result<(), RemoteError> {
         let expiry = self.expiry_s.to_string();
         self.server.with_conn(
             |c| {
@@ -106,7 +106,7 @@ impl RemoteTier for Redis {
         )
     }
 
-    fn delete(&self, key: &str) -> Result<(), RemoteError> {
+    fn delete(&self, _route: &str, key: &str) -> Result<(), RemoteError> {
         self.server.with_conn(
             |c| self.simple(c, &[b"DEL", key.as_bytes()]),
             |c| self.setup(c),
