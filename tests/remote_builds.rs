@@ -217,3 +217,87 @@ fn two_memcached_servers_one_killed_the_rest_miss_cleanly() {
         "outputs differ after a partial remote"
     );
 }
+
+/// Every key memcached holds (its `lru_crawler metadump`), with a raw text-protocol client.
+fn memcached_keys(addr: &str) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"lru_crawler metadump all\r\n").unwrap();
+    let mut keys = Vec::new();
+    for line in BufReader::new(s).lines() {
+        let line = line.unwrap();
+        if line == "END" {
+            break;
+        }
+        if let Some(k) = line.strip_prefix("key=") {
+            // metadump URL-encodes keys; ours only contain ':' to escape.
+            keys.push(k.split(' ').next().unwrap().replace("%3A", ":"));
+        }
+    }
+    keys
+}
+
+/// Flips one byte in the middle of an item's value, keeping its length.
+fn corrupt_item(addr: &str, key: &str) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    write!(w, "get {key}\r\n").unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let len: usize = line.trim_end().rsplit(' ').next().unwrap().parse().unwrap();
+    let mut value = vec![0; len + 2];
+    r.read_exact(&mut value).unwrap();
+    value.truncate(len);
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    value[len / 2] ^= 0x20;
+    write!(w, "set {key} 0 0 {len}\r\n").unwrap();
+    w.write_all(&value).unwrap();
+    w.write_all(b"\r\n").unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), "STORED");
+}
+
+#[test]
+fn corrupt_remote_blobs_are_misses_never_wrong_outputs() {
+    let mc = servers::memcached();
+    let url = format!("tcp://{}", mc.addr());
+    let first = Sandbox::new();
+    example(&first);
+    first.sh("make -s -j2");
+    let plain = objects(&first);
+    first.sh("make -s clean");
+    start_agent(&first, &[("CACHEFS_MEMCACHED", &url)]);
+    first.run_ok("make -s -j2");
+    wait_for_remote_writes(&first);
+    first.sh("make -s clean");
+
+    let blobs: Vec<String> = memcached_keys(&mc.addr())
+        .into_iter()
+        .filter(|k| k.starts_with("cachefs1:b:"))
+        .collect();
+    assert!(blobs.len() >= 22, "blob items on the server: {blobs:?}");
+    for k in &blobs {
+        corrupt_item(&mc.addr(), k);
+    }
+
+    let mut second = Sandbox::new();
+    second.project = first.project.clone();
+    start_agent(&second, &[("CACHEFS_MEMCACHED", &url)]);
+    second.run_ok("make -s -j2");
+    let s = second.stats();
+    assert_eq!(
+        (s["hits"].as_u64(), s["misses"].as_u64()),
+        (Some(0), Some(22)),
+        "{s}"
+    );
+    assert!(s["remote"]["errors"].as_u64().unwrap() >= 22, "{s}");
+    assert_eq!(
+        objects(&second),
+        plain,
+        "a corrupt remote entry changed an output"
+    );
+}
