@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 pub const MAGIC: [u8; 4] = *b"CFS\x01";
-pub const VERSION: u16 = 1;
+/// 2: `StatsReport` gained `local_hits`, `remote_hits` and `remote`.
+pub const VERSION: u16 = 2;
 /// Larger frames are refused before any allocation: a malformed length must
 /// not make the agent allocate gigabytes.
 pub const MAX_FRAME: u32 = 256 << 20;

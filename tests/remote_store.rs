@@ -209,3 +209,35 @@ fn bad_settings_are_reported_by_name() {
     let e = Redis::new("http://x:1", TIMEOUT, 0).err().unwrap();
     assert!(e.to_string().contains("redis://"), "{e}");
 }
+
+#[test]
+fn redis_with_a_password_and_a_database() {
+    let server = servers::redis();
+    let addr = server.addr();
+    let open = |url: &str| Remote::new(Box::new(Redis::new(url, TIMEOUT, 0).unwrap()), false);
+    // Set a password on the running server with a raw RESP command.
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(b"*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$6\r\nsecret\r\n")
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        assert_eq!(line.trim_end(), "+OK");
+    }
+    let good = open(&format!("redis://:secret@{addr}/3"));
+    good.put(Kind::Manifest, &id(8), &R, b"db 3");
+    assert_eq!(
+        good.get(Kind::Manifest, &id(8), &R).as_deref(),
+        Some(&b"db 3"[..])
+    );
+    let other_db = open(&format!("redis://:secret@{addr}/4"));
+    assert_eq!(other_db.get(Kind::Manifest, &id(8), &R), None);
+    let wrong = open(&format!("redis://:nope@{addr}/3"));
+    assert_eq!(wrong.get(Kind::Manifest, &id(8), &R), None);
+    assert_eq!(
+        wrong.report().errors,
+        1,
+        "a refused login is a counted miss"
+    );
+}
