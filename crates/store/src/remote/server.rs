@@ -85,8 +85,9 @@ impl Server {
                 Err(e) => last = e,
             }
         }
-        self.breaker.failed(&last.to_string());
-        Err(io(last))
+        let error = io(last);
+        self.breaker.failed(&error.to_string());
+        Err(error)
     }
 }
 
