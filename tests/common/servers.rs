@@ -28,13 +28,23 @@ impl Drop for ServerProcess {
     }
 }
 
-/// A port the kernel just handed out on 127.0.0.1 (free again once returned).
+/// A port the kernel just handed out on 127.0.0.1 (free again once returned), never one
+/// already given to another server of this test binary: two tests racing for one port
+/// could otherwise end up sharing the server that won.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn start(program: &str, args: impl Fn(u16, &std::path::Path) -> Vec<String>) -> ServerProcess {
