@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 pub const MAGIC: [u8; 4] = *b"CFS\x01";
-pub const VERSION: u16 = 1;
+/// 2: `StatsReport` gained `local_hits`, `remote_hits` and `remote`.
+pub const VERSION: u16 = 2;
 /// Larger frames are refused before any allocation: a malformed length must
 /// not make the agent allocate gigabytes.
 pub const MAX_FRAME: u32 = 256 << 20;
@@ -178,6 +179,14 @@ pub struct StatsReport {
     pub limit: u64,
     pub time_saved_ms: u64,
     pub observation: String,
+    /// Hits served from the local store, and from the shared remote tier.
+    #[serde(default)]
+    pub local_hits: u64,
+    #[serde(default)]
+    pub remote_hits: u64,
+    /// The shared tier in use (memcached or Redis), its servers' health and traffic.
+    #[serde(default)]
+    pub remote: Option<Box<cachefs_store::remote::RemoteReport>>,
 }
 
 /// What one `cachefs run` did, for its closing summary line.

@@ -54,7 +54,7 @@ impl Agent {
         let key = key::key1(&req, &compiler_hash);
         rec.key = super::runs::hex(&key);
         let lookup = self.lookup(&key);
-        if let Ok((hit, deps)) = lookup {
+        if let Ok((hit, remote, deps)) = lookup {
             super::runs::fill_deps(&mut rec, &deps);
             rec.written = hit.output_paths();
             self.runs.add(run, rec.ended("hit", None));
@@ -62,6 +62,7 @@ impl Agent {
                 run,
                 Outcome::Hit {
                     saved_ms: hit.compile_ms,
+                    remote,
                 },
             );
             return reply(
@@ -130,17 +131,43 @@ impl Agent {
         }
     }
 
-    /// The first stored dep set that still holds, with its outputs restored,
-    /// or what changed since the most recent one.
-    fn lookup(&self, key: &Hash) -> Result<(CachedResult, Vec<key::Dep>), MissReason> {
+    /// The first stored dep set that still holds, with its outputs restored:
+    /// local dep sets first, then the shared remote tier's; otherwise what
+    /// changed since the most recent one. The bool says the hit came (at
+    /// least in part) from the remote tier.
+    fn lookup(&self, key: &Hash) -> Result<(CachedResult, bool, Vec<key::Dep>), MissReason> {
         self.pending.wait_for(key);
-        let bytes = self
+        let local = self
             .store
             .get_manifest(key)
             .ok()
             .flatten()
-            .ok_or(MissReason::NoEntry)?;
-        let manifest = Manifest::decode(&bytes).ok_or(MissReason::NoEntry)?;
+            .and_then(|b| Manifest::decode(&b));
+        let mut reason = MissReason::NoEntry;
+        if let Some(m) = &local {
+            match self.first_valid(key, m, false) {
+                Ok(hit) => return Ok(hit),
+                Err(r) => reason = r,
+            }
+        }
+        let Some(remote) = self.remote_manifest(key) else {
+            return Err(reason);
+        };
+        self.first_valid(key, &remote, true).map_err(|r| {
+            if reason == MissReason::NoEntry {
+                r
+            } else {
+                reason
+            }
+        })
+    }
+
+    fn first_valid(
+        &self,
+        key: &Hash,
+        manifest: &Manifest,
+        remote_manifest: bool,
+    ) -> Result<(CachedResult, bool, Vec<key::Dep>), MissReason> {
         let mut reason = MissReason::NoEntry;
         for set in &manifest.sets {
             if let Err(m) = key::validate(set, &self.stat_cache) {
@@ -154,20 +181,22 @@ impl Agent {
                 }
                 continue;
             }
-            let Some(result) = self
-                .store
-                .get_result(&set.result)
-                .ok()
-                .flatten()
-                .and_then(|b| CachedResult::decode(&b))
-            else {
+            let Some((result, remote_result)) = self.result_tiered(key, &set.result) else {
                 continue;
             };
-            match results::restore(&result, &self.store) {
-                Ok(()) => return Ok((result, set.deps.clone())),
+            match results::restore(&result, &self.store, key) {
+                Ok(remote_blobs) => {
+                    let remote = remote_manifest || remote_result || remote_blobs;
+                    if remote_manifest || remote_result {
+                        self.keep_remote_hit(key, set, &result);
+                    }
+                    return Ok((result, remote, set.deps.clone()));
+                }
                 Err(e) => {
                     log::warn!("cached result unusable, compiling instead: {e}");
-                    let _ = self.store.remove_result(&set.result);
+                    if !remote_result {
+                        let _ = self.store.remove_result(&set.result);
+                    }
                 }
             }
         }
@@ -263,7 +292,7 @@ impl Agent {
         captured: Vec<Captured>,
         done: &Finished,
     ) -> Result<()> {
-        let outputs = results::store_outputs(&self.store, captured)?;
+        let outputs = results::store_outputs(&self.store, captured, key)?;
         let result = CachedResult {
             outputs,
             stdout: done.stdout.clone(),
@@ -272,8 +301,8 @@ impl Agent {
             compile_ms: done.wall_ms,
         };
         let id = result.id();
-        self.store
-            .put_result(&id, &result.encode(), &result.blobs())?;
+        let encoded = result.encode();
+        self.store.put_result(&id, &encoded, &result.blobs())?;
         let _guard = self.manifest_lock.lock().unwrap();
         let mut manifest = self
             .store
@@ -281,7 +310,9 @@ impl Agent {
             .and_then(|b| Manifest::decode(&b))
             .unwrap_or_default();
         manifest.add(DepSet { deps, result: id });
-        self.store.put_manifest(key, &manifest.encode())?;
+        let manifest = manifest.encode();
+        self.store.put_manifest(key, &manifest)?;
+        self.push_remote(key, &id, &encoded, &manifest);
         Ok(())
     }
 }

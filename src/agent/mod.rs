@@ -4,6 +4,7 @@
 
 mod compile;
 mod pending;
+mod remote;
 mod results;
 mod runs;
 mod stats;
@@ -13,7 +14,7 @@ use crate::key::StatCache;
 use crate::protocol::{self, Request, Response};
 use anyhow::{bail, Context, Result};
 use cachefs_mirror::{Mirror, MirrorOptions};
-use cachefs_store::LocalStore;
+use cachefs_store::{LocalStore, TieredStore};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -30,7 +31,7 @@ pub const UNOBSERVED_ROOTS: &[&str] = &["proc", "sys", "dev", "run"];
 
 pub struct Agent {
     config: Config,
-    store: LocalStore,
+    store: TieredStore,
     mirror: Option<Mirror>,
     /// How compiles are observed, or why they cannot be (shown by `stats`).
     observation: String,
@@ -135,6 +136,7 @@ impl Agent {
     fn open(config: Config) -> Result<Agent> {
         let store = LocalStore::open(&config.dir, config.cache_size)
             .with_context(|| format!("cannot open the cache store in {}", config.dir.display()))?;
+        let store = TieredStore::new(store, remote::open_from_env());
         let stats = stats::Stats::load(store.get_meta("stats").ok().flatten());
         let options = MirrorOptions {
             hide: vec![config.dir.clone()],
@@ -214,7 +216,10 @@ impl Agent {
                     self.compile(req, stream)?;
                     continue;
                 }
-                Request::Stats { zero } => Response::Stats(self.stats_report(zero)),
+                Request::Stats { zero } => {
+                    self.pending.wait_idle();
+                    Response::Stats(self.stats_report(zero))
+                }
                 Request::RunSummary {
                     run_id,
                     command,
@@ -253,6 +258,7 @@ impl Agent {
         report.bytes = store.bytes;
         report.limit = store.limit;
         report.observation = self.observation.clone();
+        report.remote = self.store.remote_report().map(Box::new);
         report
     }
 

@@ -34,6 +34,17 @@ impl PendingSaves {
     }
 }
 
+impl PendingSaves {
+    /// Waits until no save is in flight: statistics then describe a store
+    /// that has finished the work of every compile that returned.
+    pub fn wait_idle(&self) {
+        let keys = self.keys.lock().unwrap();
+        let _ = self
+            .done
+            .wait_timeout_while(keys, MAX_WAIT, |k| !k.is_empty());
+    }
+}
+
 impl Drop for Hold<'_> {
     fn drop(&mut self) {
         let mut keys = self.owner.keys.lock().unwrap();

@@ -3,7 +3,7 @@
 
 use crate::key::Hash;
 use crate::protocol::Exit;
-use cachefs_store::LocalStore;
+use cachefs_store::TieredStore;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
 use std::io::Write;
@@ -130,8 +130,9 @@ pub fn capture(path: &Path, created_dir: bool) -> std::io::Result<Captured> {
 
 /// Stores captured outputs' contents as blobs and returns their entries.
 pub fn store_outputs(
-    store: &LocalStore,
+    store: &TieredStore,
     captured: Vec<Captured>,
+    key: &Hash,
 ) -> Result<Vec<Output>, cachefs_store::StoreError> {
     let mut outputs = Vec::with_capacity(captured.len());
     for c in captured {
@@ -139,7 +140,7 @@ pub fn store_outputs(
             Captured::File(f) => Output::File {
                 path: f.path.as_os_str().as_bytes().to_vec(),
                 mode: f.mode,
-                blob: store.put_blob(&f.data)?,
+                blob: store.put_blob_tiered(&f.data, key)?,
             },
             Captured::Symlink { path, target } => Output::Symlink {
                 path: path.as_os_str().as_bytes().to_vec(),
@@ -167,16 +168,23 @@ pub enum RestoreError {
     },
 }
 
-/// Writes every output back. All blobs are fetched and verified first, so a
-/// damaged cache entry leaves the tree untouched and the caller can fall back
-/// to compiling.
-pub fn restore(result: &CachedResult, store: &LocalStore) -> Result<(), RestoreError> {
+/// Writes every output back. All blobs are fetched (from the remote tier
+/// when not local) and verified first, so a damaged cache entry leaves the
+/// tree untouched and the caller can fall back to compiling. Returns whether
+/// any blob came from the remote tier.
+pub fn restore(
+    result: &CachedResult,
+    store: &TieredStore,
+    key: &Hash,
+) -> Result<bool, RestoreError> {
     let mut contents = Vec::new();
+    let mut remote = false;
     for o in &result.outputs {
         if let Output::File { path, blob, .. } = o {
-            let data = store
-                .get_blob(blob)?
+            let (data, from_remote) = store
+                .get_blob_tiered(blob, key)?
                 .ok_or_else(|| RestoreError::MissingBlob(path_of(path).into()))?;
+            remote |= from_remote;
             contents.push(data);
         }
     }
@@ -201,7 +209,7 @@ pub fn restore(result: &CachedResult, store: &LocalStore) -> Result<(), RestoreE
             source,
         })?;
     }
-    Ok(())
+    Ok(remote)
 }
 
 fn restore_dir(path: &Path, mode: u32) -> std::io::Result<()> {

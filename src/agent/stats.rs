@@ -10,6 +10,9 @@ use std::sync::Mutex;
 pub struct Counters {
     pub requests: u64,
     pub hits: u64,
+    /// Hits whose entry came from the shared remote tier.
+    #[serde(default)]
+    pub remote_hits: u64,
     pub misses: u64,
     pub uncacheable: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
@@ -18,7 +21,7 @@ pub struct Counters {
 
 #[derive(Debug, Clone, Copy)]
 pub enum Outcome<'a> {
-    Hit { saved_ms: u64 },
+    Hit { saved_ms: u64, remote: bool },
     Miss,
     Uncacheable(&'a str),
     Error(&'a str),
@@ -58,7 +61,7 @@ impl Stats {
             let r = s.runs.entry(run.to_string()).or_default();
             r.compiles += 1;
             match outcome {
-                Outcome::Hit { saved_ms } => {
+                Outcome::Hit { saved_ms, .. } => {
                     r.hits += 1;
                     r.time_saved_ms += saved_ms;
                 }
@@ -100,6 +103,8 @@ impl Stats {
         StatsReport {
             requests: t.requests,
             hits: t.hits,
+            local_hits: t.hits - t.remote_hits,
+            remote_hits: t.remote_hits,
             misses: t.misses,
             uncacheable: t.uncacheable.values().sum(),
             uncacheable_reasons: t.uncacheable.clone(),
@@ -129,8 +134,9 @@ impl Stats {
 
 fn apply(t: &mut Counters, outcome: Outcome) {
     match outcome {
-        Outcome::Hit { saved_ms } => {
+        Outcome::Hit { saved_ms, remote } => {
             t.hits += 1;
+            t.remote_hits += remote as u64;
             t.time_saved_ms += saved_ms;
         }
         Outcome::Miss => t.misses += 1,

@@ -58,6 +58,10 @@ fn print_table(r: &StatsReport) {
     let row = |name: &str, value: String| println!("{name:<32} {value:>14}");
     row("Compile requests", r.requests.to_string());
     row("Cache hits", r.hits.to_string());
+    if r.remote.is_some() {
+        row("  local", r.local_hits.to_string());
+        row("  remote", r.remote_hits.to_string());
+    }
     row("Cache misses", r.misses.to_string());
     row("Uncacheable", r.uncacheable.to_string());
     for (why, n) in &r.uncacheable_reasons {
@@ -84,6 +88,34 @@ fn print_table(r: &StatsReport) {
         format!("{} / {}", human(r.bytes), human(r.limit)),
     );
     row("Observation", r.observation.clone());
+    if let Some(remote) = &r.remote {
+        print_remote(remote);
+    }
+}
+
+fn print_remote(r: &cachefs_store::remote::RemoteReport) {
+    let row = |name: &str, value: String| println!("{name:<32} {value:>14}");
+    let mode = if r.read_only { " (read-only)" } else { "" };
+    row("Shared cache", format!("{}{mode}", r.tier));
+    for s in &r.servers {
+        let health = if s.healthy { "ok" } else { "skipped" };
+        row(
+            &format!("  {}", s.server),
+            format!("{health}, {} failures", s.failures),
+        );
+        if let Some(e) = &s.last_error {
+            println!("    last error: {e}");
+        }
+    }
+    row("  values found", r.gets_found.to_string());
+    row("  values missing", r.gets_missing.to_string());
+    row("  errors", r.errors.to_string());
+    row("  bytes read", human(r.bytes_read));
+    row("  bytes written", human(r.bytes_written));
+    row(
+        "  writes dropped (queue full)",
+        r.writes_dropped.to_string(),
+    );
 }
 
 fn human(bytes: u64) -> String {

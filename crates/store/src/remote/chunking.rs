@@ -1,0 +1,156 @@
+//! How one value is laid out on a remote server: a head item (format magic, total length,
+//! blake3 of the whole value, blake3 of every chunk) plus chunks under their own keys, each
+//! below memcached's 1 MiB item limit. Small values ride inline in the head. Every chunk and
+//! the reassembled whole are verified, so a missing, stale or corrupt chunk reads as a miss.
+
+use crate::Hash;
+
+/// Bytes per chunk: under memcached's default 1 MiB item limit with room for key and header.
+pub const CHUNK_SIZE: usize = 1000 * 1024;
+const MAGIC: &[u8; 4] = b"CFR1";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChunkError {
+    #[error("remote head item is malformed")]
+    BadHead,
+    #[error("remote chunk {0} does not match its checksum")]
+    BadChunk(usize),
+    #[error("remote value does not match its checksum")]
+    BadWhole,
+}
+
+/// A parsed head item: what the value's chunks must hash to.
+#[derive(Debug)]
+pub struct Head {
+    pub len: u64,
+    pub whole: Hash,
+    pub chunks: Vec<Hash>,
+    pub inline: Option<Vec<u8>>,
+}
+
+/// The head item and the chunks to store under `chunk_key(key, i)`.
+pub fn split(value: &[u8]) -> (Vec<u8>, Vec<&[u8]>) {
+    let chunks: Vec<&[u8]> = if value.len() <= CHUNK_SIZE {
+        Vec::new()
+    } else {
+        value.chunks(CHUNK_SIZE).collect()
+    };
+    let mut head = Vec::with_capacity(48 + chunks.len() * 32);
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    head.extend_from_slice(blake3::hash(value).as_bytes());
+    head.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+    for c in &chunks {
+        head.extend_from_slice(blake3::hash(c).as_bytes());
+    }
+    if chunks.is_empty() {
+        head.extend_from_slice(value);
+    }
+    (head, chunks)
+}
+
+pub fn parse_head(head: &[u8]) -> Result<Head, ChunkError> {
+    let rest = head.strip_prefix(MAGIC).ok_or(ChunkError::BadHead)?;
+    let (len, rest) = take(rest, 8)?;
+    let len = u64::from_le_bytes(len.try_into().unwrap());
+    let (whole, rest) = take(rest, 32)?;
+    let (n, mut rest) = take(rest, 4)?;
+    let n = u32::from_le_bytes(n.try_into().unwrap()) as usize;
+    if n as u64 != len.div_ceil(CHUNK_SIZE as u64) && n != 0 {
+        return Err(ChunkError::BadHead);
+    }
+    let mut chunks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (h, r) = take(rest, 32)?;
+        chunks.push(h.try_into().unwrap());
+        rest = r;
+    }
+    let inline = if n == 0 {
+        if rest.len() as u64 != len {
+            return Err(ChunkError::BadHead);
+        }
+        Some(rest.to_vec())
+    } else if rest.is_empty() {
+        None
+    } else {
+        return Err(ChunkError::BadHead);
+    };
+    Ok(Head {
+        len,
+        whole: whole.try_into().unwrap(),
+        chunks,
+        inline,
+    })
+}
+
+fn take(b: &[u8], n: usize) -> Result<(&[u8], &[u8]), ChunkError> {
+    if b.len() < n {
+        return Err(ChunkError::BadHead);
+    }
+    Ok(b.split_at(n))
+}
+
+/// Checks one fetched chunk against the head.
+pub fn verify_chunk(head: &Head, i: usize, data: &[u8]) -> Result<(), ChunkError> {
+    if head.chunks.get(i) != Some(blake3::hash(data).as_bytes()) {
+        return Err(ChunkError::BadChunk(i));
+    }
+    Ok(())
+}
+
+/// The whole value, verified against the head's hash and length.
+pub fn assemble(head: &Head, chunks: Vec<Vec<u8>>) -> Result<Vec<u8>, ChunkError> {
+    let value = match &head.inline {
+        Some(v) => v.clone(),
+        None => chunks.concat(),
+    };
+    if value.len() as u64 != head.len || blake3::hash(&value).as_bytes() != &head.whole {
+        return Err(ChunkError::BadWhole);
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(value: &[u8]) -> Result<Vec<u8>, ChunkError> {
+        let (head, chunks) = split(value);
+        let head = parse_head(&head)?;
+        for (i, c) in chunks.iter().enumerate() {
+            verify_chunk(&head, i, c)?;
+        }
+        assemble(&head, chunks.iter().map(|c| c.to_vec()).collect())
+    }
+
+    #[test]
+    fn small_and_large_values_round_trip() {
+        assert_eq!(round_trip(b"").unwrap(), b"");
+        assert_eq!(round_trip(b"abc").unwrap(), b"abc");
+        let big: Vec<u8> = (0..3 * CHUNK_SIZE + 17)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        assert_eq!(round_trip(&big).unwrap(), big);
+    }
+
+    #[test]
+    fn a_corrupt_chunk_or_head_is_rejected() {
+        let big = vec![5u8; 2 * CHUNK_SIZE + 1];
+        let (head, chunks) = split(&big);
+        let parsed = parse_head(&head).unwrap();
+        let mut bad = chunks[1].to_vec();
+        bad[10] ^= 1;
+        assert_eq!(verify_chunk(&parsed, 1, &bad), Err(ChunkError::BadChunk(1)));
+        let mut short = chunks.iter().map(|c| c.to_vec()).collect::<Vec<_>>();
+        short.pop();
+        assert_eq!(assemble(&parsed, short), Err(ChunkError::BadWhole));
+        assert_eq!(parse_head(&head[..20]).err(), Some(ChunkError::BadHead));
+        let (mut small, _) = split(b"hello");
+        let last = small.len() - 1;
+        small[last] ^= 1;
+        assert_eq!(
+            assemble(&parse_head(&small).unwrap(), vec![]),
+            Err(ChunkError::BadWhole)
+        );
+    }
+}

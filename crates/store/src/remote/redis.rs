@@ -1,0 +1,156 @@
+//! A Redis server over RESP (`GET`, `SET … [EX s]`, `DEL`, with `AUTH` and `SELECT` on each
+//! new connection). (The `redis` crate's dependencies are not all in this build's offline
+//! registry; the three commands cachefs needs are a few lines of RESP.)
+
+use super::server::{Conn, Server};
+use super::{RemoteError, RemoteTier, ServerHealth};
+use std::io::{BufRead, Read, Write};
+use std::time::Duration;
+
+pub struct Redis {
+    server: Server,
+    password: Option<String>,
+    db: u32,
+    expiry_s: u64,
+}
+
+impl Redis {
+    /// `url`: `redis://[:password@]host:port[/db]`.
+    pub fn new(url: &str, timeout: Duration, expiry_s: u64) -> Result<Redis, RemoteError> {
+        let bad =
+            || RemoteError::Config(format!("{url:?} is not redis://[:password@]host:port/db"));
+        let rest = url.strip_prefix("redis://").ok_or_else(bad)?;
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((a, r)) => (Some(a.trim_start_matches(':').to_string()), r),
+            None => (None, rest),
+        };
+        let (addr, db) = match rest.split_once('/') {
+            Some((a, "")) => (a, 0),
+            Some((a, d)) => (a, d.parse().map_err(|_| bad())?),
+            None => (rest, 0),
+        };
+        if !addr.contains(':') {
+            return Err(bad());
+        }
+        Ok(Redis {
+            server: Server::new(addr.to_string(), timeout),
+            password: auth.filter(|p| !p.is_empty()),
+            db,
+            expiry_s,
+        })
+    }
+
+    fn setup(&self, c: &mut Conn) -> Result<(), RemoteError> {
+        if let Some(p) = &self.password {
+            self.simple(c, &[b"AUTH", p.as_bytes()])?;
+        }
+        if self.db != 0 {
+            self.simple(c, &[b"SELECT", self.db.to_string().as_bytes()])?;
+        }
+        Ok(())
+    }
+
+    /// A command whose reply must be `+OK` (or an integer).
+    fn simple(&self, c: &mut Conn, args: &[&[u8]]) -> Result<(), RemoteError> {
+        send(c, &self.server.addr, args)?;
+        let line = read_line(c, &self.server.addr)?;
+        if line.starts_with('+') || line.starts_with(':') {
+            Ok(())
+        } else {
+            Err(reply_error(&self.server.addr, &line))
+        }
+    }
+}
+
+impl RemoteTier for Redis {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn get(&self, _route: &str, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+        let addr = &self.server.addr;
+        self.server.with_conn(
+            |c| {
+                send(c, addr, &[b"GET", key.as_bytes()])?;
+                let line = read_line(c, addr)?;
+                let len: i64 = line
+                    .strip_prefix('$')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| reply_error(addr, &line))?;
+                if len < 0 {
+                    return Ok(None);
+                }
+                let mut data = vec![0; len as usize + 2];
+                c.reader.read_exact(&mut data).map_err(io(addr))?;
+                data.truncate(len as usize);
+                Ok(Some(data))
+            },
+            |c| self.setup(c),
+        )
+    }
+
+    fn set(&self, _route: &str, key: &str, value: &[u8]) -> Result<(), RemoteError> {
+        let expiry = self.expiry_s.to_string();
+        self.server.with_conn(
+            |c| {
+                if self.expiry_s > 0 {
+                    self.simple(
+                        c,
+                        &[b"SET", key.as_bytes(), value, b"EX", expiry.as_bytes()],
+                    )
+                } else {
+                    self.simple(c, &[b"SET", key.as_bytes(), value])
+                }
+            },
+            |c| self.setup(c),
+        )
+    }
+
+    fn delete(&self, _route: &str, key: &str) -> Result<(), RemoteError> {
+        self.server.with_conn(
+            |c| self.simple(c, &[b"DEL", key.as_bytes()]),
+            |c| self.setup(c),
+        )
+    }
+
+    fn health(&self) -> Vec<ServerHealth> {
+        vec![ServerHealth::of(&self.server)]
+    }
+}
+
+fn send(c: &mut Conn, addr: &str, args: &[&[u8]]) -> Result<(), RemoteError> {
+    let w = &mut c.writer;
+    (|| {
+        write!(w, "*{}\r\n", args.len())?;
+        for a in args {
+            write!(w, "${}\r\n", a.len())?;
+            w.write_all(a)?;
+            w.write_all(b"\r\n")?;
+        }
+        w.flush()
+    })()
+    .map_err(io(addr))
+}
+
+fn read_line(c: &mut Conn, addr: &str) -> Result<String, RemoteError> {
+    let mut line = String::new();
+    let n = c.reader.read_line(&mut line).map_err(io(addr))?;
+    if n == 0 {
+        return Err(io(addr)(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn io(addr: &str) -> impl Fn(std::io::Error) -> RemoteError + '_ {
+    move |source| RemoteError::Io {
+        server: addr.to_string(),
+        source,
+    }
+}
+
+fn reply_error(addr: &str, line: &str) -> RemoteError {
+    RemoteError::Reply {
+        server: addr.to_string(),
+        reply: line.chars().take(200).collect(),
+    }
+}
