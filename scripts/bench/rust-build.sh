@@ -73,13 +73,21 @@ build() {
     esac
     if [[ $mode == *-cold ]]; then
         [[ $mode == sccache-* ]] && SCCACHE_DIR=$cache sccache --stop-server >/dev/null 2>&1 || true
-        [[ $mode == cachefs-* ]] && "$CACHEFS" stop >/dev/null 2>&1 || true
+        if [[ $mode == cachefs-* ]]; then
+            # `cachefs stop` returns once the socket is closed; the agent may
+            # still be flushing into $cache: wait for the process to be gone.
+            local old
+            old=$(cat "$cache/agent.pid" 2>/dev/null || true)
+            "$CACHEFS" stop >/dev/null 2>&1 || true
+            while [ -n "$old" ] && kill -0 "$old" 2>/dev/null; do sleep 0.1; done
+        fi
         rm -rf "$cache"
     fi
     rm -rf "$TREE/target"
     # Start the daemon first so that its CPU use during the build is measured.
-    [[ $mode == cachefs-* ]] && "$CACHEFS" start >/dev/null 2>&1
-    [[ $mode == sccache-* ]] && SCCACHE_DIR=$cache sccache --start-server >/dev/null 2>&1
+    # (Starting one already running fails: not an error here.)
+    [[ $mode == cachefs-* ]] && { "$CACHEFS" start >/dev/null 2>&1 || true; }
+    [[ $mode == sccache-* ]] && { SCCACHE_DIR=$cache sccache --start-server >/dev/null 2>&1 || true; }
     local pid c0 c1 t0 t1 cpu
     pid=$(daemon_pid "$mode" "$cache")
     c0=$(daemon_cpu "$pid")
@@ -112,7 +120,7 @@ results=$W/times-rust-graph.tsv
 for r in $(seq 1 "$ROUNDS"); do
     for m in "${MODES[@]}"; do
         # A cold mode empties the cache its warm mode uses: refill after.
-        read -r t cpu < <(build "$m")
+        read -r t cpu < <(build "$m") || { echo "build $m failed" >&2; exit 1; }
         printf '%s\t%s\t%s\t%s\n' "$r" "$m" "$t" "$cpu" >>"$results"
         echo "  round $r $m ${t}s wall, ${cpu}s cpu" >&2
     done
