@@ -12,7 +12,7 @@ use std::process::Command;
 
 pub const SHIM_NAME: &str = "libcachefs_preload.so";
 
-pub fn run(command: Vec<OsString>) -> Result<i32> {
+pub fn run(command: Vec<OsString>, progress: bool) -> Result<i32> {
     let config = Config::from_env()?;
     let exe = std::env::current_exe().context("cannot find the cachefs executable")?;
     let shim = find_shim(&exe, &config.dir)?;
@@ -32,9 +32,14 @@ pub fn run(command: Vec<OsString>) -> Result<i32> {
             .env(ENV_DIR, &config.dir)
             .env(ENV_RUN_ID, &run_id);
     }
-    let status = cmd
-        .status()
+    let mut child = cmd
+        .spawn()
         .with_context(|| format!("cannot run {}", command[0].to_string_lossy()))?;
+    let status = if progress && agent_up {
+        super::progress::wait_showing_progress(&mut child, &config, &run_id)?
+    } else {
+        child.wait()?
+    };
     if agent_up {
         print_summary(&config, &run_id);
     }
@@ -47,7 +52,7 @@ pub fn run(command: Vec<OsString>) -> Result<i32> {
 /// The shim lives next to the binary (cargo's target dir) or in the installed
 /// lib dir; failing that, the copy built into this binary is written into the
 /// cache directory (`cargo install` ships binaries only).
-fn find_shim(exe: &Path, cache_dir: &Path) -> Result<PathBuf> {
+pub(super) fn find_shim(exe: &Path, cache_dir: &Path) -> Result<PathBuf> {
     let dir = exe.parent().unwrap_or(Path::new("/"));
     let candidates = [
         dir.join(SHIM_NAME),
@@ -87,8 +92,9 @@ fn preload_value(shim: &Path) -> OsString {
     value
 }
 
-fn print_summary(config: &Config, run_id: &str) {
-    let mut s = match request(
+/// This run's counts so far, as the agent has them.
+pub fn run_summary(config: &Config, run_id: &str) -> RunSummary {
+    match request(
         config,
         &Request::RunSummary {
             run_id: run_id.into(),
@@ -96,7 +102,11 @@ fn print_summary(config: &Config, run_id: &str) {
     ) {
         Ok(Response::Summary(s)) => s,
         _ => RunSummary::default(),
-    };
+    }
+}
+
+fn print_summary(config: &Config, run_id: &str) {
+    let mut s = run_summary(config, run_id);
     let unreachable = super::stats::fallbacks_for_run(&config.dir, run_id);
     s.compiles += unreachable;
     s.errors += unreachable;
