@@ -1,12 +1,19 @@
-//! Settings read from the environment, each with a clear error naming the
-//! variable when its value is unusable.
+//! Settings: defaults, overridden by `~/.config/cachefs/config.toml`
+//! (`$XDG_CONFIG_HOME`), overridden by `CACHEFS_*` variables. Every value
+//! remembers where it came from (`cachefs config`), and an unusable one is an
+//! error naming the file and key or the variable.
 
-use std::path::PathBuf;
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const ENV_DIR: &str = "CACHEFS_DIR";
 pub const ENV_IDLE_TIMEOUT: &str = "CACHEFS_IDLE_TIMEOUT";
 pub const ENV_CACHE_SIZE: &str = "CACHEFS_CACHE_SIZE";
+pub const ENV_LOG: &str = "CACHEFS_LOG";
+/// Names the config file instead of `$XDG_CONFIG_HOME/cachefs/config.toml`.
+pub const ENV_CONFIG: &str = "CACHEFS_CONFIG";
 /// Set by the shim when it diverts a compiler exec to the client.
 pub const ENV_COMPILER: &str = "CACHEFS_COMPILER";
 /// Marks a process tree that is already inside a compile (the shim then
@@ -26,8 +33,40 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
-    #[error("no cache directory: set {ENV_DIR}, XDG_CACHE_HOME or HOME")]
+    #[error("{}: key `{key}` = {value:?} is not valid: {reason}", file.display())]
+    InvalidKey {
+        file: PathBuf,
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("cannot parse the config file {}: {reason}", file.display())]
+    Malformed { file: PathBuf, reason: String },
+    #[error("cannot read the config file {}: {source}", file.display())]
+    Unreadable {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no cache directory: set {ENV_DIR}, `dir` in the config file, XDG_CACHE_HOME or HOME")]
     NoCacheDir,
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Env(&'static str),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => write!(f, "default"),
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Env(v) => write!(f, "${v}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -35,14 +74,100 @@ pub struct Config {
     pub dir: PathBuf,
     pub idle_timeout: Duration,
     pub cache_size: u64,
+    /// Log file for the client and the agent; stderr (the agent's:
+    /// `agent.log`) when unset.
+    pub log: Option<PathBuf>,
+    /// The config file that was looked for, and whether it exists.
+    pub file: Option<PathBuf>,
+    /// (key, value as text, source) for `cachefs config`.
+    pub origins: Vec<(&'static str, String, Source)>,
+}
+
+/// The config file's keys; anything else is an error naming the key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    dir: Option<PathBuf>,
+    cache_size: Option<toml::Value>,
+    idle_timeout: Option<toml::Value>,
+    log: Option<PathBuf>,
 }
 
 impl Config {
+    /// Defaults, then the config file, then the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
+        let file = config_file_path();
+        let parsed = match &file {
+            Some(path) => read_file(path)?,
+            None => None,
+        };
+        let file_source = || Source::File(file.clone().unwrap_or_default());
+        let parsed = parsed.unwrap_or_default();
+        let mut origins = Vec::new();
+
+        let (dir, src) = if let Some(d) = env_non_empty(ENV_DIR) {
+            (PathBuf::from(d), Source::Env(ENV_DIR))
+        } else if let Some(d) = &parsed.dir {
+            (expand_home(d), file_source())
+        } else {
+            (default_cache_dir()?, Source::Default)
+        };
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        origins.push(("dir", dir.display().to_string(), src));
+
+        let (cache_size, src) = if let Some(v) = env_non_empty(ENV_CACHE_SIZE) {
+            let s = v.to_string_lossy().into_owned();
+            let n = parse_size(&s).map_err(|reason| ConfigError::Invalid {
+                var: ENV_CACHE_SIZE,
+                value: s,
+                reason,
+            })?;
+            (n, Source::Env(ENV_CACHE_SIZE))
+        } else if let Some(v) = &parsed.cache_size {
+            let n =
+                size_from_toml(v).map_err(|reason| invalid_key(&file, "cache_size", v, reason))?;
+            (n, file_source())
+        } else {
+            (DEFAULT_CACHE_SIZE, Source::Default)
+        };
+        origins.push(("cache_size", cache_size.to_string(), src));
+
+        let (idle_timeout, src) = if let Some(v) = env_non_empty(ENV_IDLE_TIMEOUT) {
+            let s = v.to_string_lossy().into_owned();
+            let d = parse_seconds(&s).map_err(|reason| ConfigError::Invalid {
+                var: ENV_IDLE_TIMEOUT,
+                value: s,
+                reason,
+            })?;
+            (d, Source::Env(ENV_IDLE_TIMEOUT))
+        } else if let Some(v) = &parsed.idle_timeout {
+            let d = seconds_from_toml(v)
+                .map_err(|reason| invalid_key(&file, "idle_timeout", v, reason))?;
+            (d, file_source())
+        } else {
+            (DEFAULT_IDLE_TIMEOUT, Source::Default)
+        };
+        origins.push(("idle_timeout", idle_timeout.as_secs().to_string(), src));
+
+        let (log, src) = if let Some(v) = env_non_empty(ENV_LOG) {
+            (Some(PathBuf::from(v)), Source::Env(ENV_LOG))
+        } else if let Some(p) = &parsed.log {
+            (Some(expand_home(p)), file_source())
+        } else {
+            (None, Source::Default)
+        };
+        let log_text = log
+            .as_ref()
+            .map_or("stderr".into(), |p| p.display().to_string());
+        origins.push(("log", log_text, src));
+
         Ok(Self {
-            dir: cache_dir()?,
-            idle_timeout: idle_timeout()?,
-            cache_size: cache_size()?,
+            dir,
+            idle_timeout,
+            cache_size,
+            log,
+            file,
+            origins,
         })
     }
 
@@ -51,46 +176,104 @@ impl Config {
     }
 }
 
-/// `CACHEFS_DIR`, else `$XDG_CACHE_HOME/cachefs`, else `~/.cache/cachefs`;
-/// made absolute so that every process of a build agrees on it.
-pub fn cache_dir() -> Result<PathBuf, ConfigError> {
-    let non_empty = |v: &str| std::env::var_os(v).filter(|s| !s.is_empty());
-    let dir = if let Some(d) = non_empty(ENV_DIR) {
-        PathBuf::from(d)
-    } else if let Some(x) = non_empty("XDG_CACHE_HOME") {
-        PathBuf::from(x).join("cachefs")
-    } else if let Some(h) = non_empty("HOME") {
-        PathBuf::from(h).join(".cache").join("cachefs")
-    } else {
-        return Err(ConfigError::NoCacheDir);
-    };
-    Ok(std::path::absolute(&dir).unwrap_or(dir))
+fn env_non_empty(var: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(var).filter(|s| !s.is_empty())
 }
 
-fn idle_timeout() -> Result<Duration, ConfigError> {
-    let Some(v) = std::env::var_os(ENV_IDLE_TIMEOUT) else {
-        return Ok(DEFAULT_IDLE_TIMEOUT);
+/// `$CACHEFS_CONFIG`, else `$XDG_CONFIG_HOME/cachefs/config.toml`, else
+/// `~/.config/cachefs/config.toml`.
+pub fn config_file_path() -> Option<PathBuf> {
+    if let Some(p) = env_non_empty(ENV_CONFIG) {
+        return Some(PathBuf::from(p));
+    }
+    let base = env_non_empty("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env_non_empty("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("cachefs").join("config.toml"))
+}
+
+/// The parsed file, or None when there is no file.
+fn read_file(path: &Path) -> Result<Option<FileConfig>, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ConfigError::Unreadable {
+                file: path.to_path_buf(),
+                source,
+            })
+        }
     };
-    let s = v.to_string_lossy();
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| ConfigError::Malformed {
+            file: path.to_path_buf(),
+            reason: e.to_string().trim_end().to_string(),
+        })
+}
+
+fn invalid_key(
+    file: &Option<PathBuf>,
+    key: &'static str,
+    value: &toml::Value,
+    reason: String,
+) -> ConfigError {
+    ConfigError::InvalidKey {
+        file: file.clone().unwrap_or_default(),
+        key,
+        value: value.to_string(),
+        reason,
+    }
+}
+
+/// `~/x` in the config file means under $HOME.
+fn expand_home(p: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), env_non_empty("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// `$XDG_CACHE_HOME/cachefs`, else `~/.cache/cachefs`.
+fn default_cache_dir() -> Result<PathBuf, ConfigError> {
+    if let Some(x) = env_non_empty("XDG_CACHE_HOME") {
+        Ok(PathBuf::from(x).join("cachefs"))
+    } else if let Some(h) = env_non_empty("HOME") {
+        Ok(PathBuf::from(h).join(".cache").join("cachefs"))
+    } else {
+        Err(ConfigError::NoCacheDir)
+    }
+}
+
+/// The cache directory as configured (file and environment).
+pub fn cache_dir() -> Result<PathBuf, ConfigError> {
+    Config::from_env().map(|c| c.dir)
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    cachefs_store::parse_size(s).map_err(|e| e.to_string())
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
     s.trim()
         .trim_end_matches('s')
         .parse::<u64>()
         .map(Duration::from_secs)
-        .map_err(|_| ConfigError::Invalid {
-            var: ENV_IDLE_TIMEOUT,
-            value: s.into_owned(),
-            reason: "expected a whole number of seconds, like 600".into(),
-        })
+        .map_err(|_| "expected a whole number of seconds, like 600".into())
 }
 
-fn cache_size() -> Result<u64, ConfigError> {
-    let Some(v) = std::env::var_os(ENV_CACHE_SIZE) else {
-        return Ok(DEFAULT_CACHE_SIZE);
-    };
-    let s = v.to_string_lossy();
-    cachefs_store::parse_size(&s).map_err(|e| ConfigError::Invalid {
-        var: ENV_CACHE_SIZE,
-        value: s.into_owned(),
-        reason: e.to_string(),
-    })
+fn size_from_toml(v: &toml::Value) -> Result<u64, String> {
+    match v {
+        toml::Value::String(s) => parse_size(s),
+        toml::Value::Integer(n) if *n >= 0 => Ok(*n as u64),
+        _ => Err("expected a size like \"2G\" or a number of bytes".into()),
+    }
+}
+
+fn seconds_from_toml(v: &toml::Value) -> Result<Duration, String> {
+    match v {
+        toml::Value::String(s) => parse_seconds(s),
+        toml::Value::Integer(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
+        _ => Err("expected a whole number of seconds, like 600".into()),
+    }
 }

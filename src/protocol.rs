@@ -123,12 +123,11 @@ pub enum Request {
     Stats {
         zero: bool,
     },
-    /// Sent by `cachefs run` when its command ended: the agent answers the
-    /// run's counts and writes its run log.
+    /// A run's counts so far. `ended` (the run's command and directory) says
+    /// the run is over: the agent then also writes its run log.
     RunSummary {
         run_id: String,
-        command: Vec<String>,
-        cwd: String,
+        ended: Option<(Vec<String>, String)>,
     },
     Ping,
     Shutdown,

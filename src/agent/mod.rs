@@ -220,12 +220,10 @@ impl Agent {
                     self.pending.wait_idle();
                     Response::Stats(self.stats_report(zero))
                 }
-                Request::RunSummary {
-                    run_id,
-                    command,
-                    cwd,
-                } => {
-                    self.runs.finish(&self.config.dir, &run_id, command, cwd);
+                Request::RunSummary { run_id, ended } => {
+                    if let Some((command, cwd)) = ended {
+                        self.runs.finish(&self.config.dir, &run_id, command, cwd);
+                    }
                     Response::Summary(self.stats.run_summary(&run_id))
                 }
                 Request::Ping => Response::Pong {

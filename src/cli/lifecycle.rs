@@ -23,10 +23,19 @@ pub fn stop() -> Result<()> {
     match UnixStream::connect(config.socket_path()) {
         Ok(mut s) => {
             protocol::write_frame(&mut s, &Request::Shutdown)?;
-            let _ = protocol::read_frame::<Response, _>(&mut s);
-            // The agent exits right after answering; wait until it is gone.
+            let pid = match protocol::read_frame::<Response, _>(&mut s) {
+                Ok(Response::Pong { pid }) => Some(pid),
+                _ => None,
+            };
+            // The agent exits right after answering. Wait for the process
+            // itself to be gone, not just its socket: a caller that empties
+            // the cache directory next must not race the old agent's writes.
+            let gone = || match pid {
+                Some(pid) => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                None => UnixStream::connect(config.socket_path()).is_err(),
+            };
             let deadline = Instant::now() + START_TIMEOUT;
-            while UnixStream::connect(config.socket_path()).is_ok() && Instant::now() < deadline {
+            while !gone() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
             eprintln!("cachefs: agent stopped");

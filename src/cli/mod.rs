@@ -1,7 +1,11 @@
 //! The command line: one file per subcommand.
 
+mod config;
+mod doctor;
+mod generate;
 mod inspect;
 pub mod lifecycle;
+mod progress;
 mod run;
 mod stats;
 
@@ -12,11 +16,24 @@ use std::ffi::OsString;
 #[command(
     name = "cachefs",
     version,
-    about = "A compiler cache that keys each compile by what it was observed to touch"
+    about = "A compiler cache that keys each compile by what it was observed to touch",
+    arg_required_else_help = true
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Show cache statistics (sccache's flag; same as `cachefs stats`).
+    #[arg(long, short = 's', help_heading = "sccache compatibility")]
+    show_stats: bool,
+    /// Reset the statistics (sccache's flag; `cachefs stats --zero`).
+    #[arg(long, short = 'z', help_heading = "sccache compatibility")]
+    zero_stats: bool,
+    /// Start the agent (sccache's flag; same as `cachefs start`).
+    #[arg(long, help_heading = "sccache compatibility")]
+    start_server: bool,
+    /// Stop the agent (sccache's flag; same as `cachefs stop`).
+    #[arg(long, help_heading = "sccache compatibility")]
+    stop_server: bool,
 }
 
 #[derive(Subcommand)]
@@ -24,12 +41,16 @@ enum Command {
     /// Run a build command with every compiler call it makes cached
     /// (e.g. `cachefs run make -j8`).
     Run {
+        /// Show a live line (compiles done, hits, misses) while the build
+        /// runs; only when stderr is a terminal.
+        #[arg(long)]
+        progress: bool,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
     },
     /// Show cache statistics.
     Stats {
-        /// Machine-readable output.
+        /// Machine-readable output (fields listed in the README).
         #[arg(long)]
         json: bool,
         /// Reset the counters (after showing them).
@@ -65,6 +86,16 @@ enum Command {
     /// Why the last compile of PATH missed: which input, argument or
     /// environment variable changed.
     Explain { path: std::path::PathBuf },
+    /// Print the effective settings and where each came from.
+    Config,
+    /// Check FUSE, namespaces, the preload shim, the agent and the store,
+    /// and say what to fix.
+    Doctor,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) on stdout.
+    #[command(hide = true)]
+    Man,
     /// Run the agent in the foreground (used by `start`).
     #[command(hide = true)]
     Agent,
@@ -75,10 +106,25 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     crate::logging::init_quiet();
     let result = match cli.command {
-        Command::Run { command } => run::run(command),
+        Some(command) => dispatch(command),
+        None => sccache_flags(&cli),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("cachefs: {e:#}");
+        1
+    })
+}
+
+fn dispatch(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Run { progress, command } => run::run(command, progress),
         Command::Stats { json, zero } => stats::stats(json, zero).map(|_| 0),
         Command::Start => lifecycle::start().map(|_| 0),
         Command::Stop => lifecycle::stop().map(|_| 0),
+        Command::Config => config::print().map(|_| 0),
+        Command::Doctor => Ok(doctor::doctor()),
+        Command::Completions { shell } => generate::completions(shell).map(|_| 0),
+        Command::Man => generate::man().map(|_| 0),
         Command::Agent => lifecycle::agent().map(|_| 0),
         Command::Runs => inspect::runs().map(|_| 0),
         Command::Deps { path, json } => inspect::deps(&path, json).map(|_| 0),
@@ -89,9 +135,22 @@ pub fn main() -> i32 {
             no_system,
         } => inspect::graph(run, format, under, no_system).map(|_| 0),
         Command::Explain { path } => inspect::explain(&path).map(|_| 0),
-    };
-    result.unwrap_or_else(|e| {
-        eprintln!("cachefs: {e:#}");
-        1
-    })
+    }
+}
+
+/// `--show-stats`, `--zero-stats`, `--start-server`, `--stop-server`, as
+/// sccache users type them.
+fn sccache_flags(cli: &Cli) -> anyhow::Result<i32> {
+    if cli.start_server {
+        lifecycle::start()?;
+    }
+    if cli.show_stats {
+        stats::stats(false, cli.zero_stats)?;
+    } else if cli.zero_stats {
+        stats::zero()?;
+    }
+    if cli.stop_server {
+        lifecycle::stop()?;
+    }
+    Ok(0)
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 
 pub const SHIM_NAME: &str = "libcachefs_preload.so";
 
-pub fn run(command: Vec<OsString>) -> Result<i32> {
+pub fn run(command: Vec<OsString>, progress: bool) -> Result<i32> {
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -39,9 +39,14 @@ pub fn run(command: Vec<OsString>) -> Result<i32> {
             .env(ENV_DIR, &config.dir)
             .env(ENV_RUN_ID, &run_id);
     }
-    let status = cmd
-        .status()
+    let mut child = cmd
+        .spawn()
         .with_context(|| format!("cannot run {}", command[0].to_string_lossy()))?;
+    let status = if progress && agent_up {
+        super::progress::wait_showing_progress(&mut child, &config, &run_id)?
+    } else {
+        child.wait()?
+    };
     if agent_up {
         print_summary(&config, &run_id, &command);
     }
@@ -64,7 +69,7 @@ fn run_plain(command: &[OsString]) -> Result<i32> {
 /// The shim lives next to the binary (cargo's target dir) or in the installed
 /// lib dir; failing that, the copy built into this binary is written into the
 /// cache directory (`cargo install` ships binaries only).
-fn find_shim(exe: &Path, cache_dir: &Path) -> Result<PathBuf> {
+pub(super) fn find_shim(exe: &Path, cache_dir: &Path) -> Result<PathBuf> {
     let dir = exe.parent().unwrap_or(Path::new("/"));
     let candidates = [
         dir.join(SHIM_NAME),
@@ -104,23 +109,33 @@ fn preload_value(shim: &Path) -> OsString {
     value
 }
 
-fn print_summary(config: &Config, run_id: &str, command: &[OsString]) {
-    let mut s = match request(
+/// This run's counts so far, as the agent has them; with `ended`, the run's
+/// command is over and the agent also writes its run log.
+pub fn run_summary(config: &Config, run_id: &str, ended: Option<&[OsString]>) -> RunSummary {
+    let ended = ended.map(|command| {
+        let command = command
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        let cwd = std::env::current_dir()
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (command, cwd)
+    });
+    match request(
         config,
         &Request::RunSummary {
             run_id: run_id.into(),
-            command: command
-                .iter()
-                .map(|c| c.to_string_lossy().into_owned())
-                .collect(),
-            cwd: std::env::current_dir()
-                .map(|d| d.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            ended,
         },
     ) {
         Ok(Response::Summary(s)) => s,
         _ => RunSummary::default(),
-    };
+    }
+}
+
+fn print_summary(config: &Config, run_id: &str, command: &[OsString]) {
+    let mut s = run_summary(config, run_id, Some(command));
     let unreachable = super::stats::fallbacks_for_run(&config.dir, run_id);
     s.compiles += unreachable;
     s.errors += unreachable;

@@ -29,6 +29,15 @@ pub fn stats(json: bool, zero: bool) -> Result<()> {
     Ok(())
 }
 
+/// Resets the counters without showing them (`--zero-stats`).
+pub fn zero() -> Result<()> {
+    let config = Config::from_env()?;
+    start_agent(&config)?;
+    request(&config, &Request::Stats { zero: true })?;
+    let _ = std::fs::remove_file(config.dir.join(FALLBACK_LOG));
+    Ok(())
+}
+
 fn fallback_lines(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join(FALLBACK_LOG))
         .map(|s| s.lines().map(str::to_owned).collect())

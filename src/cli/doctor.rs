@@ -1,0 +1,168 @@
+//! `cachefs doctor`: checks each thing cachefs needs, says what to fix, and
+//! exits non-zero when something is broken.
+
+use super::lifecycle::{request, start_agent};
+use crate::config::Config;
+use crate::protocol::{Request, Response};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+/// One check's verdict: Ok(what was found) or Err((what is wrong, how to fix it)).
+type Verdict = Result<String, (String, String)>;
+
+pub fn doctor() -> i32 {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            report(
+                "config",
+                Err((e.to_string(), "fix the file or variable named above".into())),
+            );
+            return 1;
+        }
+    };
+    let mut broken = 0;
+    let mut check = |name: &str, verdict: Verdict| {
+        broken += usize::from(verdict.is_err());
+        report(name, verdict);
+    };
+    check(
+        "config",
+        Ok(format!("cache directory {}", config.dir.display())),
+    );
+    check("/dev/fuse", dev_fuse());
+    if !nix::unistd::geteuid().is_root() {
+        check("user namespaces", user_namespaces());
+    }
+    check("preload shim", shim(&config));
+    let agent = start_agent(&config).map_err(|e| {
+        (
+            format!("{e:#}"),
+            format!(
+                "read {} and check the cache directory is writable",
+                config.dir.join("agent.log").display()
+            ),
+        )
+    });
+    let agent_up = agent.is_ok();
+    check("agent", agent.map(|pid| format!("pid {pid}, answering")));
+    if agent_up {
+        let (store, mount) = store_and_mount(&config);
+        check("store", store);
+        check("FUSE mount", mount);
+    }
+    if broken == 0 {
+        println!("everything works");
+        0
+    } else {
+        println!("{broken} problem(s): compiles will run uncached until they are fixed");
+        1
+    }
+}
+
+fn report(name: &str, verdict: Verdict) {
+    match verdict {
+        Ok(found) => println!("ok    {name:<16} {found}"),
+        Err((wrong, fix)) => {
+            println!("FAIL  {name:<16} {wrong}");
+            println!("      {:<16} fix: {fix}", "");
+        }
+    }
+}
+
+fn dev_fuse() -> Verdict {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map(|_| "present and openable".to_string())
+        .map_err(|e| {
+            (
+                format!("cannot open /dev/fuse: {e}"),
+                "load the fuse module (`modprobe fuse`); in a container, pass --device /dev/fuse \
+                 (and --cap-add SYS_ADMIN)"
+                    .into(),
+            )
+        })
+}
+
+/// Each observed compile runs in its own mount namespace; as an ordinary user
+/// that needs an unprivileged user namespace. Tried in a child process.
+fn user_namespaces() -> Verdict {
+    let mut cmd = Command::new("/bin/true");
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: unshare is a plain syscall, fine between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    match cmd.status() {
+        Ok(s) if s.success() => Ok("unprivileged user namespaces work".into()),
+        Ok(s) => Err((format!("test process failed: {s}"), userns_fix())),
+        Err(e) => Err((format!("cannot create a user namespace: {e}"), userns_fix())),
+    }
+}
+
+fn userns_fix() -> String {
+    "enable unprivileged user namespaces: `sysctl kernel.unprivileged_userns_clone=1` \
+     (Debian) or `sysctl kernel.apparmor_restrict_unprivileged_userns=0` (Ubuntu)"
+        .into()
+}
+
+fn shim(config: &Config) -> Verdict {
+    let exe = std::env::current_exe().map_err(|e| {
+        (
+            format!("cannot find the cachefs executable: {e}"),
+            "run cachefs by its path".into(),
+        )
+    })?;
+    super::run::find_shim(&exe, &config.dir)
+        .map(|p| p.display().to_string())
+        .map_err(|e| {
+            (
+                format!("{e:#}"),
+                "reinstall with scripts/install.sh, or make the cache directory writable".into(),
+            )
+        })
+}
+
+/// The store is opened by the agent: its stats say whether it works, and
+/// whether the agent could mount its FUSE mirror.
+fn store_and_mount(config: &Config) -> (Verdict, Verdict) {
+    let report = match request(config, &Request::Stats { zero: false }) {
+        Ok(Response::Stats(r)) => r,
+        Ok(other) => {
+            let e = (
+                format!("unexpected reply {other:?}"),
+                "stop and restart the agent: `cachefs stop`".to_string(),
+            );
+            return (Err(e.clone()), Err(e));
+        }
+        Err(e) => {
+            let e = (
+                format!("{e:#}"),
+                format!("see {}", config.dir.join("agent.log").display()),
+            );
+            return (Err(e.clone()), Err(e));
+        }
+    };
+    let store = Ok(format!(
+        "{} results, {} of {} bytes",
+        report.entries, report.bytes, report.limit
+    ));
+    let mount = if report.observation.starts_with("unavailable") {
+        Err((
+            report.observation.clone(),
+            "as an ordinary user install fuse3 (fusermount3); check /dev/fuse above; \
+             then `cachefs stop` so the next agent mounts again"
+                .into(),
+        ))
+    } else {
+        Ok(report.observation.clone())
+    };
+    (store, mount)
+}
