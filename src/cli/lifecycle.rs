@@ -31,7 +31,7 @@ pub fn stop() -> Result<()> {
             // itself to be gone, not just its socket: a caller that empties
             // the cache directory next must not race the old agent's writes.
             let gone = || match pid {
-                Some(pid) => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                Some(pid) => !process_running(pid),
                 None => UnixStream::connect(config.socket_path()).is_err(),
             };
             let deadline = Instant::now() + START_TIMEOUT;
@@ -43,6 +43,19 @@ pub fn stop() -> Result<()> {
         Err(_) => eprintln!("cachefs: no agent running for {}", config.dir.display()),
     }
     Ok(())
+}
+
+/// Whether `pid` is a live process (a zombie has exited: its parent just
+/// has not reaped it yet).
+fn process_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 pub fn agent() -> Result<()> {
