@@ -241,3 +241,39 @@ fn redis_with_a_password_and_a_database() {
         "a refused login is a counted miss"
     );
 }
+
+/// With CACHEFS_REMOTE_KEY, entries are authenticated: a machine without the
+/// key (or with another) cannot plant an entry that keyed readers use.
+#[test]
+fn keyed_entries_cannot_be_planted_without_the_key() {
+    use cachefs_store::remote::chunking::seal_from_secret;
+    let server = servers::memcached();
+    let team =
+        || memcached_remote(&[server.addr()]).with_key(Some(seal_from_secret("team secret")));
+    let value = noise(1500 * 1024, 9);
+    team().put(Kind::Blob, &id(90), &R, &value);
+    assert_eq!(
+        team().get(Kind::Blob, &id(90), &R).as_deref(),
+        Some(&value[..])
+    );
+    // Readers without the key, or with another, do not accept it.
+    assert_eq!(
+        memcached_remote(&[server.addr()]).get(Kind::Blob, &id(90), &R),
+        None
+    );
+    let outsider = memcached_remote(&[server.addr()]).with_key(Some(seal_from_secret("guess")));
+    assert_eq!(outsider.get(Kind::Blob, &id(90), &R), None);
+    // An entry planted without the key (or with a wrong one) is refused by the team.
+    memcached_remote(&[server.addr()]).put(Kind::Blob, &id(91), &R, b"planted object");
+    outsider.put(Kind::Blob, &id(92), &R, b"planted object");
+    let reader = team();
+    assert_eq!(reader.get(Kind::Blob, &id(91), &R), None);
+    assert_eq!(reader.get(Kind::Blob, &id(92), &R), None);
+    let r = reader.report();
+    assert!(r.authenticated);
+    assert_eq!(
+        (r.gets_found, r.errors),
+        (0, 2),
+        "forgeries count as errors, never hits"
+    );
+}

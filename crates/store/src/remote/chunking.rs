@@ -5,6 +5,24 @@
 
 use crate::Hash;
 
+/// With a shared secret (CACHEFS_REMOTE_KEY), the head's whole-value hash is
+/// a keyed blake3 MAC: a machine without the key cannot write an entry that
+/// a keyed reader accepts. Chunk hashes stay plain; the MAC over the whole
+/// value binds them.
+pub type Seal = Option<[u8; 32]>;
+
+/// The MAC key derived from a user's secret.
+pub fn seal_from_secret(secret: &str) -> [u8; 32] {
+    blake3::derive_key("cachefs remote entry authentication v1", secret.as_bytes())
+}
+
+fn whole_hash(value: &[u8], seal: &Seal) -> Hash {
+    match seal {
+        Some(k) => *blake3::keyed_hash(k, value).as_bytes(),
+        None => *blake3::hash(value).as_bytes(),
+    }
+}
+
 /// Bytes per chunk: under memcached's default 1 MiB item limit with room for key and header.
 pub const CHUNK_SIZE: usize = 1000 * 1024;
 const MAGIC: &[u8; 4] = b"CFR1";
@@ -29,7 +47,7 @@ pub struct Head {
 }
 
 /// The head item and the chunks to store under `chunk_key(key, i)`.
-pub fn split(value: &[u8]) -> (Vec<u8>, Vec<&[u8]>) {
+pub fn split<'a>(value: &'a [u8], seal: &Seal) -> (Vec<u8>, Vec<&'a [u8]>) {
     let chunks: Vec<&[u8]> = if value.len() <= CHUNK_SIZE {
         Vec::new()
     } else {
@@ -38,7 +56,7 @@ pub fn split(value: &[u8]) -> (Vec<u8>, Vec<&[u8]>) {
     let mut head = Vec::with_capacity(48 + chunks.len() * 32);
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&(value.len() as u64).to_le_bytes());
-    head.extend_from_slice(blake3::hash(value).as_bytes());
+    head.extend_from_slice(&whole_hash(value, seal));
     head.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
     for c in &chunks {
         head.extend_from_slice(blake3::hash(c).as_bytes());
@@ -99,12 +117,12 @@ pub fn verify_chunk(head: &Head, i: usize, data: &[u8]) -> Result<(), ChunkError
 }
 
 /// The whole value, verified against the head's hash and length.
-pub fn assemble(head: &Head, chunks: Vec<Vec<u8>>) -> Result<Vec<u8>, ChunkError> {
+pub fn assemble(head: &Head, chunks: Vec<Vec<u8>>, seal: &Seal) -> Result<Vec<u8>, ChunkError> {
     let value = match &head.inline {
         Some(v) => v.clone(),
         None => chunks.concat(),
     };
-    if value.len() as u64 != head.len || blake3::hash(&value).as_bytes() != &head.whole {
+    if value.len() as u64 != head.len || whole_hash(&value, seal) != head.whole {
         return Err(ChunkError::BadWhole);
     }
     Ok(value)
@@ -115,12 +133,12 @@ mod tests {
     use super::*;
 
     fn round_trip(value: &[u8]) -> Result<Vec<u8>, ChunkError> {
-        let (head, chunks) = split(value);
+        let (head, chunks) = split(value, &None);
         let head = parse_head(&head)?;
         for (i, c) in chunks.iter().enumerate() {
             verify_chunk(&head, i, c)?;
         }
-        assemble(&head, chunks.iter().map(|c| c.to_vec()).collect())
+        assemble(&head, chunks.iter().map(|c| c.to_vec()).collect(), &None)
     }
 
     #[test]
@@ -136,20 +154,37 @@ mod tests {
     #[test]
     fn a_corrupt_chunk_or_head_is_rejected() {
         let big = vec![5u8; 2 * CHUNK_SIZE + 1];
-        let (head, chunks) = split(&big);
+        let (head, chunks) = split(&big, &None);
         let parsed = parse_head(&head).unwrap();
         let mut bad = chunks[1].to_vec();
         bad[10] ^= 1;
         assert_eq!(verify_chunk(&parsed, 1, &bad), Err(ChunkError::BadChunk(1)));
         let mut short = chunks.iter().map(|c| c.to_vec()).collect::<Vec<_>>();
         short.pop();
-        assert_eq!(assemble(&parsed, short), Err(ChunkError::BadWhole));
+        assert_eq!(assemble(&parsed, short, &None), Err(ChunkError::BadWhole));
         assert_eq!(parse_head(&head[..20]).err(), Some(ChunkError::BadHead));
-        let (mut small, _) = split(b"hello");
+        let (mut small, _) = split(b"hello", &None);
         let last = small.len() - 1;
         small[last] ^= 1;
         assert_eq!(
-            assemble(&parse_head(&small).unwrap(), vec![]),
+            assemble(&parse_head(&small).unwrap(), vec![], &None),
+            Err(ChunkError::BadWhole)
+        );
+    }
+
+    #[test]
+    fn only_the_right_key_opens_a_sealed_value() {
+        let k = Some(seal_from_secret("team secret"));
+        let (head, _) = split(b"object", &k);
+        let parsed = parse_head(&head).unwrap();
+        assert_eq!(assemble(&parsed, vec![], &k).unwrap(), b"object");
+        let other = Some(seal_from_secret("guess"));
+        assert_eq!(assemble(&parsed, vec![], &other), Err(ChunkError::BadWhole));
+        assert_eq!(assemble(&parsed, vec![], &None), Err(ChunkError::BadWhole));
+        // An entry planted without the key does not pass a keyed reader.
+        let (planted, _) = split(b"object", &None);
+        assert_eq!(
+            assemble(&parse_head(&planted).unwrap(), vec![], &k),
             Err(ChunkError::BadWhole)
         );
     }

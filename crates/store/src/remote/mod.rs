@@ -25,6 +25,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 pub const ENV_MEMCACHED: &str = "CACHEFS_MEMCACHED";
 pub const ENV_REDIS: &str = "CACHEFS_REDIS";
 pub const ENV_READ_ONLY: &str = "CACHEFS_REMOTE_READ_ONLY";
+pub const ENV_REMOTE_KEY: &str = "CACHEFS_REMOTE_KEY";
 pub const ENV_TIMEOUT: &str = "CACHEFS_REMOTE_TIMEOUT";
 /// Seconds a Redis entry lives (`EX`); 0 or unset leaves eviction to `maxmemory-policy`.
 pub const ENV_REDIS_EXPIRY: &str = "CACHEFS_REDIS_EXPIRY";
@@ -89,6 +90,8 @@ impl ServerHealth {
 pub struct RemoteReport {
     pub tier: String,
     pub read_only: bool,
+    /// Entries are authenticated with CACHEFS_REMOTE_KEY (a keyed MAC).
+    pub authenticated: bool,
     pub servers: Vec<ServerHealth>,
     /// Values found on the remote and verified.
     pub gets_found: u64,
@@ -112,6 +115,8 @@ pub struct RemoteConfig {
     pub read_only: bool,
     pub timeout: Duration,
     pub redis_expiry_s: u64,
+    /// MAC key derived from CACHEFS_REMOTE_KEY: entries are authenticated.
+    pub key: chunking::Seal,
 }
 
 impl RemoteConfig {
@@ -144,6 +149,7 @@ impl RemoteConfig {
             read_only: var(ENV_READ_ONLY).is_some_and(|v| v != "0"),
             timeout,
             redis_expiry_s,
+            key: var(ENV_REMOTE_KEY).map(|k| chunking::seal_from_secret(k.trim())),
         })
     }
 
@@ -161,7 +167,7 @@ impl RemoteConfig {
         } else {
             return Ok(None);
         };
-        Ok(Some(Remote::new(tier, self.read_only)))
+        Ok(Some(Remote::new(tier, self.read_only).with_key(self.key)))
     }
 }
 
@@ -219,6 +225,7 @@ pub fn chunk_key(key: &str, i: usize) -> String {
 pub struct Remote {
     tier: Box<dyn RemoteTier>,
     pub read_only: bool,
+    seal: chunking::Seal,
     gets_found: AtomicU64,
     gets_missing: AtomicU64,
     errors: AtomicU64,
@@ -234,6 +241,7 @@ impl Remote {
         Remote {
             tier,
             read_only,
+            seal: None,
             gets_found: AtomicU64::new(0),
             gets_missing: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -243,6 +251,12 @@ impl Remote {
             writes_dropped: AtomicU64::new(0),
             writes_pending: AtomicU64::new(0),
         }
+    }
+
+    /// Authenticates entries with a keyed MAC (see `chunking::Seal`).
+    pub fn with_key(mut self, seal: chunking::Seal) -> Remote {
+        self.seal = seal;
+        self
     }
 
     pub fn tier(&self) -> &dyn RemoteTier {
@@ -288,7 +302,7 @@ impl Remote {
             chunking::verify_chunk(&head, i, &c)?;
             chunks.push(c);
         }
-        Ok(Some(chunking::assemble(&head, chunks)?))
+        Ok(Some(chunking::assemble(&head, chunks, &self.seal)?))
     }
 
     /// Stores a value: chunks first, the head last, so a reader that finds the head finds
@@ -299,7 +313,7 @@ impl Remote {
         }
         let key = remote_key(kind, id);
         let route = route_key(route);
-        let (head, chunks) = chunking::split(value);
+        let (head, chunks) = chunking::split(value, &self.seal);
         let result = chunks
             .iter()
             .enumerate()
@@ -323,6 +337,7 @@ impl Remote {
         RemoteReport {
             tier: self.tier.kind().to_string(),
             read_only: self.read_only,
+            authenticated: self.seal.is_some(),
             servers: self.tier.health(),
             gets_found: n(&self.gets_found),
             gets_missing: n(&self.gets_missing),
