@@ -169,6 +169,19 @@ pub struct StatsReport {
     pub limit: u64,
     pub time_saved_ms: u64,
     pub observation: String,
+    /// Per language ("C", "C++", "Rust", "CUDA"), only those seen.
+    #[serde(default)]
+    pub languages: BTreeMap<String, LanguageCounts>,
+}
+
+/// One language's row in `cachefs stats`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LanguageCounts {
+    pub requests: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub uncacheable: u64,
+    pub errors: u64,
 }
 
 /// What one `cachefs run` did, for its closing summary line.

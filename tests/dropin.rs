@@ -313,3 +313,46 @@ fn completions_and_man_page_come_from_the_cli() {
         "{man}"
     );
 }
+
+#[test]
+fn stats_has_per_language_rows_and_stable_json() {
+    let sb = Sandbox::new();
+    sb.write("a.c", "int a(void) { return 1; }\n");
+    sb.write("b.cpp", "int b() { return 2; }\n");
+    sb.zero_stats();
+    sb.run_ok("gcc -c a.c -o a.o && g++ -c b.cpp -o b.o && gcc -c b.cpp -o c.o");
+    sb.run_ok("gcc -c a.c -o a.o && gcc -c a.c -o a2.o");
+    let s = sb.stats();
+    for field in [
+        "requests",
+        "hits",
+        "misses",
+        "uncacheable",
+        "errors",
+        "entries",
+        "bytes",
+        "limit",
+        "time_saved_ms",
+    ] {
+        assert!(s[field].is_u64(), "{field} missing in {s}");
+    }
+    let lang = |l: &str, f: &str| s["languages"][l][f].as_u64().unwrap_or(u64::MAX);
+    assert_eq!(lang("C", "requests"), 3, "{s}");
+    assert_eq!(lang("C", "hits"), 1, "{s}");
+    assert_eq!(lang("C++", "misses"), 2, "{s}");
+    assert!(s["languages"].get("Rust").is_none(), "{s}");
+
+    let out = sb.cachefs().arg("stats").output().unwrap();
+    let table = stdout(&out);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("C++ "))
+        .unwrap_or_else(|| panic!("no C++ row in\n{table}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols, ["C++", "2", "0", "2", "0", "0"], "{table}");
+    let header = table.lines().find(|l| l.starts_with("Language")).unwrap();
+    // Right-aligned: the requests count ends where its heading ends.
+    let heading_end = header.find("Requests").unwrap() + "Requests".len();
+    let count_end = 3 + row[3..].find('2').unwrap() + 1;
+    assert_eq!(heading_end, count_end, "not aligned:\n{table}");
+}

@@ -2,6 +2,7 @@
 //! the client to finish, then store what the view observed.
 
 use super::results::{self, CachedResult, Captured};
+use super::stats::Origin;
 use super::{Agent, Outcome};
 use crate::compiler;
 use crate::key::{self, DepSet, Hash, Manifest};
@@ -18,8 +19,11 @@ const MAX_RESULT_SHARE: u64 = 4;
 
 impl Agent {
     pub(super) fn compile(&self, req: CompileRequest, stream: &mut UnixStream) -> Result<()> {
-        let run = req.run_id.clone();
-        let run = run.as_deref();
+        let run_id = req.run_id.clone();
+        let run = Origin {
+            run: run_id.as_deref(),
+            language: compiler::language::language(&req.compiler, &req.argv),
+        };
         if let Some(reason) = compiler::uncacheable_reason(&req.compiler, &req.argv) {
             self.stats.record(run, Outcome::Uncacheable(reason));
             return reply(
@@ -138,7 +142,7 @@ impl Agent {
     fn finish(
         &self,
         key: &Hash,
-        run: Option<&str>,
+        run: Origin,
         done: Finished,
         record: &cachefs_mirror::Record,
         stream: &mut UnixStream,

@@ -4,6 +4,7 @@
 //! function of their inputs (incremental state).
 
 mod gcc;
+pub mod language;
 mod rustc;
 
 /// Why a call must run uncached, or `None` if it may be cached.
