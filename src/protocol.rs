@@ -186,6 +186,19 @@ pub struct StatsReport {
     /// The shared tier in use (memcached or Redis), its servers' health and traffic.
     #[serde(default)]
     pub remote: Option<Box<cachefs_store::remote::RemoteReport>>,
+    /// Per language ("C", "C++", "Rust", "CUDA"), only those seen.
+    #[serde(default)]
+    pub languages: BTreeMap<String, LanguageCounts>,
+}
+
+/// One language's row in `cachefs stats`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LanguageCounts {
+    pub requests: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub uncacheable: u64,
+    pub errors: u64,
 }
 
 /// What one `cachefs run` did, for its closing summary line.

@@ -3,6 +3,7 @@
 
 use super::results::{self, CachedResult, Captured};
 use super::runs::Ended;
+use super::stats::Origin;
 use super::{Agent, Outcome};
 use crate::compiler;
 use crate::key::{self, DepSet, Hash, Manifest};
@@ -20,12 +21,16 @@ const MAX_RESULT_SHARE: u64 = 4;
 
 impl Agent {
     pub(super) fn compile(&self, req: CompileRequest, stream: &mut UnixStream) -> Result<()> {
-        let run = req.run_id.clone();
-        let run = run.as_deref();
+        let run_id = req.run_id.clone();
+        let run = Origin {
+            run: run_id.as_deref(),
+            language: compiler::language::language(&req.compiler, &req.argv),
+        };
         let mut rec = super::runs::record_of(&req);
         if let Some(reason) = compiler::uncacheable_reason(&req.compiler, &req.argv) {
             self.stats.record(run, Outcome::Uncacheable(reason));
-            self.runs.add(run, rec.ended("uncacheable", Some(reason)));
+            self.runs
+                .add(run.run, rec.ended("uncacheable", Some(reason)));
             return reply(
                 stream,
                 Response::RunPlain {
@@ -41,7 +46,7 @@ impl Agent {
                 self.stats
                     .record(run, Outcome::Error("cannot hash the compiler"));
                 let reason = format!("cannot hash the compiler {}: {e}", compiler.display());
-                self.runs.add(run, rec.ended("error", Some(&reason)));
+                self.runs.add(run.run, rec.ended("error", Some(&reason)));
                 return reply(
                     stream,
                     Response::RunPlain {
@@ -57,7 +62,7 @@ impl Agent {
         if let Ok((hit, remote, deps)) = lookup {
             super::runs::fill_deps(&mut rec, &deps);
             rec.written = hit.output_paths();
-            self.runs.add(run, rec.ended("hit", None));
+            self.runs.add(run.run, rec.ended("hit", None));
             self.stats.record(
                 run,
                 Outcome::Hit {
@@ -79,7 +84,7 @@ impl Agent {
             self.stats
                 .record(run, Outcome::Error("observation unavailable"));
             let reason = format!("compiles cannot be observed ({})", self.observation);
-            self.runs.add(run, rec.ended("error", Some(&reason)));
+            self.runs.add(run.run, rec.ended("error", Some(&reason)));
             return reply(stream, Response::RunPlain { reason, warn: true });
         };
         log::debug!("miss: {}", describe(&req.argv));
@@ -206,7 +211,7 @@ impl Agent {
     fn finish(
         &self,
         key: &Hash,
-        run: Option<&str>,
+        run: Origin,
         done: Finished,
         call: &Call,
         stream: &mut UnixStream,
@@ -225,7 +230,8 @@ impl Agent {
                 log::info!("not cached: {reason}");
                 let why = format!("{}{}", call.family_label, category(&reason));
                 self.stats.reclassify_miss(run, Outcome::Uncacheable(&why));
-                self.runs.add(run, rec.ended("uncacheable", Some(&reason)));
+                self.runs
+                    .add(run.run, rec.ended("uncacheable", Some(&reason)));
                 return reply(stream, Response::Stored);
             }
         };
@@ -241,7 +247,7 @@ impl Agent {
             .iter()
             .map(results::Captured::path_string)
             .collect();
-        self.runs.add(run, rec.ended("miss", None));
+        self.runs.add(run.run, rec.ended("miss", None));
         let saving = std::time::Instant::now();
         let saved = self.save(key, deps, captured, &done);
         log::debug!("saved in {:?}", saving.elapsed());

@@ -1,7 +1,7 @@
 //! Counters kept in memory by the agent, persisted in the store's meta table
 //! so that `cachefs stats` survives agent restarts.
 
-use crate::protocol::{RunSummary, StatsReport};
+use crate::protocol::{LanguageCounts, RunSummary, StatsReport};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -17,6 +17,17 @@ pub struct Counters {
     pub uncacheable: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
     pub time_saved_ms: u64,
+    /// Per language (C, C++, Rust, CUDA); absent in counters saved by
+    /// older agents.
+    #[serde(default)]
+    pub languages: BTreeMap<String, LanguageCounts>,
+}
+
+/// Who a compile counts for: its `cachefs run` (if any) and its language.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub run: Option<&'a str>,
+    pub language: &'static str,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,11 +63,15 @@ impl Stats {
         }
     }
 
-    pub fn record(&self, run: Option<&str>, outcome: Outcome) {
+    pub fn record(&self, origin: Origin, outcome: Outcome) {
+        let run = origin.run;
         let mut s = self.inner.lock().unwrap();
         s.dirty = true;
         s.total.requests += 1;
         apply(&mut s.total, outcome);
+        let lang = s.total.languages.entry(origin.language.into()).or_default();
+        lang.requests += 1;
+        apply_language(lang, outcome, 1);
         if let Some(run) = run {
             let r = s.runs.entry(run.to_string()).or_default();
             r.compiles += 1;
@@ -74,10 +89,14 @@ impl Stats {
 
     /// Counts a compile that was already counted as a miss but then could
     /// not be observed or stored after all.
-    pub fn reclassify_miss(&self, run: Option<&str>, outcome: Outcome) {
+    pub fn reclassify_miss(&self, origin: Origin, outcome: Outcome) {
+        let run = origin.run;
         let mut s = self.inner.lock().unwrap();
         s.total.misses = s.total.misses.saturating_sub(1);
         apply(&mut s.total, outcome);
+        let lang = s.total.languages.entry(origin.language.into()).or_default();
+        lang.misses = lang.misses.saturating_sub(1);
+        apply_language(lang, outcome, 1);
         if let Some(r) = run.and_then(|run| s.runs.get_mut(run)) {
             r.misses = r.misses.saturating_sub(1);
             match outcome {
@@ -111,6 +130,7 @@ impl Stats {
             errors: t.errors.values().sum(),
             error_reasons: t.errors.clone(),
             time_saved_ms: t.time_saved_ms,
+            languages: t.languages.clone(),
             ..StatsReport::default()
         }
     }
@@ -142,5 +162,14 @@ fn apply(t: &mut Counters, outcome: Outcome) {
         Outcome::Miss => t.misses += 1,
         Outcome::Uncacheable(why) => *t.uncacheable.entry(why.to_string()).or_default() += 1,
         Outcome::Error(why) => *t.errors.entry(why.to_string()).or_default() += 1,
+    }
+}
+
+fn apply_language(l: &mut LanguageCounts, outcome: Outcome, n: u64) {
+    match outcome {
+        Outcome::Hit { .. } => l.hits += n,
+        Outcome::Miss => l.misses += n,
+        Outcome::Uncacheable(_) => l.uncacheable += n,
+        Outcome::Error(_) => l.errors += n,
     }
 }

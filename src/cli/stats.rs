@@ -97,6 +97,7 @@ fn print_table(r: &StatsReport) {
         format!("{} / {}", human(r.bytes), human(r.limit)),
     );
     row("Observation", r.observation.clone());
+    print_languages(r);
     if let Some(remote) = &r.remote {
         print_remote(remote);
     }
@@ -125,6 +126,24 @@ fn print_remote(r: &cachefs_store::remote::RemoteReport) {
         "  writes dropped (queue full)",
         r.writes_dropped.to_string(),
     );
+}
+
+/// sccache-style rows per language, only for languages seen.
+fn print_languages(r: &StatsReport) {
+    if r.languages.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<10} {:>10} {:>10} {:>10} {:>12} {:>8}",
+        "Language", "Requests", "Hits", "Misses", "Uncacheable", "Errors"
+    );
+    for (lang, c) in &r.languages {
+        println!(
+            "{lang:<10} {:>10} {:>10} {:>10} {:>12} {:>8}",
+            c.requests, c.hits, c.misses, c.uncacheable, c.errors
+        );
+    }
 }
 
 fn human(bytes: u64) -> String {

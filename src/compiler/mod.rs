@@ -4,6 +4,7 @@
 //! function of their inputs (incremental state).
 
 mod gcc;
+pub mod language;
 pub mod rustc;
 
 use std::path::Path;
