@@ -356,3 +356,32 @@ fn stats_has_per_language_rows_and_stable_json() {
     let count_end = 3 + row[3..].find('2').unwrap() + 1;
     assert_eq!(heading_end, count_end, "not aligned:\n{table}");
 }
+
+#[test]
+fn progress_shows_a_live_line_on_a_terminal() {
+    let sb = Sandbox::new();
+    sb.write("x.c", "int x(void) { return 6; }\n");
+    // `script` (bsdutils, essential on Debian) runs the command on a
+    // pseudo-terminal and copies what it wrote.
+    let inner = format!(
+        "{} run --progress sh -c 'gcc -c x.c -o x.o; sleep 1'",
+        cachefs_bin().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("CACHEFS_DIR", &sb.cache)
+        .env_remove("LD_PRELOAD")
+        .current_dir(&sb.project)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("\r\x1b[Kcachefs: 1 compiles done: 0 hits, 1 misses"),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("cachefs: 1 compiles: 0 hits, 1 misses"),
+        "{text:?}"
+    );
+}
