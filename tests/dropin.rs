@@ -322,6 +322,8 @@ fn stats_has_per_language_rows_and_stable_json() {
     sb.zero_stats();
     sb.run_ok("gcc -c a.c -o a.o && g++ -c b.cpp -o b.o && gcc -c b.cpp -o c.o");
     sb.run_ok("gcc -c a.c -o a.o && gcc -c a.c -o a2.o");
+    sb.write("l.rs", "pub fn l() -> u32 { 7 }\n");
+    sb.run_ok("rustc --crate-type=lib --crate-name l l.rs --out-dir out");
     let s = sb.stats();
     for field in [
         "requests",
@@ -340,7 +342,11 @@ fn stats_has_per_language_rows_and_stable_json() {
     assert_eq!(lang("C", "requests"), 3, "{s}");
     assert_eq!(lang("C", "hits"), 1, "{s}");
     assert_eq!(lang("C++", "misses"), 2, "{s}");
-    assert!(s["languages"].get("Rust").is_none(), "{s}");
+    assert_eq!(lang("Rust", "requests"), 1, "{s}");
+    assert!(
+        s["languages"].get("CUDA").is_none(),
+        "only languages seen: {s}"
+    );
 
     let out = sb.cachefs().arg("stats").output().unwrap();
     let table = stdout(&out);
