@@ -245,6 +245,14 @@ fn bad_config_is_an_error_naming_file_key_or_variable() {
     fails_saying(&mut cachefs_with_config(&sb), &[&name, "cache_size"]);
     write_config(&sb, "cache_sise = \"1G\"\n");
     fails_saying(&mut cachefs_with_config(&sb), &[&name, "cache_sise"]);
+    // A bad config never breaks a build: the compile runs uncached.
+    sb.write("x.c", "int x(void) { return 8; }\n");
+    let out = cachefs_with_config(&sb)
+        .args(["gcc", "-c", "x.c", "-o", "x.o"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(sb.path("x.o").is_file());
     write_config(&sb, "");
     fails_saying(
         cachefs_with_config(&sb).env("CACHEFS_IDLE_TIMEOUT", "soon"),
