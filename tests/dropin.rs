@@ -245,6 +245,14 @@ fn bad_config_is_an_error_naming_file_key_or_variable() {
     fails_saying(&mut cachefs_with_config(&sb), &[&name, "cache_size"]);
     write_config(&sb, "cache_sise = \"1G\"\n");
     fails_saying(&mut cachefs_with_config(&sb), &[&name, "cache_sise"]);
+    // A bad config never breaks a build: the compile runs uncached.
+    sb.write("x.c", "int x(void) { return 8; }\n");
+    let out = cachefs_with_config(&sb)
+        .args(["gcc", "-c", "x.c", "-o", "x.o"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(sb.path("x.o").is_file());
     write_config(&sb, "");
     fails_saying(
         cachefs_with_config(&sb).env("CACHEFS_IDLE_TIMEOUT", "soon"),
@@ -322,6 +330,8 @@ fn stats_has_per_language_rows_and_stable_json() {
     sb.zero_stats();
     sb.run_ok("gcc -c a.c -o a.o && g++ -c b.cpp -o b.o && gcc -c b.cpp -o c.o");
     sb.run_ok("gcc -c a.c -o a.o && gcc -c a.c -o a2.o");
+    sb.write("l.rs", "pub fn l() -> u32 { 7 }\n");
+    sb.run_ok("rustc --crate-type=lib --crate-name l l.rs --out-dir out");
     let s = sb.stats();
     for field in [
         "requests",
@@ -340,7 +350,11 @@ fn stats_has_per_language_rows_and_stable_json() {
     assert_eq!(lang("C", "requests"), 3, "{s}");
     assert_eq!(lang("C", "hits"), 1, "{s}");
     assert_eq!(lang("C++", "misses"), 2, "{s}");
-    assert!(s["languages"].get("Rust").is_none(), "{s}");
+    assert_eq!(lang("Rust", "requests"), 1, "{s}");
+    assert!(
+        s["languages"].get("CUDA").is_none(),
+        "only languages seen: {s}"
+    );
 
     let out = sb.cachefs().arg("stats").output().unwrap();
     let table = stdout(&out);
@@ -355,4 +369,33 @@ fn stats_has_per_language_rows_and_stable_json() {
     let heading_end = header.find("Requests").unwrap() + "Requests".len();
     let count_end = 3 + row[3..].find('2').unwrap() + 1;
     assert_eq!(heading_end, count_end, "not aligned:\n{table}");
+}
+
+#[test]
+fn progress_shows_a_live_line_on_a_terminal() {
+    let sb = Sandbox::new();
+    sb.write("x.c", "int x(void) { return 6; }\n");
+    // `script` (bsdutils, essential on Debian) runs the command on a
+    // pseudo-terminal and copies what it wrote.
+    let inner = format!(
+        "{} run --progress sh -c 'gcc -c x.c -o x.o; sleep 1'",
+        cachefs_bin().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("CACHEFS_DIR", &sb.cache)
+        .env_remove("LD_PRELOAD")
+        .current_dir(&sb.project)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("\r\x1b[Kcachefs: 1 compiles done: 0 hits, 1 misses"),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("cachefs: 1 compiles: 0 hits, 1 misses"),
+        "{text:?}"
+    );
 }

@@ -77,12 +77,14 @@ fn dev_fuse() -> Verdict {
         .open("/dev/fuse")
         .map(|_| "present and openable".to_string())
         .map_err(|e| {
-            (
-                format!("cannot open /dev/fuse: {e}"),
+            let fix = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "let this user read and write /dev/fuse (`chmod 0666 /dev/fuse`, as Debian's fuse3 \
+                 package sets it)"
+            } else {
                 "load the fuse module (`modprobe fuse`); in a container, pass --device /dev/fuse \
                  (and --cap-add SYS_ADMIN)"
-                    .into(),
-            )
+            };
+            (format!("cannot open /dev/fuse: {e}"), fix.into())
         })
 }
 

@@ -20,6 +20,7 @@ pub fn wait_showing_progress(
         return Ok(child.wait()?);
     }
     let mut drawn = false;
+    let mut last = (0, 0, 0);
     loop {
         if let Some(status) = child.try_wait()? {
             if drawn {
@@ -29,7 +30,8 @@ pub fn wait_showing_progress(
             return Ok(status);
         }
         let s = run_summary(config, run_id, None);
-        if s.compiles > 0 {
+        if s.compiles > 0 && (s.compiles, s.hits, s.misses) != last {
+            last = (s.compiles, s.hits, s.misses);
             let mut err = std::io::stderr().lock();
             let _ = write!(
                 err,
