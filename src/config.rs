@@ -81,6 +81,8 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// (key, value as text, source) for `cachefs config`.
     pub origins: Vec<(&'static str, String, Source)>,
+    /// The config file's `[remote]` settings, by the variable that overrides each.
+    pub remote_file: Vec<(&'static str, String)>,
 }
 
 /// The config file's keys; anything else is an error naming the key.
@@ -91,6 +93,58 @@ struct FileConfig {
     cache_size: Option<toml::Value>,
     idle_timeout: Option<toml::Value>,
     log: Option<PathBuf>,
+    remote: Option<RemoteFile>,
+}
+
+/// `[remote]`: the shared cache, the same settings as the `CACHEFS_*`
+/// variables of the same meaning (which override them).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteFile {
+    memcached: Option<toml::Value>,
+    redis: Option<String>,
+    read_only: Option<bool>,
+    timeout: Option<toml::Value>,
+    redis_expiry: Option<toml::Value>,
+    key: Option<String>,
+}
+
+impl RemoteFile {
+    /// Each key as the value its variable would have.
+    fn as_settings(&self) -> Vec<(&'static str, String)> {
+        let text = |v: &toml::Value| match v {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Array(a) => a
+                .iter()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(" "),
+            other => other.to_string(),
+        };
+        let mut out = Vec::new();
+        if let Some(v) = &self.memcached {
+            out.push(("CACHEFS_MEMCACHED", text(v)));
+        }
+        if let Some(v) = &self.redis {
+            out.push(("CACHEFS_REDIS", v.clone()));
+        }
+        if let Some(v) = self.read_only {
+            out.push((
+                "CACHEFS_REMOTE_READ_ONLY",
+                if v { "1" } else { "0" }.to_string(),
+            ));
+        }
+        if let Some(v) = &self.timeout {
+            out.push(("CACHEFS_REMOTE_TIMEOUT", text(v)));
+        }
+        if let Some(v) = &self.redis_expiry {
+            out.push(("CACHEFS_REDIS_EXPIRY", text(v)));
+        }
+        if let Some(v) = &self.key {
+            out.push(("CACHEFS_REMOTE_KEY", v.clone()));
+        }
+        out
+    }
 }
 
 impl Config {
@@ -161,6 +215,25 @@ impl Config {
             .map_or("stderr".into(), |p| p.display().to_string());
         origins.push(("log", log_text, src));
 
+        let remote_file = parsed
+            .remote
+            .as_ref()
+            .map(RemoteFile::as_settings)
+            .unwrap_or_default();
+        for (var, value) in &remote_file {
+            let src = if env_non_empty(var).is_some() {
+                Source::Env(var)
+            } else {
+                file_source()
+            };
+            let shown = if *var == "CACHEFS_REMOTE_KEY" {
+                "(secret)".to_string()
+            } else {
+                value.clone()
+            };
+            origins.push((var, shown, src));
+        }
+
         Ok(Self {
             dir,
             idle_timeout,
@@ -168,7 +241,21 @@ impl Config {
             log,
             file,
             origins,
+            remote_file,
         })
+    }
+
+    /// A `CACHEFS_*` setting: the environment, else the config file.
+    pub fn setting(&self, var: &str) -> Option<String> {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| {
+                self.remote_file
+                    .iter()
+                    .find(|(k, _)| *k == var)
+                    .map(|(_, v)| v.clone())
+            })
     }
 
     pub fn socket_path(&self) -> PathBuf {

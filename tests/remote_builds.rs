@@ -59,13 +59,17 @@ fn wait_for_remote_writes(sb: &Sandbox) -> serde_json::Value {
 /// Builds with a first agent, then with a second agent in another cache directory that
 /// shares only the remote: every compile must be a remote hit, outputs byte-identical.
 fn two_agents_share(var: &str, url: &str, tier: &str) {
+    two_agents_share_with(&[(var, url)], tier);
+}
+
+fn two_agents_share_with(settings: &[(&str, &str)], tier: &str) {
     let first = Sandbox::new();
     example(&first);
     first.sh("make -s -j2");
     let plain = objects(&first);
     first.sh("make -s clean");
 
-    start_agent(&first, &[(var, url)]);
+    start_agent(&first, settings);
     first.run_ok("make -s -j2");
     assert_eq!(first.counts(), (0, 22, 0, 0));
     let s = wait_for_remote_writes(&first);
@@ -77,7 +81,7 @@ fn two_agents_share(var: &str, url: &str, tier: &str) {
     // Same project path, its own cache directory and agent.
     let mut second = Sandbox::new();
     second.project = first.project.clone();
-    start_agent(&second, &[(var, url)]);
+    start_agent(&second, settings);
     let out = second.run_ok("make -s -j2");
     assert!(stderr(&out).contains("22 hits"), "{}", stderr(&out));
     let s = second.stats();
@@ -300,4 +304,26 @@ fn corrupt_remote_blobs_are_misses_never_wrong_outputs() {
         plain,
         "a corrupt remote entry changed an output"
     );
+}
+
+/// The same settings from the config file's `[remote]` table, with entries
+/// authenticated by a shared key.
+#[test]
+fn remote_settings_from_the_config_file() {
+    let mc = servers::memcached();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[remote]\nmemcached = [\"tcp://{}\"]\ntimeout = \"200ms\"\nkey = \"team secret\"\n",
+            mc.addr()
+        ),
+    )
+    .unwrap();
+    let file = file.to_string_lossy().into_owned();
+    two_agents_share_with(&[("CACHEFS_CONFIG", &file)], "memcached");
+    let probe = Sandbox::new();
+    start_agent(&probe, &[("CACHEFS_CONFIG", &file)]);
+    assert_eq!(probe.stats()["remote"]["authenticated"], true);
 }

@@ -136,7 +136,7 @@ impl Agent {
     fn open(config: Config) -> Result<Agent> {
         let store = LocalStore::open(&config.dir, config.cache_size)
             .with_context(|| format!("cannot open the cache store in {}", config.dir.display()))?;
-        let store = TieredStore::new(store, remote::open_from_env());
+        let store = TieredStore::new(store, remote::open_from_env(&config));
         let stats = stats::Stats::load(store.get_meta("stats").ok().flatten());
         let options = MirrorOptions {
             hide: vec![config.dir.clone()],

@@ -6,10 +6,10 @@ use super::Agent;
 use crate::key::{DepSet, Hash, Manifest};
 use cachefs_store::remote::{Kind, Remote, RemoteConfig};
 
-/// The configured remote tier; a bad setting is logged and the agent runs local-only (a
+/// The configured remote tier (CACHEFS_* variables over the config file's `[remote]`); a bad setting is logged and the agent runs local-only (a
 /// cache setting must never break a build).
-pub fn open_from_env() -> Option<Remote> {
-    match RemoteConfig::from_env().and_then(|c| c.open()) {
+pub fn open_from_env(config: &crate::config::Config) -> Option<Remote> {
+    match RemoteConfig::from_settings(|v| config.setting(v)).and_then(|c| c.open()) {
         Ok(Some(remote)) => {
             log::info!(
                 "shared cache: {} ({} servers){}",

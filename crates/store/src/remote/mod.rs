@@ -121,7 +121,15 @@ pub struct RemoteConfig {
 
 impl RemoteConfig {
     pub fn from_env() -> Result<RemoteConfig, RemoteError> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Self::from_settings(|name| std::env::var(name).ok())
+    }
+
+    /// From any source of `CACHEFS_*` settings (the environment, or the
+    /// environment over the config file).
+    pub fn from_settings(
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<RemoteConfig, RemoteError> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let timeout = match var(ENV_TIMEOUT) {
             None => DEFAULT_TIMEOUT,
             Some(v) => parse_duration(&v).ok_or_else(|| {
