@@ -107,3 +107,31 @@ fn build_completes_when_the_agent_is_killed_midway() {
     );
     assert_eq!(sb.sh("./prog").stdout, expected_sum(30).as_bytes());
 }
+
+#[test]
+fn cmake_compiler_launcher_mode_caches_without_run() {
+    let sb = Sandbox::new();
+    generate(&sb, 6);
+    sb.write(
+        "CMakeLists.txt",
+        "cmake_minimum_required(VERSION 3.13)\nproject(gen C)\nfile(GLOB SRCS src/*.c)\n\
+         add_executable(gen ${SRCS})\ntarget_include_directories(gen PRIVATE include)\n",
+    );
+    let launcher = cachefs_bin();
+    let env = format!("CACHEFS_DIR={}", sb.cache.display());
+    sb.sh(&format!(
+        "cmake -S . -B build -G Ninja -DCMAKE_C_COMPILER_LAUNCHER={} >/dev/null",
+        launcher.display()
+    ));
+    sb.sh(&format!("{env} ninja -C build >/dev/null"));
+    sb.sh("ninja -C build -t clean >/dev/null");
+    sb.zero_stats();
+    sb.sh(&format!("{env} ninja -C build >/dev/null"));
+    let (hits, misses, _, errors) = sb.counts();
+    assert_eq!(
+        (hits, misses, errors),
+        (8, 0, 0),
+        "6 units + twice.c + main.c hit; the link has no launcher"
+    );
+    assert_eq!(sb.sh("build/gen").stdout, expected_sum(6).as_bytes());
+}

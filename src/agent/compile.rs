@@ -240,14 +240,16 @@ impl Agent {
         // A lookup of the same key meanwhile waits for the entry rather
         // than miss because it is still being written.
         let _pending = self.pending.hold(*key);
-        reply(stream, Response::Stored)?;
         let (deps, captured) = captured;
         super::runs::fill_deps(&mut rec, &deps);
         rec.written = captured
             .iter()
             .map(results::Captured::path_string)
             .collect();
+        // Recorded before the client is released: its run may end (and its
+        // log be written) right after.
         self.runs.add(run.run, rec.ended("miss", None));
+        reply(stream, Response::Stored)?;
         let saving = std::time::Instant::now();
         let saved = self.save(key, deps, captured, &done);
         log::debug!("saved in {:?}", saving.elapsed());

@@ -222,6 +222,8 @@ impl Agent {
                 }
                 Request::RunSummary { run_id, ended } => {
                     if let Some((command, cwd)) = ended {
+                        // Final counts: the run's last saves have finished.
+                        self.pending.wait_idle();
                         self.runs.finish(&self.config.dir, &run_id, command, cwd);
                     }
                     Response::Summary(self.stats.run_summary(&run_id))
