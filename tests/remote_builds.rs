@@ -327,3 +327,32 @@ fn remote_settings_from_the_config_file() {
     start_agent(&probe, &[("CACHEFS_CONFIG", &file)]);
     assert_eq!(probe.stats()["remote"]["authenticated"], true);
 }
+
+/// `cachefs doctor` reports the shared tier: in use and healthy, then failing
+/// once its server is gone.
+#[test]
+fn doctor_reports_the_shared_cache() {
+    let mut mc = servers::memcached();
+    let sb = Sandbox::new();
+    example(&sb);
+    let url = format!("tcp://{}", mc.addr());
+    start_agent(&sb, &[("CACHEFS_MEMCACHED", &url)]);
+    let doctor = |sb: &Sandbox| {
+        let out = sb
+            .cachefs()
+            .env("CACHEFS_MEMCACHED", &url)
+            .arg("doctor")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = doctor(&sb);
+    assert!(
+        text.contains("ok    shared cache") && text.contains("memcached at"),
+        "{text}"
+    );
+    mc.kill();
+    sb.run_ok("make -s -j2");
+    let text = doctor(&sb);
+    assert!(text.contains("FAIL  shared cache"), "{text}");
+}

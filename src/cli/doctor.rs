@@ -50,6 +50,7 @@ pub fn doctor() -> i32 {
         let (store, mount) = store_and_mount(&config);
         check("store", store);
         check("FUSE mount", mount);
+        check("shared cache", remote_tier(&config));
     }
     if broken == 0 {
         println!("everything works");
@@ -167,4 +168,49 @@ fn store_and_mount(config: &Config) -> (Verdict, Verdict) {
         Ok(report.observation.clone())
     };
     (store, mount)
+}
+
+/// The shared tier as the agent sees it: configured but not in use, or a
+/// server that keeps failing, is a problem; no shared tier at all is fine.
+fn remote_tier(config: &Config) -> Verdict {
+    let configured = ["CACHEFS_MEMCACHED", "CACHEFS_REDIS"]
+        .iter()
+        .any(|v| config.setting(v).is_some());
+    let report = match request(config, &Request::Stats { zero: false }) {
+        Ok(Response::Stats(r)) => r,
+        _ => {
+            return Err((
+                "the agent did not answer".into(),
+                "`cachefs stop`, then retry".into(),
+            ))
+        }
+    };
+    let Some(remote) = report.remote else {
+        return if configured {
+            Err((
+                "configured but not in use".into(),
+                format!(
+                    "read the \"shared cache disabled\" line in {}, fix the setting, then `cachefs stop`",
+                    config.dir.join("agent.log").display()
+                ),
+            ))
+        } else {
+            Ok("none configured (local cache only)".into())
+        };
+    };
+    let failing: Vec<String> = remote
+        .servers
+        .iter()
+        .filter(|s| !s.healthy)
+        .map(|s| format!("{}: {}", s.server, s.last_error.clone().unwrap_or_default()))
+        .collect();
+    if failing.is_empty() {
+        let servers: Vec<&str> = remote.servers.iter().map(|s| s.server.as_str()).collect();
+        Ok(format!("{} at {}", remote.tier, servers.join(", ")))
+    } else {
+        Err((
+            format!("{} failing: {}", remote.tier, failing.join("; ")),
+            "check that the server runs and is reachable from here; builds go on without it".into(),
+        ))
+    }
 }
