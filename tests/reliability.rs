@@ -370,8 +370,17 @@ fn full_disk_never_breaks_the_build() {
             );
         }
     };
+    // Another file takes a third of the disk, so the cache's limit (2.5 MiB)
+    // is more than the space left: writes fail with ENOSPC along the way.
+    std::fs::write(sb.cache.join("filler"), vec![0u8; 1024 * 1024]).unwrap();
+    let limit: u64 = 2560 * 1024;
     for _ in 0..3 {
-        let out = sb.run(&build);
+        let out = sb
+            .cachefs()
+            .env("CACHEFS_CACHE_SIZE", "2560K")
+            .args(["run", "sh", "-c", &build])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
         check(&sb);
         sb.sh("rm -f t*.o");
@@ -380,6 +389,10 @@ fn full_disk_never_breaks_the_build() {
     assert!(
         s["hits"].as_u64().unwrap() > 0,
         "what fitted is still served: {s}"
+    );
+    assert!(
+        s["bytes"].as_u64().unwrap() <= limit,
+        "the cache is back under its limit: {s}"
     );
 }
 
