@@ -3,13 +3,9 @@
 
 mod common;
 use common::*;
-use std::path::Path;
 
 fn example(sb: &Sandbox) {
-    copy_tree(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c-project"),
-        &sb.project,
-    );
+    example_project(sb);
 }
 
 fn objects(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {

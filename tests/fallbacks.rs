@@ -69,25 +69,7 @@ fn unusable_cache_directory_still_builds() {
 #[test]
 fn eviction_keeps_the_cache_under_its_limit_and_results_correct() {
     let sb = Sandbox::new();
-    let mut build = String::new();
-    for i in 0..20u64 {
-        // Pseudo-random tables: objects of ~160 KiB that zstd cannot shrink much.
-        let mut x = i + 1;
-        let table: Vec<String> = (0..40000)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (x >> 33).to_string()
-            })
-            .collect();
-        sb.write(
-            &format!("t{i}.c"),
-            &format!("const int t{i}[] = {{{}}};\n", table.join(",")),
-        );
-        build.push_str(&format!("gcc -c t{i}.c && "));
-    }
-    build.push_str("true");
+    let build = incompressible_objects(&sb, 20u64);
     let limit = 2560 * 1024;
     let run = |script: &str| {
         let out = sb

@@ -341,25 +341,7 @@ fn full_disk_never_breaks_the_build() {
     }
     let _unmount = Unmount(sb.cache.clone());
     let n = 24u64;
-    let mut build = String::new();
-    for i in 0..n {
-        // ~160 KiB objects that do not compress: 24 of them overflow 3 MiB.
-        let mut x = i + 1;
-        let table: Vec<String> = (0..40000)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (x >> 33).to_string()
-            })
-            .collect();
-        sb.write(
-            &format!("t{i}.c"),
-            &format!("const int t{i}[] = {{{}}};\n", table.join(",")),
-        );
-        build.push_str(&format!("gcc -c t{i}.c && "));
-    }
-    build.push_str("true");
+    let build = incompressible_objects(&sb, n);
     sb.sh("mkdir -p plain && for f in t*.c; do gcc -c $f -o plain/${f%.c}.o; done");
     let check = |sb: &Sandbox| {
         for i in 0..n {

@@ -4,14 +4,10 @@
 mod common;
 use common::servers::{self, Blackhole};
 use common::*;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn example(sb: &Sandbox) {
-    copy_tree(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c-project"),
-        &sb.project,
-    );
+    example_project(sb);
 }
 
 fn objects(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {

@@ -153,3 +153,36 @@ pub fn have(tool: &str) -> bool {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Writes `t0.c … t{n-1}.c`, each a table of pseudo-random numbers whose
+/// object (~160 KiB) zstd cannot shrink much, and returns the shell command
+/// that compiles them all.
+pub fn incompressible_objects(sb: &Sandbox, n: u64) -> String {
+    let mut build = String::new();
+    for i in 0..n {
+        let mut x = i + 1;
+        let table: Vec<String> = (0..40000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 33).to_string()
+            })
+            .collect();
+        sb.write(
+            &format!("t{i}.c"),
+            &format!("const int t{i}[] = {{{}}};\n", table.join(",")),
+        );
+        build.push_str(&format!("gcc -c t{i}.c && "));
+    }
+    build.push_str("true");
+    build
+}
+
+/// The bundled example project (examples/c-project) copied into the sandbox.
+pub fn example_project(sb: &Sandbox) {
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c-project"),
+        &sb.project,
+    );
+}
