@@ -141,11 +141,24 @@ fn another_user_cannot_use_roots_agent() {
     )
     .unwrap();
     std::fs::set_permissions(sb.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let script = format!(
-        "python3 -c \"import socket,struct; s=socket.socket(socket.AF_UNIX); s.connect('{}'); \
-         s.sendall(b'CFS\\x01'+struct.pack('<HI',1,1)+b'\\x06'); print(s.recv(4096))\"",
-        sb.cache.join("agent.sock").display()
-    );
+    // The agent may answer (and close) before the request is even sent:
+    // a failed send is fine, the refusal is what must arrive.
+    let client = sb.root.path().join("foreign_client.py");
+    std::fs::write(
+        &client,
+        format!(
+            "import socket, struct\n\
+             s = socket.socket(socket.AF_UNIX)\n\
+             s.connect({:?})\n\
+             try:\n    s.sendall(b'CFS\\x01' + struct.pack('<HI', 1, 1) + b'\\x06')\n\
+             except OSError:\n    pass\n\
+             print(s.recv(4096))\n",
+            sb.cache.join("agent.sock").to_string_lossy()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&client, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let script = format!("python3 {}", client.display());
     let out = Command::new("runuser")
         .args(["-u", USER, "--", "sh", "-c", &script])
         .output()
