@@ -4,32 +4,12 @@
 mod common;
 use common::*;
 
-fn example(sb: &Sandbox) {
-    example_project(sb);
-}
-
-fn objects(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<_> = std::fs::read_dir(sb.path("obj"))
-        .unwrap()
-        .map(|e| e.unwrap())
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v.push(("calc".into(), sb.read("calc")));
-    v
-}
-
 #[test]
 fn multi_file_make_rebuild_is_all_hits_and_identical() {
     let sb = Sandbox::new();
-    example(&sb);
+    example_project(&sb);
     sb.sh("make -s -j2");
-    let plain = objects(&sb);
+    let plain = example_outputs(&sb);
     sb.sh("make -s clean");
     sb.zero_stats();
 
@@ -42,7 +22,7 @@ fn multi_file_make_rebuild_is_all_hits_and_identical() {
     let (hits, misses, unc, errors) = sb.counts();
     assert_eq!((hits, misses, unc, errors), (0, 22, 0, 0));
     assert_eq!(
-        objects(&sb),
+        example_outputs(&sb),
         plain,
         "first build under cachefs differs from the plain build"
     );
@@ -53,7 +33,7 @@ fn multi_file_make_rebuild_is_all_hits_and_identical() {
     let (hits, misses, _, errors) = sb.counts();
     assert_eq!((hits, misses, errors), (22, 22, 0));
     assert_eq!(
-        objects(&sb),
+        example_outputs(&sb),
         plain,
         "restored outputs differ from the plain build"
     );

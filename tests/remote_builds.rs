@@ -6,24 +6,6 @@ use common::servers::{self, Blackhole};
 use common::*;
 use std::time::{Duration, Instant};
 
-fn example(sb: &Sandbox) {
-    example_project(sb);
-}
-
-fn objects(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<_> = std::fs::read_dir(sb.path("obj"))
-        .unwrap()
-        .map(|e| e.unwrap())
-        .map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            (name, std::fs::read(e.path()).unwrap())
-        })
-        .collect();
-    v.sort();
-    v.push(("calc".into(), sb.read("calc")));
-    v
-}
-
 /// Starts the sandbox's agent with these settings (settings are read when it starts).
 fn start_agent(sb: &Sandbox, env: &[(&str, &str)]) {
     let out = sb
@@ -60,9 +42,9 @@ fn two_agents_share(var: &str, url: &str, tier: &str) {
 
 fn two_agents_share_with(settings: &[(&str, &str)], tier: &str) {
     let first = Sandbox::new();
-    example(&first);
+    example_project(&first);
     first.sh("make -s -j2");
-    let plain = objects(&first);
+    let plain = example_outputs(&first);
     first.sh("make -s clean");
 
     start_agent(&first, settings);
@@ -96,7 +78,7 @@ fn two_agents_share_with(settings: &[(&str, &str)], tier: &str) {
     );
     assert!(s["remote"]["bytes_read"].as_u64().unwrap() > 0);
     assert_eq!(
-        objects(&second),
+        example_outputs(&second),
         plain,
         "remote hits differ from a plain build"
     );
@@ -109,7 +91,7 @@ fn two_agents_share_with(settings: &[(&str, &str)], tier: &str) {
         (s["hits"].as_u64(), s["remote_hits"].as_u64()),
         (Some(44), Some(22))
     );
-    assert_eq!(objects(&second), plain);
+    assert_eq!(example_outputs(&second), plain);
 }
 
 #[test]
@@ -136,7 +118,7 @@ fn two_agents_share_one_redis() {
 fn a_blackhole_server_never_fails_or_stalls_the_build() {
     let hole = Blackhole::new();
     let sb = Sandbox::new();
-    example(&sb);
+    example_project(&sb);
     start_agent(
         &sb,
         &[
@@ -183,9 +165,9 @@ fn two_memcached_servers_one_killed_the_rest_miss_cleanly() {
     let b = servers::memcached();
     let url = format!("tcp://{} tcp://{}", a.addr(), b.addr());
     let first = Sandbox::new();
-    example(&first);
+    example_project(&first);
     first.sh("make -s -j2");
-    let plain = objects(&first);
+    let plain = example_outputs(&first);
     first.sh("make -s clean");
     start_agent(&first, &[("CACHEFS_MEMCACHED", &url)]);
     first.run_ok("make -s -j2");
@@ -212,7 +194,7 @@ fn two_memcached_servers_one_killed_the_rest_miss_cleanly() {
     let dead = servers.iter().find(|x| x["server"] == a.addr()).unwrap();
     assert_eq!(dead["healthy"], false, "{s}");
     assert_eq!(
-        objects(&second),
+        example_outputs(&second),
         plain,
         "outputs differ after a partial remote"
     );
@@ -266,9 +248,9 @@ fn corrupt_remote_blobs_are_misses_never_wrong_outputs() {
     let mc = servers::memcached();
     let url = format!("tcp://{}", mc.addr());
     let first = Sandbox::new();
-    example(&first);
+    example_project(&first);
     first.sh("make -s -j2");
-    let plain = objects(&first);
+    let plain = example_outputs(&first);
     first.sh("make -s clean");
     start_agent(&first, &[("CACHEFS_MEMCACHED", &url)]);
     first.run_ok("make -s -j2");
@@ -296,7 +278,7 @@ fn corrupt_remote_blobs_are_misses_never_wrong_outputs() {
     );
     assert!(s["remote"]["errors"].as_u64().unwrap() >= 22, "{s}");
     assert_eq!(
-        objects(&second),
+        example_outputs(&second),
         plain,
         "a corrupt remote entry changed an output"
     );
@@ -330,7 +312,7 @@ fn remote_settings_from_the_config_file() {
 fn doctor_reports_the_shared_cache() {
     let mut mc = servers::memcached();
     let sb = Sandbox::new();
-    example(&sb);
+    example_project(&sb);
     let url = format!("tcp://{}", mc.addr());
     start_agent(&sb, &[("CACHEFS_MEMCACHED", &url)]);
     let doctor = |sb: &Sandbox| {

@@ -58,10 +58,14 @@ impl Agent {
         };
         let key = key::key1(&req, &compiler_hash);
         rec.key = super::runs::hex(&key);
-        let lookup = self.lookup(&key);
+        // Only a `cachefs run` keeps a log: a wrapper-mode hit skips the copy.
+        let logged = run.run.is_some();
+        let lookup = self.lookup(&key, logged);
         if let Ok((hit, remote, deps)) = lookup {
-            super::runs::fill_deps(&mut rec, &deps);
-            rec.written = hit.output_paths();
+            if logged {
+                super::runs::fill_deps(&mut rec, &deps);
+                rec.written = hit.output_paths();
+            }
             self.runs.add(run.run, rec.ended("hit", None));
             self.stats.record(
                 run,
@@ -140,7 +144,12 @@ impl Agent {
     /// local dep sets first, then the shared remote tier's; otherwise what
     /// changed since the most recent one. The bool says the hit came (at
     /// least in part) from the remote tier.
-    fn lookup(&self, key: &Hash) -> Result<(CachedResult, bool, Vec<key::Dep>), MissReason> {
+    /// The dep set's deps come back only when `with_deps` (for the run log).
+    fn lookup(
+        &self,
+        key: &Hash,
+        with_deps: bool,
+    ) -> Result<(CachedResult, bool, Vec<key::Dep>), MissReason> {
         self.pending.wait_for(key);
         let local = self
             .store
@@ -150,7 +159,7 @@ impl Agent {
             .and_then(|b| Manifest::decode(&b));
         let mut reason = MissReason::NoEntry;
         if let Some(m) = &local {
-            match self.first_valid(key, m, false) {
+            match self.first_valid(key, m, false, with_deps) {
                 Ok(hit) => return Ok(hit),
                 Err(r) => reason = r,
             }
@@ -158,13 +167,14 @@ impl Agent {
         let Some(remote) = self.remote_manifest(key) else {
             return Err(reason);
         };
-        self.first_valid(key, &remote, true).map_err(|r| {
-            if reason == MissReason::NoEntry {
-                r
-            } else {
-                reason
-            }
-        })
+        self.first_valid(key, &remote, true, with_deps)
+            .map_err(|r| {
+                if reason == MissReason::NoEntry {
+                    r
+                } else {
+                    reason
+                }
+            })
     }
 
     fn first_valid(
@@ -172,6 +182,7 @@ impl Agent {
         key: &Hash,
         manifest: &Manifest,
         remote_manifest: bool,
+        with_deps: bool,
     ) -> Result<(CachedResult, bool, Vec<key::Dep>), MissReason> {
         let mut reason = MissReason::NoEntry;
         for set in &manifest.sets {
@@ -195,7 +206,12 @@ impl Agent {
                     if remote_manifest || remote_result {
                         self.keep_remote_hit(key, set, &result);
                     }
-                    return Ok((result, remote, set.deps.clone()));
+                    let deps = if with_deps {
+                        set.deps.clone()
+                    } else {
+                        Vec::new()
+                    };
+                    return Ok((result, remote, deps));
                 }
                 Err(e) => {
                     log::warn!("cached result unusable, compiling instead: {e}");

@@ -46,7 +46,11 @@ impl RunRecorder {
     }
 }
 
+/// A compile's log record; empty outside a `cachefs run` (nothing is logged).
 pub fn record_of(req: &CompileRequest) -> CompileRecord {
+    if req.run_id.is_none() {
+        return CompileRecord::default();
+    }
     let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     CompileRecord {
         argv: req.argv.iter().map(|a| lossy(a)).collect(),

@@ -186,3 +186,20 @@ pub fn example_project(sb: &Sandbox) {
         &sb.project,
     );
 }
+
+/// The example project's objects (by name) and its linked `calc`.
+pub fn example_outputs(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(sb.path("obj"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v.push(("calc".into(), sb.read("calc")));
+    v
+}

@@ -2,9 +2,9 @@
 //! servers by rendezvous hashing. (The `memcache` crate is not in this build's offline
 //! registry; the protocol subset cachefs needs is small and its timeouts are ours to set.)
 
-use super::server::{pick, Conn, Server};
+use super::server::{io, pick, read_line, reply_error, Conn, Server};
 use super::{RemoteError, RemoteTier, ServerHealth};
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::time::Duration;
 
 pub struct Memcached {
@@ -104,27 +104,4 @@ fn set(c: &mut Conn, addr: &str, key: &str, value: &[u8]) -> Result<(), RemoteEr
         return Err(reply_error(addr, &line));
     }
     Ok(())
-}
-
-fn read_line(c: &mut Conn, addr: &str) -> Result<String, RemoteError> {
-    let mut line = String::new();
-    let n = c.reader.read_line(&mut line).map_err(io(addr))?;
-    if n == 0 {
-        return Err(io(addr)(std::io::ErrorKind::UnexpectedEof.into()));
-    }
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
-}
-
-fn io(addr: &str) -> impl Fn(std::io::Error) -> RemoteError + '_ {
-    move |source| RemoteError::Io {
-        server: addr.to_string(),
-        source,
-    }
-}
-
-fn reply_error(addr: &str, line: &str) -> RemoteError {
-    RemoteError::Reply {
-        server: addr.to_string(),
-        reply: line.chars().take(200).collect(),
-    }
 }

@@ -2,9 +2,9 @@
 //! new connection). (The `redis` crate's dependencies are not all in this build's offline
 //! registry; the three commands cachefs needs are a few lines of RESP.)
 
-use super::server::{Conn, Server};
+use super::server::{io, read_line, reply_error, Conn, Server};
 use super::{RemoteError, RemoteTier, ServerHealth};
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::time::Duration;
 
 pub struct Redis {
@@ -130,27 +130,4 @@ fn send(c: &mut Conn, addr: &str, args: &[&[u8]]) -> Result<(), RemoteError> {
         w.flush()
     })()
     .map_err(io(addr))
-}
-
-fn read_line(c: &mut Conn, addr: &str) -> Result<String, RemoteError> {
-    let mut line = String::new();
-    let n = c.reader.read_line(&mut line).map_err(io(addr))?;
-    if n == 0 {
-        return Err(io(addr)(std::io::ErrorKind::UnexpectedEof.into()));
-    }
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
-}
-
-fn io(addr: &str) -> impl Fn(std::io::Error) -> RemoteError + '_ {
-    move |source| RemoteError::Io {
-        server: addr.to_string(),
-        source,
-    }
-}
-
-fn reply_error(addr: &str, line: &str) -> RemoteError {
-    RemoteError::Reply {
-        server: addr.to_string(),
-        reply: line.chars().take(200).collect(),
-    }
 }

@@ -3,7 +3,7 @@
 
 use super::breaker::Breaker;
 use super::RemoteError;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufRead, BufReader, BufWriter};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -104,4 +104,29 @@ pub fn pick<'a>(servers: &'a [Server], key: &str) -> &'a Server {
             *h.finalize().as_bytes()
         })
         .expect("at least one server")
+}
+
+/// One reply line of a line-based protocol (memcached's text protocol,
+/// RESP), without its CR LF.
+pub fn read_line(c: &mut Conn, addr: &str) -> Result<String, RemoteError> {
+    let mut line = String::new();
+    let n = c.reader.read_line(&mut line).map_err(io(addr))?;
+    if n == 0 {
+        return Err(io(addr)(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+pub fn io(addr: &str) -> impl Fn(std::io::Error) -> RemoteError + '_ {
+    move |source| RemoteError::Io {
+        server: addr.to_string(),
+        source,
+    }
+}
+
+pub fn reply_error(addr: &str, line: &str) -> RemoteError {
+    RemoteError::Reply {
+        server: addr.to_string(),
+        reply: line.chars().take(200).collect(),
+    }
 }
