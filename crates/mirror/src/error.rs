@@ -13,6 +13,8 @@ pub enum MirrorError {
     NoFuseDevice,
     #[error("cannot open /dev/fuse: {source}; run as root, or make /dev/fuse readable and writable by all (chmod 666 /dev/fuse, the Debian default) so that fusermount3 can mount for this user")]
     FuseDevice { source: io::Error },
+    #[error("cannot mirror {path}: {source}; give an existing directory")]
+    Source { path: PathBuf, source: io::Error },
     #[error("cannot create the mountpoint {path}: {source}; choose a writable directory")]
     Mountpoint { path: PathBuf, source: io::Error },
     #[error("a stale FUSE mount at {path} could not be detached: {source}; run `umount -l {path}` as root")]

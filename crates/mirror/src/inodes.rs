@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 use crate::record::Kind;
 
+/// The mount root's node id.
+const ROOT_INO: u64 = 1;
+
 /// Node ids below this are reserved (1 is the mount root).
 const FIRST_INO: u64 = 2;
 
@@ -58,6 +61,23 @@ impl Default for InodeTable {
 impl InodeTable {
     pub fn open_view(&mut self, view: u64) {
         self.views.entry(view).or_default();
+    }
+
+    /// A tree mount's root: node 1 stands for the directory `path` of
+    /// `view` for as long as the mount lives (the kernel never forgets it).
+    pub fn pin_root(&mut self, view: u64, path: &Path) {
+        self.open_view(view);
+        let path: Arc<Path> = Arc::from(path);
+        let nodes = self.views.get_mut(&view).expect("just opened");
+        nodes.by_path.insert(path.clone(), ROOT_INO);
+        let node = NodeRef {
+            view,
+            path,
+            kind: Kind::Dir,
+            linked: true,
+        };
+        let lookups = u64::MAX / 2;
+        self.nodes.insert(ROOT_INO, Node { node, lookups });
     }
 
     /// Forgets every node of `view`; later kernel requests on them fail.

@@ -6,6 +6,10 @@
 //! mount namespace, so everything that compile's process tree touches goes
 //! through view `<id>` and nothing else does. Each view gets fresh node ids,
 //! so long kernel cache TTLs never hide a view's first access of a path.
+//!
+//! A tree mount ([`Mirror::mount_tree`], for `cachefs mount`) instead
+//! mirrors one directory at a user-visible path, with one shared view whose
+//! accesses are attributed to processes through /proc.
 mod attr;
 mod error;
 mod fs;
@@ -14,10 +18,12 @@ mod inodes;
 mod mount;
 mod options;
 mod passthrough;
+mod processes;
 mod record;
 mod views;
 
 pub use error::MirrorError;
 pub use mount::{Mirror, MirrorStats};
 pub use options::MirrorOptions;
+pub use processes::{IgnoreCommand, ProcessRecord};
 pub use record::{Access, Kind, Record, Stamp};

@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use crate::error::MirrorError;
 use crate::fs::{MirrorFs, Shared};
 use crate::options::MirrorOptions;
+use crate::processes::{IgnoreCommand, ProcessRecord, ProcessTable};
 use crate::record::Record;
 
 /// How long `unmount` waits for the daemon threads before leaving them.
@@ -60,10 +61,51 @@ impl Mirror {
     /// Mounts the mirror at `mountpoint` (created if needed) and returns once
     /// the mount is live.
     pub fn mount(mountpoint: &Path, options: MirrorOptions) -> Result<Mirror, MirrorError> {
+        Mirror::start(mountpoint, options, None)
+    }
+
+    /// Mounts the directory `src` itself at `mountpoint` (`cachefs mount`):
+    /// one view shared by everything run inside, each access attributed to
+    /// the process that made it ([`Mirror::processes`]). Processes for which
+    /// `ignore` says so are served but not recorded.
+    pub fn mount_tree(
+        src: &Path,
+        mountpoint: &Path,
+        options: MirrorOptions,
+        ignore: IgnoreCommand,
+    ) -> Result<Mirror, MirrorError> {
+        let src = src.canonicalize().map_err(|source| MirrorError::Source {
+            path: src.to_path_buf(),
+            source,
+        })?;
+        if !src.is_dir() {
+            return Err(MirrorError::Source {
+                path: src,
+                source: io::Error::from(io::ErrorKind::NotADirectory),
+            });
+        }
+        Mirror::start(mountpoint, options, Some((src, ProcessTable::new(ignore))))
+    }
+
+    fn start(
+        mountpoint: &Path,
+        options: MirrorOptions,
+        tree: Option<(PathBuf, ProcessTable)>,
+    ) -> Result<Mirror, MirrorError> {
         check_fuse_device()?;
         let mountpoint = prepare_mountpoint(mountpoint)?;
         let hide = hide_set(&mountpoint, &options.hide);
-        let shared = Arc::new(Shared::new(options.ttl, hide, options.passthrough));
+        let (root, processes) = tree.unzip();
+        let shared = Arc::new(Shared::new(
+            options.ttl,
+            hide,
+            options.passthrough,
+            processes,
+        ));
+        if let Some(root) = &root {
+            let view = shared.views.lock().open();
+            shared.inodes.lock().pin_root(view, root);
+        }
         let fs = MirrorFs::new(shared.clone());
         let mut session = Session::new(fs, &mountpoint, &config(&options)).map_err(|source| {
             MirrorError::Mount {
@@ -89,6 +131,16 @@ impl Mirror {
             notifier,
             session: Mutex::new(Some(running)),
         })
+    }
+
+    /// A tree mount's record so far: every process image that made an
+    /// access, parents before children. Empty for a mirror of views.
+    pub fn processes(&self) -> Vec<ProcessRecord> {
+        self.shared
+            .processes
+            .as_ref()
+            .map(|p| p.lock().snapshot())
+            .unwrap_or_default()
     }
 
     pub fn mountpoint(&self) -> &Path {

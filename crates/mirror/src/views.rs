@@ -60,7 +60,7 @@ impl ViewRegistry {
     }
 }
 
-fn is_idempotent(access: &Access) -> bool {
+pub(crate) fn is_idempotent(access: &Access) -> bool {
     matches!(
         access,
         Access::Found { .. }

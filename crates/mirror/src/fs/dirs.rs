@@ -17,7 +17,7 @@ const UNKNOWN_INO: u64 = u64::MAX;
 
 impl MirrorFs {
     pub(super) fn open_dir(&self, ino: INodeNo, reply: ReplyOpen) {
-        if ino == INodeNo::ROOT {
+        if self.shared.is_views_root(ino) {
             return reply.opened(FileHandle(0), FopenFlags::empty());
         }
         let node = match self.shared.node(ino) {
@@ -41,7 +41,7 @@ impl MirrorFs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        let entries = if ino == INodeNo::ROOT {
+        let entries = if self.shared.is_views_root(ino) {
             Ok(Arc::new(self.root_entries()))
         } else {
             self.dir_entries(fh, offset)

@@ -80,7 +80,7 @@ impl MirrorFs {
         let (fh, backing) = self.register(ino.0, file, |f| reply.open_backing(f));
         match backing {
             Some(id) => reply.opened_passthrough(FileHandle(fh), PASSTHROUGH_OPEN, &id),
-            None => reply.opened(FileHandle(fh), CACHED_OPEN),
+            None => reply.opened(FileHandle(fh), self.daemon_open_flags()),
         }
     }
 
@@ -122,7 +122,7 @@ impl MirrorFs {
             Some(id) => {
                 reply.created_passthrough(&ttl, &attr, Generation(0), fh, PASSTHROUGH_OPEN, &id)
             }
-            None => reply.created(&ttl, &attr, Generation(0), fh, CACHED_OPEN),
+            None => reply.created(&ttl, &attr, Generation(0), fh, self.daemon_open_flags()),
         }
     }
 
@@ -146,6 +146,14 @@ impl MirrorFs {
         };
         self.shared.record(view, access);
         Ok(())
+    }
+
+    fn daemon_open_flags(&self) -> FopenFlags {
+        if self.shared.keep_cache() {
+            CACHED_OPEN
+        } else {
+            FopenFlags::FOPEN_NOFLUSH
+        }
     }
 
     /// Keeps `file` under a new handle, with the inode's backing id when

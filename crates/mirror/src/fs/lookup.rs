@@ -17,7 +17,7 @@ use crate::record::Access;
 impl MirrorFs {
     pub(super) fn lookup_entry(&self, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let ttl = self.shared.ttl;
-        let found = if parent == INodeNo::ROOT {
+        let found = if self.shared.is_views_root(parent) {
             self.lookup_view(name).map(Some)
         } else {
             self.lookup_child(parent, name)
@@ -76,7 +76,7 @@ impl MirrorFs {
     }
 
     pub(super) fn get_attr(&self, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        if ino == INodeNo::ROOT {
+        if self.shared.is_views_root(ino) {
             reply.attr(&self.shared.ttl, &attr::root_attr(self.shared.mounted_at));
             return;
         }

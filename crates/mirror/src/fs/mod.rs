@@ -10,6 +10,7 @@ mod io;
 mod lookup;
 mod mutate;
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -28,8 +29,19 @@ use parking_lot::Mutex;
 
 use crate::handles::{DirHandles, FileHandles};
 use crate::inodes::{InodeTable, NodeRef};
+use crate::processes::ProcessTable;
 use crate::record::Access;
 use crate::views::ViewRegistry;
+
+thread_local! {
+    /// The thread that made the request this daemon thread is serving: a
+    /// tree mount attributes accesses by it. Set on entry to every request.
+    static CALLER: Cell<u32> = const { Cell::new(0) };
+}
+
+fn caller(req: &Request) {
+    CALLER.with(|c| c.set(req.pid()));
+}
 
 /// State shared by the daemon threads and the [`crate::Mirror`] handle.
 /// Each lock guards one table and is never held across a real syscall that
@@ -41,6 +53,9 @@ pub(crate) struct Shared {
     pub files: Mutex<FileHandles>,
     pub dirs: Mutex<DirHandles>,
     pub ttl: Duration,
+    /// Tree mounts: the mount root is a real directory, accesses go to the
+    /// process that made them. None: the root lists views.
+    pub processes: Option<Mutex<ProcessTable>>,
     hide: HashSet<PathBuf>,
     want_passthrough: bool,
     pub passthrough: AtomicBool,
@@ -48,13 +63,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(ttl: Duration, hide: HashSet<PathBuf>, want_passthrough: bool) -> Shared {
+    pub fn new(
+        ttl: Duration,
+        hide: HashSet<PathBuf>,
+        want_passthrough: bool,
+        processes: Option<ProcessTable>,
+    ) -> Shared {
         Shared {
             inodes: Mutex::default(),
             views: Mutex::default(),
             files: Mutex::default(),
             dirs: Mutex::default(),
             ttl,
+            processes: processes.map(Mutex::new),
             hide,
             want_passthrough,
             passthrough: AtomicBool::new(false),
@@ -63,7 +84,37 @@ impl Shared {
     }
 
     fn record(&self, view: u64, access: Access) {
-        self.views.lock().record(view, access);
+        match &self.processes {
+            // Reads only /proc while holding the lock: nothing there waits
+            // on this daemon.
+            Some(processes) => processes.lock().record(CALLER.get(), access),
+            None => self.views.lock().record(view, access),
+        }
+    }
+
+    /// Whether `ino` is the root that lists views (not a tree mount's root,
+    /// which is a real directory).
+    fn is_views_root(&self, ino: INodeNo) -> bool {
+        ino == INodeNo::ROOT && self.processes.is_none()
+    }
+
+    /// Files whose page cache may outlive an open: only in views, whose
+    /// inodes are their own. A tree mount's files can change behind it (in
+    /// the source directory), so each open must drop what was cached.
+    /// The deepest stack the backing files may sit on. Views: 2, so they
+    /// may live on overlayfs (container roots) or on a tree mount (which
+    /// says 1: a view's compile may run inside `cachefs mount`'s tree, and a
+    /// backing file must sit lower than the mount using it).
+    fn stack_depth(&self) -> u32 {
+        if self.processes.is_none() {
+            2
+        } else {
+            1
+        }
+    }
+
+    fn keep_cache(&self) -> bool {
+        self.processes.is_none()
     }
 
     /// Records that the view did something the mirror could not perform or
@@ -86,7 +137,7 @@ impl Shared {
     /// The real path of `name` in the view directory `parent`. The mount
     /// root holds only views, which cannot be created, removed or renamed.
     fn child(&self, parent: INodeNo, name: &OsStr) -> Result<(u64, PathBuf), Errno> {
-        if parent == INodeNo::ROOT {
+        if self.is_views_root(parent) {
             return Err(Errno::EPERM);
         }
         let dir = self.node(parent)?;
@@ -145,16 +196,15 @@ impl Filesystem for MirrorFs {
         }
         let _ = config.set_max_background(64);
         if self.shared.want_passthrough {
-            // Depth 2 lets the backing files live on a stacked fs (overlayfs
-            // roots in containers); nothing is stacked on top of the mirror.
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-                && config.set_max_stack_depth(2).is_ok();
+                && config.set_max_stack_depth(self.shared.stack_depth()).is_ok();
             self.shared.passthrough.store(ok, Ordering::Relaxed);
         }
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        caller(req);
         self.lookup_entry(parent, name, reply);
     }
 
@@ -162,13 +212,14 @@ impl Filesystem for MirrorFs {
         self.shared.inodes.lock().forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        caller(req);
         self.get_attr(ino, fh, reply);
     }
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -184,6 +235,7 @@ impl Filesystem for MirrorFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        caller(req);
         let change = mutate::AttrChange {
             mode,
             uid,
@@ -195,13 +247,14 @@ impl Filesystem for MirrorFs {
         self.set_attr(ino, fh, change, reply);
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        caller(req);
         self.read_link(ino, reply);
     }
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -209,43 +262,48 @@ impl Filesystem for MirrorFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        caller(req);
         self.make_node(parent, name, mode, reply);
     }
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        caller(req);
         self.make_dir(parent, name, mode, reply);
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        caller(req);
         self.remove(parent, name, false, reply);
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        caller(req);
         self.remove(parent, name, true, reply);
     }
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
         reply: ReplyEntry,
     ) {
+        caller(req);
         self.make_symlink(parent, link_name, target, reply);
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -253,27 +311,30 @@ impl Filesystem for MirrorFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        caller(req);
         self.rename_entry(parent, name, newparent, newname, flags, reply);
     }
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        caller(req);
         self.make_link(ino, newparent, newname, reply);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        caller(req);
         self.open_file(ino, flags, reply);
     }
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -282,12 +343,13 @@ impl Filesystem for MirrorFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        caller(req);
         self.read_data(fh, offset, size, reply);
     }
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -297,24 +359,26 @@ impl Filesystem for MirrorFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        caller(req);
         self.write_data(fh, offset, data, reply);
     }
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        caller(req);
         // Writes go to the real file synchronously: nothing is buffered here.
         reply.ok();
     }
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -322,66 +386,73 @@ impl Filesystem for MirrorFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        caller(req);
         self.release_file(fh);
         reply.ok();
     }
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        caller(req);
         self.sync_file(fh, datasync, reply);
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        caller(req);
         self.open_dir(ino, reply);
     }
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         reply: ReplyDirectory,
     ) {
+        caller(req);
         self.read_dir(ino, fh, offset, reply);
     }
 
     fn releasedir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        caller(req);
         self.shared.dirs.lock().remove(fh.0);
         reply.ok();
     }
 
     fn fsyncdir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        caller(req);
         reply.ok();
     }
 
-    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        caller(req);
         self.stat_fs(ino, reply);
     }
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _name: &OsStr,
         _value: &[u8],
@@ -389,6 +460,7 @@ impl Filesystem for MirrorFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        caller(req);
         // ENOTSUP, not ENOSYS: ENOSYS would make the kernel stop asking, and
         // later attempts would go unrecorded.
         self.unobservable_ino(ino, "setxattr");
@@ -397,34 +469,38 @@ impl Filesystem for MirrorFs {
 
     fn getxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _name: &OsStr,
         _size: u32,
         reply: ReplyXattr,
     ) {
+        caller(req);
         // ENOSYS makes the kernel stop asking, notably for
         // security.capability before every write.
         reply.error(Errno::ENOSYS);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        caller(req);
         reply.error(Errno::ENOSYS);
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        caller(req);
         self.unobservable_ino(ino, "removexattr");
         reply.error(Errno::ENOTSUP);
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+    fn access(&self, req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        caller(req);
         // Only called without default_permissions; the kernel checks modes.
         reply.ok();
     }
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -432,12 +508,13 @@ impl Filesystem for MirrorFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        caller(req);
         self.create_file(parent, name, mode, flags, reply);
     }
 
     fn ioctl(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         _flags: IoctlFlags,
@@ -446,6 +523,7 @@ impl Filesystem for MirrorFs {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
+        caller(req);
         // Queries (isatty's TCGETS, FS_IOC_GETFLAGS) fail harmlessly; one
         // that passes data in may be meant to change the file.
         if (cmd >> 30) & IOC_WRITE != 0 {
@@ -460,19 +538,20 @@ impl Filesystem for MirrorFs {
 
     fn lseek(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
         _offset: i64,
         _whence: i32,
         reply: ReplyLseek,
     ) {
+        caller(req);
         reply.error(Errno::ENOSYS);
     }
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino_in: INodeNo,
         _fh_in: FileHandle,
         _offset_in: u64,
@@ -483,12 +562,13 @@ impl Filesystem for MirrorFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        caller(req);
         reply.error(Errno::ENOSYS);
     }
 
     fn poll(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
         _ph: PollNotifier,
@@ -496,12 +576,13 @@ impl Filesystem for MirrorFs {
         _flags: PollFlags,
         reply: ReplyPoll,
     ) {
+        caller(req);
         reply.error(Errno::ENOSYS);
     }
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -509,6 +590,7 @@ impl Filesystem for MirrorFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        caller(req);
         self.allocate(ino, fh, offset, length, mode, reply);
     }
 }
