@@ -1,6 +1,9 @@
 //! The observed dependency graph of a run: commands and files as nodes,
 //! read and write edges; a file written by one compile and read by another
 //! (an object and its link) is one node, so the graph joins up by itself.
+//! In a `cachefs mount` session each build step (a recipe and the processes
+//! it started) is a command, or with `--processes` each process; a "spawn"
+//! edge goes from the step or process that started it.
 
 use crate::runlog::{CompileRecord, RunRecord};
 use serde::Serialize;
@@ -14,6 +17,8 @@ const SYSTEM_PREFIXES: &[&str] = &["/usr/", "/lib/", "/lib64/", "/etc/", "/opt/"
 pub struct Filter {
     pub under: Option<String>,
     pub no_system: bool,
+    /// A mount session: one node per process rather than per build step.
+    pub processes: bool,
 }
 
 impl Filter {
@@ -50,6 +55,13 @@ pub struct Graph {
 }
 
 pub fn build(run: &RunRecord, filter: &Filter) -> Graph {
+    if run.is_mount() && !filter.processes {
+        return build_nodes(&run.steps(), filter);
+    }
+    build_nodes(run, filter)
+}
+
+fn build_nodes(run: &RunRecord, filter: &Filter) -> Graph {
     let mut files: BTreeMap<String, String> = BTreeMap::new();
     let mut nodes = Vec::new();
     let mut edges = Vec::new();
@@ -80,6 +92,13 @@ pub fn build(run: &RunRecord, filter: &Filter) -> Graph {
                 from: f,
                 to: id.clone(),
                 kind: "read",
+            });
+        }
+        if let Some(parent) = c.parent.filter(|&p| p < i) {
+            edges.push(Edge {
+                from: format!("c{parent}"),
+                to: id.clone(),
+                kind: "spawn",
             });
         }
         for w in c.written.iter().filter(|p| filter.keeps(p)) {
@@ -123,7 +142,11 @@ pub fn to_dot(g: &Graph) -> String {
         );
     }
     for e in &g.edges {
-        let style = if e.kind == "read" { "solid" } else { "bold" };
+        let style = match e.kind {
+            "read" => "solid",
+            "spawn" => "dashed",
+            _ => "bold",
+        };
         let _ = writeln!(out, "  {} -> {} [style={style}];", e.from, e.to);
     }
     out.push_str("}\n");
@@ -184,6 +207,7 @@ mod tests {
             &Filter {
                 under: Some("/p".into()),
                 no_system: true,
+                processes: false,
             },
         );
         assert!(g

@@ -15,6 +15,10 @@ pub struct RunRecord {
     pub command: Vec<String>,
     pub cwd: String,
     pub started_unix_ms: u64,
+    /// "mount" for a `cachefs mount` session, whose records are every
+    /// process run inside the mount; empty for `cachefs run`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
     pub compiles: Vec<CompileRecord>,
 }
 
@@ -38,7 +42,113 @@ pub struct CompileRecord {
     pub absent: Vec<String>,
     pub listed: Vec<String>,
     pub written: Vec<String>,
+    /// In a mount session: the process's pid, and the index of the record
+    /// of the process that started it (or that it replaced by exec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<usize>,
 }
+
+impl RunRecord {
+    pub fn is_mount(&self) -> bool {
+        self.kind == MOUNT_KIND
+    }
+
+    /// The build step record `i` is part of: its ancestor started by the
+    /// nearest build tool above it (make's recipe shell, ninja's command),
+    /// or, with no build tool above, by the session's first process (the
+    /// command typed in the mount). A generator's rename helper (`mv x.tmp
+    /// x`) is thereby part of the script that ran it.
+    pub fn step_of(&self, i: usize) -> usize {
+        let mut step = i;
+        while let Some(parent) = self.compiles[step].parent.filter(|&p| p < step) {
+            let c = &self.compiles[parent];
+            if c.parent.is_none() || c.argv.first().is_some_and(|a| is_build_tool(a)) {
+                return step;
+            }
+            step = parent;
+        }
+        step
+    }
+
+    /// A mount session seen step by step ([`RunRecord::step_of`]): one
+    /// record per step, with what its processes did together. A file the
+    /// step wrote is not also its input (a temporary it renamed into place,
+    /// a header it generated and then compiled).
+    pub fn steps(&self) -> RunRecord {
+        let mut index = vec![0; self.compiles.len()];
+        let mut steps: Vec<CompileRecord> = Vec::new();
+        for i in 0..self.compiles.len() {
+            let step = self.step_of(i);
+            if step == i {
+                let c = &self.compiles[i];
+                index[i] = steps.len();
+                steps.push(CompileRecord {
+                    parent: c.parent.filter(|&p| p < i).map(|p| index[p]),
+                    reads: Vec::new(),
+                    absent: Vec::new(),
+                    listed: Vec::new(),
+                    written: Vec::new(),
+                    ..c.clone()
+                });
+            } else {
+                index[i] = index[step];
+            }
+            let (c, s) = (&self.compiles[i], &mut steps[index[i]]);
+            s.reads.extend(c.reads.iter().cloned());
+            s.absent.extend(c.absent.iter().cloned());
+            s.listed.extend(c.listed.iter().cloned());
+            s.written.extend(c.written.iter().cloned());
+        }
+        for s in &mut steps {
+            for list in [&mut s.reads, &mut s.absent, &mut s.listed, &mut s.written] {
+                let mut seen = std::collections::BTreeSet::new();
+                list.retain(|p| seen.insert(p.clone()));
+            }
+            let written: std::collections::BTreeSet<&String> = s.written.iter().collect();
+            s.reads.retain(|r| !written.contains(r));
+        }
+        RunRecord {
+            compiles: steps,
+            ..self.clone()
+        }
+    }
+
+    /// Record `i` and every record started below it, `i` first.
+    pub fn process_tree(&self, i: usize) -> Vec<usize> {
+        let mut children = vec![Vec::new(); self.compiles.len()];
+        for (j, c) in self.compiles.iter().enumerate() {
+            // Parents come first; a damaged file cannot make a cycle.
+            if let Some(p) = c.parent.filter(|&p| p < j) {
+                children[p].push(j);
+            }
+        }
+        let mut tree = vec![i];
+        let mut next = 0;
+        while next < tree.len() {
+            tree.extend_from_slice(&children[tree[next]]);
+            next += 1;
+        }
+        tree
+    }
+}
+
+/// Programs whose children are the steps of a build.
+const BUILD_TOOLS: &[&str] = &[
+    "make", "gmake", "ninja", "samu", "cmake", "cargo", "meson", "scons", "bazel",
+];
+
+fn is_build_tool(argv0: &str) -> bool {
+    let name = Path::new(argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    BUILD_TOOLS.contains(&name.as_ref())
+}
+
+/// `RunRecord::kind` of a `cachefs mount` session.
+pub const MOUNT_KIND: &str = "mount";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MissReason {
@@ -128,6 +238,18 @@ pub fn last_writer(cache_dir: &Path, path: &str) -> Option<(RunRecord, usize)> {
             .rposition(|c| c.written.iter().any(|w| w == path))?;
         Some((run, i))
     })
+}
+
+/// `path` as the newest `cachefs mount` session whose source holds it
+/// showed it (under its mountpoint).
+pub fn mount_path_of(cache_dir: &Path, path: &str) -> Option<String> {
+    newest_first(cache_dir)
+        .filter(|run| run.is_mount())
+        .find_map(|run| {
+            let (src, mnt) = (run.command.get(2)?, run.command.get(3)?);
+            let rest = Path::new(path).strip_prefix(src).ok()?;
+            Some(Path::new(mnt).join(rest).to_string_lossy().into_owned())
+        })
 }
 
 /// The compile before `(run, index)` that wrote `path`, searching back in

@@ -299,31 +299,13 @@ impl Agent {
     }
 }
 
-/// A lazy unmount: the kernel drops the mount once nothing uses it, so a
-/// compile still running in a view cannot keep the agent from exiting. An
-/// ordinary user's mount was made by fusermount3 and is undone by it.
 fn detach_mount(path: &Path) {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return;
-    };
-    // SAFETY: a valid NUL-terminated path; umount2 touches no memory of ours.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
-        return;
+    if let Err(e) = crate::fuse_mounts::detach(path) {
+        log::warn!(
+            "cannot unmount {} ({e}): remove it with `fusermount3 -uz`",
+            path.display()
+        );
     }
-    for helper in ["fusermount3", "fusermount"] {
-        let done = std::process::Command::new(helper)
-            .arg("-uz")
-            .arg(path)
-            .stderr(std::process::Stdio::null())
-            .status();
-        if done.is_ok_and(|s| s.success()) {
-            return;
-        }
-    }
-    log::warn!(
-        "cannot unmount {}: remove it with `fusermount3 -uz`",
-        path.display()
-    );
 }
 
 fn same_user(stream: &UnixStream) -> bool {

@@ -39,6 +39,7 @@ impl RunRecorder {
             cwd,
             started_unix_ms,
             compiles,
+            kind: String::new(),
         };
         if let Err(e) = runlog::save(cache_dir, &run) {
             log::warn!("cannot write the run log of {id}: {e}");

@@ -28,6 +28,14 @@ pub fn runs() -> Result<()> {
     for id in ids.iter().rev() {
         let run = runlog::load(&config.dir, id).map_err(|e| anyhow!(e))?;
         let count = |o: &str| run.compiles.iter().filter(|c| c.outcome == o).count();
+        if run.is_mount() {
+            println!(
+                "{id}  {} processes observed  {}",
+                run.compiles.len(),
+                run.command.join(" ")
+            );
+            continue;
+        }
         println!(
             "{id}  {} compiles ({} hits, {} misses)  {}  in {}",
             run.compiles.len(),
@@ -49,7 +57,12 @@ fn absolute(path: &Path) -> Result<String> {
 
 fn writer_of(config: &Config, path: &Path) -> Result<(runlog::RunRecord, usize, String)> {
     let target = absolute(path)?;
-    let (run, i) = runlog::last_writer(&config.dir, &target).ok_or_else(|| {
+    let found = runlog::last_writer(&config.dir, &target).or_else(|| {
+        // A source file of a `cachefs mount`, recorded under its mountpoint.
+        let shown = runlog::mount_path_of(&config.dir, &target)?;
+        runlog::last_writer(&config.dir, &shown)
+    });
+    let (run, i) = found.ok_or_else(|| {
         anyhow!("no recorded compile wrote {target}: build it with `cachefs run` first (the last {} runs are kept)", runlog::KEEP_RUNS)
     })?;
     Ok((run, i, target))
@@ -59,8 +72,15 @@ pub fn deps(path: &Path, json: bool) -> Result<()> {
     let config = Config::from_env()?;
     let (run, i, _) = writer_of(&config, path)?;
     let c = &run.compiles[i];
+    let step = run
+        .is_mount()
+        .then(|| ProcessTree::of(&run, run.step_of(i)));
     if json {
-        println!("{}", serde_json::to_string_pretty(c)?);
+        let mut value = serde_json::to_value(c)?;
+        if let Some(step) = &step {
+            value["step"] = serde_json::to_value(step)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     println!("produced by: {}", c.argv.join(" "));
@@ -69,6 +89,11 @@ pub fn deps(path: &Path, json: bool) -> Result<()> {
         "outcome: {} (run {}, at {} ms since the epoch)",
         c.outcome, run.id, c.unix_ms
     );
+    let mut up = c.parent;
+    while let Some(p) = up.filter(|&p| p < i) {
+        println!("started by: {}", run.compiles[p].argv.join(" "));
+        up = run.compiles[p].parent.filter(|&q| q < p);
+    }
     let section = |title: &str, items: &[String]| {
         println!("{title} ({}):", items.len());
         for p in items {
@@ -79,7 +104,51 @@ pub fn deps(path: &Path, json: bool) -> Result<()> {
     section("looked for, not found", &c.absent);
     section("listed", &c.listed);
     section("wrote", &c.written);
+    if let Some(step) = step.filter(|t| t.processes.len() > 1) {
+        println!(
+            "as part of the build step `{}`, whose {} processes ({}) together:",
+            step.processes[0],
+            step.processes.len(),
+            step.processes.join("; ")
+        );
+        section("  read", &step.reads);
+        section("  looked for, not found", &step.absent);
+        section("  wrote", &step.written);
+    }
     Ok(())
+}
+
+/// In a mount session, what a build step (a process and everything it
+/// started) did: a generator script's shell may only set up a redirection
+/// while a child reads the input and another renames the result into place.
+#[derive(serde::Serialize)]
+struct ProcessTree {
+    processes: Vec<String>,
+    reads: Vec<String>,
+    absent: Vec<String>,
+    listed: Vec<String>,
+    written: Vec<String>,
+}
+
+impl ProcessTree {
+    fn of(run: &runlog::RunRecord, i: usize) -> ProcessTree {
+        let members: Vec<&CompileRecord> = run
+            .process_tree(i)
+            .into_iter()
+            .map(|j| &run.compiles[j])
+            .collect();
+        let union = |field: fn(&CompileRecord) -> &Vec<String>| -> Vec<String> {
+            let set: BTreeSet<&String> = members.iter().flat_map(|c| field(c)).collect();
+            set.into_iter().cloned().collect()
+        };
+        ProcessTree {
+            processes: members.iter().map(|c| c.argv.join(" ")).collect(),
+            reads: union(|c| &c.reads),
+            absent: union(|c| &c.absent),
+            listed: union(|c| &c.listed),
+            written: union(|c| &c.written),
+        }
+    }
 }
 
 pub fn graph(
@@ -87,6 +156,7 @@ pub fn graph(
     format: Format,
     under: Option<String>,
     no_system: bool,
+    processes: bool,
 ) -> Result<()> {
     let config = Config::from_env()?;
     let id = match run {
@@ -97,7 +167,12 @@ pub fn graph(
     };
     let run = runlog::load(&config.dir, &id).map_err(|e| anyhow!(e))?;
     let under = under.map(|u| absolute(Path::new(&u))).transpose()?;
-    let g = graph::build(&run, &Filter { under, no_system });
+    let filter = Filter {
+        under,
+        no_system,
+        processes,
+    };
+    let g = graph::build(&run, &filter);
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&g)?),
         Format::Dot => print!("{}", graph::to_dot(&g)),
@@ -143,6 +218,10 @@ pub fn explain(path: &Path) -> Result<()> {
             }
             _ => explain_no_entry(&config, &run.id, i, &target, c),
         },
+        "observed" => println!(
+            "it was written by a command inside `cachefs mount` (run {}), which is recorded, not cached: `cachefs deps {target}` shows its inputs",
+            run.id
+        ),
         other => println!("it was {other}: {}", c.reason.clone().unwrap_or_default()),
     }
     Ok(())

@@ -47,7 +47,7 @@ pub fn stop() -> Result<()> {
 
 /// Whether `pid` is a live process (a zombie has exited: its parent just
 /// has not reaped it yet).
-fn process_running(pid: u32) -> bool {
+pub(super) fn process_running(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rsplit(')')

@@ -5,6 +5,7 @@ mod doctor;
 mod generate;
 mod inspect;
 pub mod lifecycle;
+mod mount;
 mod progress;
 mod run;
 mod stats;
@@ -82,10 +83,28 @@ enum Command {
         /// Leave out system files (/usr, /lib, /etc, /opt).
         #[arg(long)]
         no_system: bool,
+        /// For a `cachefs mount` session: one node per process instead of
+        /// one per build step.
+        #[arg(long)]
+        processes: bool,
     },
     /// Why the last compile of PATH missed: which input, argument or
     /// environment variable changed.
     Explain { path: std::path::PathBuf },
+    /// Mirror SRC at MNT and record what every command run inside MNT
+    /// reads, looks for, lists and writes, per process (`cachefs graph`,
+    /// `deps`); `cachefs run` inside MNT caches as usual.
+    Mount {
+        src: std::path::PathBuf,
+        mnt: std::path::PathBuf,
+        /// Serve the mount in this process until Ctrl-C instead of in the
+        /// background.
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Unmount a `cachefs mount` (its record is kept), or clean up a stale
+    /// mount left by a killed one or by a killed agent.
+    Umount { mnt: std::path::PathBuf },
     /// Print the effective settings and where each came from.
     Config,
     /// Check FUSE, namespaces, the preload shim, the agent and the store,
@@ -127,13 +146,20 @@ fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Man => generate::man().map(|_| 0),
         Command::Agent => lifecycle::agent().map(|_| 0),
         Command::Runs => inspect::runs().map(|_| 0),
+        Command::Mount {
+            src,
+            mnt,
+            foreground,
+        } => mount::mount(&src, &mnt, foreground).map(|_| 0),
+        Command::Umount { mnt } => mount::umount(&mnt).map(|_| 0),
         Command::Deps { path, json } => inspect::deps(&path, json).map(|_| 0),
         Command::Graph {
             run,
             format,
             under,
             no_system,
-        } => inspect::graph(run, format, under, no_system).map(|_| 0),
+            processes,
+        } => inspect::graph(run, format, under, no_system, processes).map(|_| 0),
         Command::Explain { path } => inspect::explain(&path).map(|_| 0),
     }
 }

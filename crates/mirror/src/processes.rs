@@ -237,7 +237,8 @@ mod tests {
 
     #[test]
     fn stat_fields_are_counted_after_the_last_parenthesis() {
-        let line = b"4242 (a) b (c)) S 17 4242 4242 0 -1 4194304 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 2 3\n";
+        let line =
+            b"4242 (a) b (c)) S 17 4242 4242 0 -1 4194304 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 2 3\n";
         let stat = parse_stat(line).unwrap();
         assert_eq!(stat.comm, b"a) b (c)");
         assert_eq!(stat.ppid, 17);

@@ -197,7 +197,9 @@ impl Filesystem for MirrorFs {
         let _ = config.set_max_background(64);
         if self.shared.want_passthrough {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-                && config.set_max_stack_depth(self.shared.stack_depth()).is_ok();
+                && config
+                    .set_max_stack_depth(self.shared.stack_depth())
+                    .is_ok();
             self.shared.passthrough.store(ok, Ordering::Relaxed);
         }
         Ok(())
@@ -467,14 +469,7 @@ impl Filesystem for MirrorFs {
         reply.error(Errno::ENOTSUP);
     }
 
-    fn getxattr(
-        &self,
-        req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
+    fn getxattr(&self, req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
         caller(req);
         // ENOSYS makes the kernel stop asking, notably for
         // security.capability before every write.
