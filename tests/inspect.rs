@@ -158,4 +158,9 @@ fn explain_names_the_changed_header_flag_and_variable() {
     assert!(why.contains("was a hit"), "{why}");
     let runs = cachefs_out(&sb, &["runs"]);
     assert_eq!(runs.lines().count(), 5, "{runs}");
+    // id, start time (UTC), counts, command.
+    let year = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let newest = runs.lines().next().unwrap();
+    assert!(newest.contains(&format!("  {}-", &year[..4])), "{newest}");
+    assert!(newest.contains("1 compiles (1 hits, 0 misses)"), "{newest}");
 }

@@ -79,6 +79,8 @@ fn ordinary_user_gets_hits_through_fusermount3_and_user_namespaces() {
         "cd {} && export CACHEFS_DIR={} && C={} && \
          $C run sh -c 'gcc -c a.c && gcc -c main.c && gcc a.o main.o -o prog' && rm -f *.o prog && \
          $C run sh -c 'gcc -c a.c && gcc -c main.c && gcc a.o main.o -o prog' && ./prog && \
+         $C mount . ../mnt 2>/dev/null && (cd ../mnt && cat a.c > copy.c) && \
+         $C umount ../mnt 2>/dev/null && $C graph --processes > ../graph.json && \
          $C stats --json; $C stop",
         sb.project.display(),
         sb.cache.display(),
@@ -100,6 +102,12 @@ fn ordinary_user_gets_hits_through_fusermount3_and_user_namespaces() {
         (Some(3), Some(3), Some(0)),
         "{stats}"
     );
+    // `cachefs mount` works for the user too (fusermount3, no passthrough).
+    assert_eq!(sb.read("copy.c"), sb.read("a.c"));
+    let graph = std::fs::read_to_string(sb.root.path().join("graph.json")).unwrap();
+    let copy = sb.root.path().join("mnt/copy.c");
+    assert!(graph.contains(copy.to_str().unwrap()), "{graph}");
+    assert!(graph.contains("\"cat a.c"), "{graph}");
     let owner = std::fs::metadata(sb.cache.join("index.redb")).unwrap();
     assert_eq!(
         std::os::unix::fs::MetadataExt::uid(&owner).to_string(),

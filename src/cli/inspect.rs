@@ -28,16 +28,19 @@ pub fn runs() -> Result<()> {
     for id in ids.iter().rev() {
         let run = runlog::load(&config.dir, id).map_err(|e| anyhow!(e))?;
         let count = |o: &str| run.compiles.iter().filter(|c| c.outcome == o).count();
+        let when = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(run.started_unix_ms),
+        );
         if run.is_mount() {
             println!(
-                "{id}  {} processes observed  {}",
+                "{id}  {when}  {} processes observed  {}",
                 run.compiles.len(),
                 run.command.join(" ")
             );
             continue;
         }
         println!(
-            "{id}  {} compiles ({} hits, {} misses)  {}  in {}",
+            "{id}  {when}  {} compiles ({} hits, {} misses)  {}  in {}",
             run.compiles.len(),
             count("hit"),
             count("miss"),
