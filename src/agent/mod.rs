@@ -293,6 +293,13 @@ impl Agent {
         self.flush_stats();
         let _ = std::fs::remove_file(self.config.socket_path());
         if let Some(m) = &self.mirror {
+            let served: Vec<String> = m
+                .request_counts()
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(op, n)| format!("{op} {n}"))
+                .collect();
+            log::info!("the mirror served {}", served.join(", "));
             detach_mount(m.mountpoint());
         }
         std::process::exit(0)

@@ -48,6 +48,7 @@ fn main() {
                 ..MirrorOptions::default()
             });
             let mut accesses = 0;
+            let before = m.mirror.request_counts();
             let in_view = || {
                 let v = m.mirror.open_view();
                 let start = Instant::now();
@@ -67,6 +68,17 @@ fn main() {
                 ms(view),
                 (view.median.as_secs_f64() / native.median.as_secs_f64() - 1.0) * 100.0
             );
+            let compiles = (WARMUP + runs) as u64;
+            let per_compile: Vec<String> = m
+                .mirror
+                .request_counts()
+                .iter()
+                .zip(&before)
+                .map(|((name, n), (_, b))| (name, (n - b) / compiles))
+                .filter(|(_, n)| *n > 0)
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            println!("    requests per compile: {}", per_compile.join(", "));
         }
     }
 }

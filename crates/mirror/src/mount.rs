@@ -188,6 +188,11 @@ impl Mirror {
         self.shared.passthrough.load(Ordering::Relaxed)
     }
 
+    /// FUSE requests served since the mount, by kind (`lookup`, `open`, …).
+    pub fn request_counts(&self) -> Vec<(&'static str, u64)> {
+        self.shared.request_counts()
+    }
+
     pub fn stats(&self) -> MirrorStats {
         let (open_files, backing_ids) = {
             let files = self.shared.files.lock();
@@ -247,6 +252,7 @@ fn config(options: &MirrorOptions) -> Config {
         MountOption::FSName("cachefs".into()),
         MountOption::DefaultPermissions,
         MountOption::Exec,
+        MountOption::NoAtime,
     ];
     config.n_threads = Some(options.threads.max(1));
     config.clone_fd = true;

@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -39,8 +39,118 @@ thread_local! {
     static CALLER: Cell<u32> = const { Cell::new(0) };
 }
 
-fn caller(req: &Request) {
-    CALLER.with(|c| c.set(req.pid()));
+/// The FUSE requests the daemon serves, for counting (`MirrorStats::requests`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Lookup,
+    Getattr,
+    Setattr,
+    Readlink,
+    Mknod,
+    Mkdir,
+    Unlink,
+    Rmdir,
+    Symlink,
+    Rename,
+    Link,
+    Open,
+    Read,
+    Write,
+    Flush,
+    Release,
+    Fsync,
+    Opendir,
+    Readdir,
+    Releasedir,
+    Fsyncdir,
+    Statfs,
+    Setxattr,
+    Getxattr,
+    Listxattr,
+    Removexattr,
+    Access,
+    Create,
+    Ioctl,
+    Lseek,
+    CopyFileRange,
+    Poll,
+    Fallocate,
+}
+
+impl Op {
+    pub const ALL: [Op; 33] = [
+        Op::Lookup,
+        Op::Getattr,
+        Op::Setattr,
+        Op::Readlink,
+        Op::Mknod,
+        Op::Mkdir,
+        Op::Unlink,
+        Op::Rmdir,
+        Op::Symlink,
+        Op::Rename,
+        Op::Link,
+        Op::Open,
+        Op::Read,
+        Op::Write,
+        Op::Flush,
+        Op::Release,
+        Op::Fsync,
+        Op::Opendir,
+        Op::Readdir,
+        Op::Releasedir,
+        Op::Fsyncdir,
+        Op::Statfs,
+        Op::Setxattr,
+        Op::Getxattr,
+        Op::Listxattr,
+        Op::Removexattr,
+        Op::Access,
+        Op::Create,
+        Op::Ioctl,
+        Op::Lseek,
+        Op::CopyFileRange,
+        Op::Poll,
+        Op::Fallocate,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Lookup => "lookup",
+            Op::Getattr => "getattr",
+            Op::Setattr => "setattr",
+            Op::Readlink => "readlink",
+            Op::Mknod => "mknod",
+            Op::Mkdir => "mkdir",
+            Op::Unlink => "unlink",
+            Op::Rmdir => "rmdir",
+            Op::Symlink => "symlink",
+            Op::Rename => "rename",
+            Op::Link => "link",
+            Op::Open => "open",
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Flush => "flush",
+            Op::Release => "release",
+            Op::Fsync => "fsync",
+            Op::Opendir => "opendir",
+            Op::Readdir => "readdir",
+            Op::Releasedir => "releasedir",
+            Op::Fsyncdir => "fsyncdir",
+            Op::Statfs => "statfs",
+            Op::Setxattr => "setxattr",
+            Op::Getxattr => "getxattr",
+            Op::Listxattr => "listxattr",
+            Op::Removexattr => "removexattr",
+            Op::Access => "access",
+            Op::Create => "create",
+            Op::Ioctl => "ioctl",
+            Op::Lseek => "lseek",
+            Op::CopyFileRange => "copy_file_range",
+            Op::Poll => "poll",
+            Op::Fallocate => "fallocate",
+        }
+    }
 }
 
 /// State shared by the daemon threads and the [`crate::Mirror`] handle.
@@ -56,6 +166,7 @@ pub(crate) struct Shared {
     /// Tree mounts: the mount root is a real directory, accesses go to the
     /// process that made them. None: the root lists views.
     pub processes: Option<Mutex<ProcessTable>>,
+    requests: [AtomicU64; Op::ALL.len()],
     hide: HashSet<PathBuf>,
     want_passthrough: bool,
     pub passthrough: AtomicBool,
@@ -76,11 +187,32 @@ impl Shared {
             dirs: Mutex::default(),
             ttl,
             processes: processes.map(Mutex::new),
+            requests: std::array::from_fn(|_| AtomicU64::new(0)),
             hide,
             want_passthrough,
             passthrough: AtomicBool::new(false),
             mounted_at: SystemTime::now(),
         }
+    }
+
+    /// Entry to every request: who asked (for tree mounts) and what (for
+    /// the request counts).
+    fn begin(&self, req: &Request, op: Op) {
+        CALLER.with(|c| c.set(req.pid()));
+        self.requests[op as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests served so far, by name, in a fixed order.
+    pub fn request_counts(&self) -> Vec<(&'static str, u64)> {
+        Op::ALL
+            .iter()
+            .map(|&op| {
+                (
+                    op.name(),
+                    self.requests[op as usize].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 
     fn record(&self, view: u64, access: Access) {
@@ -206,7 +338,7 @@ impl Filesystem for MirrorFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        caller(req);
+        self.shared.begin(req, Op::Lookup);
         self.lookup_entry(parent, name, reply);
     }
 
@@ -215,7 +347,7 @@ impl Filesystem for MirrorFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        caller(req);
+        self.shared.begin(req, Op::Getattr);
         self.get_attr(ino, fh, reply);
     }
 
@@ -237,7 +369,7 @@ impl Filesystem for MirrorFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Setattr);
         let change = mutate::AttrChange {
             mode,
             uid,
@@ -250,7 +382,7 @@ impl Filesystem for MirrorFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        caller(req);
+        self.shared.begin(req, Op::Readlink);
         self.read_link(ino, reply);
     }
 
@@ -264,7 +396,7 @@ impl Filesystem for MirrorFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Mknod);
         self.make_node(parent, name, mode, reply);
     }
 
@@ -277,17 +409,17 @@ impl Filesystem for MirrorFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Mkdir);
         self.make_dir(parent, name, mode, reply);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        caller(req);
+        self.shared.begin(req, Op::Unlink);
         self.remove(parent, name, false, reply);
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        caller(req);
+        self.shared.begin(req, Op::Rmdir);
         self.remove(parent, name, true, reply);
     }
 
@@ -299,7 +431,7 @@ impl Filesystem for MirrorFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Symlink);
         self.make_symlink(parent, link_name, target, reply);
     }
 
@@ -313,7 +445,7 @@ impl Filesystem for MirrorFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Rename);
         self.rename_entry(parent, name, newparent, newname, flags, reply);
     }
 
@@ -325,12 +457,12 @@ impl Filesystem for MirrorFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Link);
         self.make_link(ino, newparent, newname, reply);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        caller(req);
+        self.shared.begin(req, Op::Open);
         self.open_file(ino, flags, reply);
     }
 
@@ -345,7 +477,7 @@ impl Filesystem for MirrorFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Read);
         self.read_data(fh, offset, size, reply);
     }
 
@@ -361,7 +493,7 @@ impl Filesystem for MirrorFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Write);
         self.write_data(fh, offset, data, reply);
     }
 
@@ -373,7 +505,7 @@ impl Filesystem for MirrorFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Flush);
         // Writes go to the real file synchronously: nothing is buffered here.
         reply.ok();
     }
@@ -388,7 +520,7 @@ impl Filesystem for MirrorFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Release);
         self.release_file(fh);
         reply.ok();
     }
@@ -401,12 +533,12 @@ impl Filesystem for MirrorFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Fsync);
         self.sync_file(fh, datasync, reply);
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        caller(req);
+        self.shared.begin(req, Op::Opendir);
         self.open_dir(ino, reply);
     }
 
@@ -418,7 +550,7 @@ impl Filesystem for MirrorFs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Readdir);
         self.read_dir(ino, fh, offset, reply);
     }
 
@@ -430,7 +562,7 @@ impl Filesystem for MirrorFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Releasedir);
         self.shared.dirs.lock().remove(fh.0);
         reply.ok();
     }
@@ -443,12 +575,12 @@ impl Filesystem for MirrorFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Fsyncdir);
         reply.ok();
     }
 
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        caller(req);
+        self.shared.begin(req, Op::Statfs);
         self.stat_fs(ino, reply);
     }
 
@@ -462,7 +594,7 @@ impl Filesystem for MirrorFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Setxattr);
         // ENOTSUP, not ENOSYS: ENOSYS would make the kernel stop asking, and
         // later attempts would go unrecorded.
         self.unobservable_ino(ino, "setxattr");
@@ -470,25 +602,25 @@ impl Filesystem for MirrorFs {
     }
 
     fn getxattr(&self, req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        caller(req);
+        self.shared.begin(req, Op::Getxattr);
         // ENOSYS makes the kernel stop asking, notably for
         // security.capability before every write.
         reply.error(Errno::ENOSYS);
     }
 
     fn listxattr(&self, req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        caller(req);
+        self.shared.begin(req, Op::Listxattr);
         reply.error(Errno::ENOSYS);
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        caller(req);
+        self.shared.begin(req, Op::Removexattr);
         self.unobservable_ino(ino, "removexattr");
         reply.error(Errno::ENOTSUP);
     }
 
     fn access(&self, req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        caller(req);
+        self.shared.begin(req, Op::Access);
         // Only called without default_permissions; the kernel checks modes.
         reply.ok();
     }
@@ -503,7 +635,7 @@ impl Filesystem for MirrorFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Create);
         self.create_file(parent, name, mode, flags, reply);
     }
 
@@ -518,7 +650,7 @@ impl Filesystem for MirrorFs {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Ioctl);
         // Queries (isatty's TCGETS, FS_IOC_GETFLAGS) fail harmlessly; one
         // that passes data in may be meant to change the file.
         if (cmd >> 30) & IOC_WRITE != 0 {
@@ -540,7 +672,7 @@ impl Filesystem for MirrorFs {
         _whence: i32,
         reply: ReplyLseek,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Lseek);
         reply.error(Errno::ENOSYS);
     }
 
@@ -557,7 +689,7 @@ impl Filesystem for MirrorFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::CopyFileRange);
         reply.error(Errno::ENOSYS);
     }
 
@@ -571,7 +703,7 @@ impl Filesystem for MirrorFs {
         _flags: PollFlags,
         reply: ReplyPoll,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Poll);
         reply.error(Errno::ENOSYS);
     }
 
@@ -585,7 +717,7 @@ impl Filesystem for MirrorFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        caller(req);
+        self.shared.begin(req, Op::Fallocate);
         self.allocate(ino, fh, offset, length, mode, reply);
     }
 }
