@@ -219,6 +219,8 @@ fn fuse_connection_aborted_mid_build() {
     let build = sb
         .cachefs()
         .args(["run", "make", "-s", "-j2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -226,7 +228,8 @@ fn fuse_connection_aborted_mid_build() {
     let out = build.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "the build failed after the FUSE connection was aborted"
+        "the build failed after the FUSE connection was aborted: {}",
+        stderr(&out)
     );
     for i in [0, n / 2, n - 1] {
         let o = sb.read(&format!("src/u{i}.o"));

@@ -106,9 +106,11 @@ impl Agent {
         }
         let next = protocol::read_frame::<Request, _>(stream);
         let record = mirror.close_view(view);
-        if !mirror.is_alive() {
-            // The mirror died under the compile: its result is not to be
-            // trusted, so the client compiles again, uncached.
+        if !mirror.is_connected() {
+            // The mirror died under the compile (the compile may have failed
+            // on ENOTCONN, or succeeded with accesses left unrecorded): its
+            // result is not to be trusted, so the client compiles again,
+            // uncached.
             self.stats
                 .reclassify_miss(run, Outcome::Error("observation lost mid-compile"));
             let message = "the FUSE mirror stopped during the compile".to_string();

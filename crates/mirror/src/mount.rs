@@ -158,6 +158,16 @@ impl Mirror {
             .is_some_and(|r| !r.thread.is_finished())
     }
 
+    /// Whether the kernel still delivers requests to the daemon, asked of the
+    /// kernel itself: right after the connection is aborted the daemon's
+    /// threads may not have noticed yet (`is_alive` still says true) while
+    /// every access in a view already fails with ENOTCONN. A listing of the
+    /// root always reaches the daemon (its attributes may be cached, its
+    /// entries are not).
+    pub fn is_connected(&self) -> bool {
+        self.is_alive() && !stale(&self.mountpoint)
+    }
+
     /// Starts recording a new view; its tree is `view_root(id)`.
     pub fn open_view(&self) -> u64 {
         let id = self.shared.views.lock().open();
