@@ -280,3 +280,69 @@ pub fn previous_writer(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(
+        argv: &str,
+        parent: Option<usize>,
+        reads: &[&str],
+        written: &[&str],
+    ) -> CompileRecord {
+        CompileRecord {
+            argv: argv.split(' ').map(str::to_owned).collect(),
+            parent,
+            reads: reads.iter().map(|s| s.to_string()).collect(),
+            written: written.iter().map(|s| s.to_string()).collect(),
+            ..CompileRecord::default()
+        }
+    }
+
+    /// bash → make → { sh gen.sh → { sed, mv }, gcc → cc1 }
+    fn session() -> RunRecord {
+        RunRecord {
+            kind: MOUNT_KIND.into(),
+            compiles: vec![
+                process("bash", None, &[], &[]),
+                process("make", Some(0), &["/m/Makefile"], &[]),
+                process("sh gen.sh", Some(1), &["/m/gen.sh"], &["/m/v.h.tmp"]),
+                process("sed s/x/y/ v.h.in", Some(2), &["/m/v.h.in"], &[]),
+                process("mv v.h.tmp v.h", Some(2), &["/m/v.h.tmp"], &["/m/v.h"]),
+                process("/usr/bin/gcc -c m.c", Some(1), &[], &[]),
+                process("cc1 m.c", Some(5), &["/m/m.c", "/m/v.h"], &["/m/m.o"]),
+            ],
+            ..RunRecord::default()
+        }
+    }
+
+    #[test]
+    fn steps_are_what_a_build_tool_started_with_everything_below() {
+        let run = session();
+        assert_eq!(run.step_of(4), 2, "mv belongs to the generator's step");
+        assert_eq!(run.step_of(6), 5, "cc1 belongs to the gcc step");
+        assert_eq!(run.step_of(1), 1, "make was started by the first process");
+        assert_eq!(run.step_of(0), 0);
+        assert_eq!(run.process_tree(2), vec![2, 3, 4]);
+        let steps = run.steps();
+        let labels: Vec<String> = steps.compiles.iter().map(|c| c.argv.join(" ")).collect();
+        assert_eq!(labels, ["bash", "make", "sh gen.sh", "/usr/bin/gcc -c m.c"]);
+        let gen = &steps.compiles[2];
+        assert_eq!(gen.parent, Some(1));
+        // Its own temporary is an output, not an input.
+        assert_eq!(gen.reads, ["/m/gen.sh", "/m/v.h.in"]);
+        assert_eq!(gen.written, ["/m/v.h.tmp", "/m/v.h"]);
+        assert_eq!(steps.compiles[3].reads, ["/m/m.c", "/m/v.h"]);
+    }
+
+    #[test]
+    fn a_damaged_parent_index_cannot_loop() {
+        let mut run = session();
+        run.compiles[1].parent = Some(6);
+        run.compiles[0].parent = Some(0);
+        assert_eq!(run.process_tree(0).len(), 1);
+        let _ = run.steps();
+        let _ = run.step_of(6);
+    }
+}
