@@ -37,7 +37,10 @@ pub(crate) const STATE_EVICTED: &str = "evicted";
 /// Bumped when the layout above changes; an index of another format is moved aside.
 const FORMAT: u64 = 1;
 /// redb's default page cache is 1 GiB; the index is mostly small keys, and the agent should not
-/// grow by a gigabyte on a big cache.
+/// grow by a gigabyte on a big cache. The integrity check at open reads every page through this
+/// cache, so the agent's memory grows to it on any index larger than it, and the check's time
+/// depends on it: with 100k entries (841 MB index) 64 MiB gave 5.7 s and 94 MB RSS, 16 MiB 17 s
+/// (past the client's 10 s start timeout) and 36 MB (`scripts/bench/agent-memory.sh`).
 const CACHE_BYTES: usize = 64 << 20;
 
 /// Opens (or creates) the index. A file redb cannot read, or one written by another layout, is
