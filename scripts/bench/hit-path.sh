@@ -12,7 +12,7 @@
 # the per-round median ratio cachefs/ccache.
 #
 #   scripts/bench/hit-path.sh [-n ROUNDS] [-c COMPILES] [-p]
-# Needs: cargo build --release --workspace, ccache.
+# Needs: scripts/build-release.sh, ccache.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -28,7 +28,7 @@ while getopts "n:c:p" o; do
     esac
 done
 CACHEFS=$ROOT/target/release/cachefs
-[ -x "$CACHEFS" ] || { echo "build first: cargo build --release --workspace" >&2; exit 1; }
+[ -x "$CACHEFS" ] || "$ROOT/scripts/build-release.sh"
 command -v ccache >/dev/null || { echo "ccache is required" >&2; exit 1; }
 W=$ROOT/target/bench/hit-path
 SRC=$W/src
