@@ -7,6 +7,8 @@
 #   cachefs       cachefs gcc … (wrapper mode)
 #   cachefs-run   gcc … inside `cachefs run` (the shim diverts every exec)
 #   plain         gcc … (only with -p: the compile itself, for scale)
+#   cachefs-b     CACHEFS_B=/other/cachefs: another build in wrapper mode, with
+#                 its own cache directory and agent (before/after comparisons)
 # The loop times itself, so `cachefs run`'s own start and summary are not
 # counted. Prints the median per mode (ms per compile, and ms over bare) and
 # the per-round median ratio cachefs/ccache.
@@ -28,6 +30,7 @@ while getopts "n:c:p" o; do
     esac
 done
 CACHEFS=$ROOT/target/release/cachefs
+[ -n "${CACHEFS_B:-}" ] && MODES+=(cachefs-b)
 [ -x "$CACHEFS" ] || "$ROOT/scripts/build-release.sh"
 command -v ccache >/dev/null || { echo "ccache is required" >&2; exit 1; }
 W=$ROOT/target/bench/hit-path
@@ -61,12 +64,13 @@ once() {
         ccache) CC="ccache gcc" OUT=$out "$W/loop.sh" ;;
         cachefs) CC="$CACHEFS gcc" OUT=$out "$W/loop.sh" ;;
         cachefs-run) CC=gcc OUT=$out "$CACHEFS" run "$W/loop.sh" 2>/dev/null ;;
+        cachefs-b) CC="$CACHEFS_B gcc" CACHEFS_DIR=$W/cachefs-b OUT=$out "$W/loop.sh" ;;
     esac
     cat "$out"
 }
 
 "$CACHEFS" start >/dev/null
-for m in ccache cachefs cachefs-run; do once "$m" >/dev/null; done  # fill the caches
+for m in ccache cachefs cachefs-run ${CACHEFS_B:+cachefs-b}; do once "$m" >/dev/null; done  # fill the caches
 "$CACHEFS" stats --zero >/dev/null
 ccache -z >/dev/null
 results=$W/times.tsv
@@ -81,6 +85,7 @@ done
 hits=$("$CACHEFS" stats --json | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["hits"], s["misses"])')
 echo "cachefs hits/misses during the rounds: $hits; ccache: $(ccache -s 2>/dev/null | grep -iE '^ *(hits|misses)' | tr -s ' ' | tr '\n' ';')" >&2
 "$CACHEFS" stop >/dev/null 2>&1 || true
+[ -n "${CACHEFS_B:-}" ] && { CACHEFS_DIR=$W/cachefs-b "$CACHEFS_B" stop >/dev/null 2>&1 || true; }
 
 python3 - "$results" "$N" <<'PY'
 import statistics, sys
@@ -106,6 +111,8 @@ def ratio(a, b, over_bare=False):
             pairs.append(x / y)
     return statistics.median(pairs)
 print()
-for a in ("cachefs", "cachefs-run"):
+for a in [m for m in ("cachefs", "cachefs-run", "cachefs-b") if m in t]:
     print(f"- {a} / ccache: ×{ratio(a, 'ccache'):.3f} (over bare: ×{ratio(a, 'ccache', True):.3f})")
+if "cachefs-b" in t:
+    print(f"- cachefs / cachefs-b: ×{ratio('cachefs', 'cachefs-b'):.3f} (over bare: ×{ratio('cachefs', 'cachefs-b', True):.3f})")
 PY
