@@ -130,7 +130,7 @@ pub enum DepState {
     Absent,
     /// A directory whose entries were listed, by the hash of its names.
     Listing(Hash),
-    Symlink(Vec<u8>),
+    Symlink(#[serde(with = "crate::bytes")] Vec<u8>),
     /// Looked up (stat'ed, walked through) but not read.
     Exists(Kind),
     /// A library search directory (rustc `-L`), by the hash of the crate
@@ -172,6 +172,7 @@ impl std::fmt::Display for DepState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dep {
+    #[serde(with = "crate::bytes")]
     pub path: Vec<u8>,
     pub state: DepState,
 }

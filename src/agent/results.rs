@@ -14,15 +14,19 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Output {
     File {
+        #[serde(with = "crate::bytes")]
         path: Vec<u8>,
         mode: u32,
         blob: Hash,
     },
     Symlink {
+        #[serde(with = "crate::bytes")]
         path: Vec<u8>,
+        #[serde(with = "crate::bytes")]
         target: Vec<u8>,
     },
     Dir {
+        #[serde(with = "crate::bytes")]
         path: Vec<u8>,
         mode: u32,
     },
@@ -31,7 +35,9 @@ pub enum Output {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CachedResult {
     pub outputs: Vec<Output>,
+    #[serde(with = "crate::bytes")]
     pub stdout: Vec<u8>,
+    #[serde(with = "crate::bytes")]
     pub stderr: Vec<u8>,
     pub exit: Exit,
     pub compile_ms: u64,
