@@ -50,6 +50,9 @@ fn compile_shim(out: &Path, so: &Path) {
         "-Ccodegen-units=1",
         // An unresolved symbol must fail here, not in every process of a build.
         "-Clink-arg=-Wl,-z,defs",
+        // The cachefs binary may be linked statically (it starts faster); the
+        // shim is loaded into dynamic programs and must link libc dynamically.
+        "-Ctarget-feature=-crt-static",
     ]);
     cmd.arg(format!("--target={}", env_str("TARGET")));
     cmd.arg(format!("-Copt-level={}", env_str("OPT_LEVEL")));

@@ -66,12 +66,14 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Runs the call and exits with the compiler's status.
+/// Runs the call and exits with the compiler's status. Sets up logging.
 pub fn run(call: Call) -> ! {
     // SAFETY: single-threaded at this point; nothing else reads the environment.
     unsafe { std::env::remove_var(ENV_COMPILER) };
     let run_id = std::env::var(ENV_RUN_ID).ok();
-    let config = match Config::from_env() {
+    let config = Config::from_env();
+    crate::logging::init_to(config.as_ref().ok().and_then(|c| c.log.as_deref()));
+    let config = match config {
         Ok(c) => c,
         Err(e) => fall_back(
             &call,

@@ -2,6 +2,7 @@
 //! observed under it, each validated against the disk.
 
 use crate::protocol::CompileRequest;
+use nix::sys::statfs;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -129,7 +130,7 @@ pub enum DepState {
     Absent,
     /// A directory whose entries were listed, by the hash of its names.
     Listing(Hash),
-    Symlink(Vec<u8>),
+    Symlink(#[serde(with = "crate::bytes")] Vec<u8>),
     /// Looked up (stat'ed, walked through) but not read.
     Exists(Kind),
     /// A library search directory (rustc `-L`), by the hash of the crate
@@ -171,6 +172,7 @@ impl std::fmt::Display for DepState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dep {
+    #[serde(with = "crate::bytes")]
     pub path: Vec<u8>,
     pub state: DepState,
 }
@@ -245,11 +247,28 @@ impl Stamp {
 }
 
 /// Content hashes by path and stamp, so validating a hit re-hashes only files
-/// whose stat changed.
+/// whose stat changed; and paths found absent, by the stamp their directory
+/// had, so that a compile's many failed probes (a header looked for in each
+/// include directory) cost one stat per directory instead of one per probe.
 #[derive(Default)]
 pub struct StatCache {
     entries: Mutex<HashMap<PathBuf, (Stamp, Hash)>>,
+    absent: Mutex<HashMap<PathBuf, Stamp>>,
+    /// Per device: whether its file system is known to update a directory's
+    /// mtime and ctime whenever an entry is added, removed or renamed.
+    dir_stamps_trusted: Mutex<HashMap<u64, bool>>,
 }
+
+/// Local file systems whose directory timestamps follow POSIX: ext2/3/4
+/// (one magic number), xfs, btrfs, tmpfs, overlayfs. Others (FUSE, network
+/// file systems) are checked probe by probe.
+const DIR_STAMP_FILESYSTEMS: &[statfs::FsType] = &[
+    statfs::EXT4_SUPER_MAGIC,
+    statfs::XFS_SUPER_MAGIC,
+    statfs::BTRFS_SUPER_MAGIC,
+    statfs::TMPFS_MAGIC,
+    statfs::OVERLAYFS_SUPER_MAGIC,
+];
 
 impl StatCache {
     /// Hash of the regular file at `path` (not following a final symlink),
@@ -282,6 +301,59 @@ impl StatCache {
                 .insert(path.to_path_buf(), (stamp, hash));
         }
         Ok(Some((stamp, hash)))
+    }
+
+    /// Whether `path` is absent (lstat fails with ENOENT or ENOTDIR).
+    /// `dirs` memoizes directory stamps within one validation. A directory
+    /// whose stamp is unchanged since the path was last found absent in it
+    /// gained no entry since: any creation, rename or link into it updates
+    /// its mtime and ctime. Only settled stamps are remembered (a change
+    /// within the same timestamp tick would be invisible), and only on file
+    /// systems known to keep directory timestamps that way.
+    fn is_absent(&self, path: &Path, dirs: &mut DirStamps) -> bool {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let before = dir.and_then(|d| self.dir_stamp(d, dirs));
+        if let Some(stamp) = before {
+            if self.absent.lock().unwrap().get(path) == Some(&stamp) {
+                return true;
+            }
+        }
+        let absent = matches!(std::fs::symlink_metadata(path), Err(e) if is_not_found(&e));
+        match before {
+            // The stamp was taken before the lookup: an entry created after
+            // it changes the directory's stamp and is seen next time.
+            Some(stamp) if absent && stamp.is_settled(SystemTime::now()) => {
+                self.absent
+                    .lock()
+                    .unwrap()
+                    .insert(path.to_path_buf(), stamp);
+            }
+            _ => {}
+        }
+        absent
+    }
+
+    /// The stamp of directory `dir` if shortcuts through it can be trusted.
+    fn dir_stamp(&self, dir: &Path, dirs: &mut DirStamps) -> Option<Stamp> {
+        if let Some(known) = dirs.get(dir) {
+            return *known;
+        }
+        let stamp = std::fs::metadata(dir)
+            .ok()
+            .filter(|m| m.is_dir() && self.trusts_dir_stamps(m.dev(), dir))
+            .map(|m| Stamp::of(&m));
+        dirs.insert(dir.to_path_buf(), stamp);
+        stamp
+    }
+
+    fn trusts_dir_stamps(&self, dev: u64, dir: &Path) -> bool {
+        if let Some(t) = self.dir_stamps_trusted.lock().unwrap().get(&dev) {
+            return *t;
+        }
+        let trusted = statfs::statfs(dir)
+            .is_ok_and(|fs| DIR_STAMP_FILESYSTEMS.contains(&fs.filesystem_type()));
+        self.dir_stamps_trusted.lock().unwrap().insert(dev, trusted);
+        trusted
     }
 
     /// Hash following symlinks: for the compiler binary named in key1.
@@ -378,11 +450,15 @@ pub struct Mismatch {
     pub expected: String,
 }
 
+/// Directory stamps seen during one validation (`None`: not to be trusted).
+type DirStamps = HashMap<PathBuf, Option<Stamp>>;
+
 /// Checks every dep against the disk; the first that differs is returned.
 pub fn validate(set: &DepSet, cache: &StatCache) -> Result<(), Mismatch> {
+    let mut dirs = DirStamps::new();
     for dep in &set.deps {
         let path = Path::new(OsStr::from_bytes(&dep.path));
-        if !holds(path, &dep.state, cache) {
+        if !holds(path, &dep.state, cache, &mut dirs) {
             return Err(Mismatch {
                 path: path.to_path_buf(),
                 expected: describe(path, &dep.state),
@@ -408,12 +484,10 @@ fn describe(path: &Path, state: &DepState) -> String {
     }
 }
 
-fn holds(path: &Path, state: &DepState, cache: &StatCache) -> bool {
+fn holds(path: &Path, state: &DepState, cache: &StatCache, dirs: &mut DirStamps) -> bool {
     match state {
         DepState::File(hash) => matches!(cache.file_hash(path), Ok(Some((_, h))) if h == *hash),
-        DepState::Absent => {
-            matches!(std::fs::symlink_metadata(path), Err(e) if is_not_found(&e))
-        }
+        DepState::Absent => cache.is_absent(path, dirs),
         DepState::Exists(kind) => {
             matches!(std::fs::symlink_metadata(path), Ok(m) if Kind::of(&m) == *kind)
         }
@@ -499,6 +573,42 @@ mod tests {
             .unwrap();
         let (_, h2) = cache.file_hash(&p).unwrap().unwrap();
         assert_ne!(h1, h2);
+    }
+
+    /// The one-stat-per-directory shortcut for failed probes must still see
+    /// a header that appears later, however it appears.
+    #[test]
+    fn absent_probes_see_files_created_or_renamed_into_a_settled_directory() {
+        let written = tempfile::tempdir().unwrap();
+        let renamed = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let probe = |dir: &tempfile::TempDir| DepSet {
+            deps: vec![Dep {
+                path: dir.path().join("shadow.h").as_os_str().as_bytes().to_vec(),
+                state: DepState::Absent,
+            }],
+            result: [0; 32],
+        };
+        let (a, b) = (probe(&written), probe(&renamed));
+        let cache = StatCache::default();
+        // Directory stamps are trusted only once settled.
+        std::thread::sleep(Duration::from_millis(2100));
+        for set in [&a, &b] {
+            assert!(validate(set, &cache).is_ok());
+            assert!(validate(set, &cache).is_ok());
+        }
+        let dev = std::fs::metadata(written.path()).unwrap().dev();
+        if cache.trusts_dir_stamps(dev, written.path()) {
+            assert_eq!(cache.absent.lock().unwrap().len(), 2, "shortcut in use");
+        }
+        std::fs::write(written.path().join("shadow.h"), "").unwrap();
+        let other = elsewhere.path().join("shadow.h");
+        std::fs::write(&other, "").unwrap();
+        std::fs::rename(&other, renamed.path().join("shadow.h")).unwrap();
+        for (set, dir) in [(&a, &written), (&b, &renamed)] {
+            let m = validate(set, &cache).unwrap_err();
+            assert_eq!(m.path, dir.path().join("shadow.h"));
+        }
     }
 
     #[test]

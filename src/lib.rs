@@ -1,6 +1,7 @@
 //! cachefs: a compiler cache keyed by what each compile was observed to touch.
 
 pub mod agent;
+mod bytes;
 pub mod cli;
 pub mod client;
 pub mod compiler;

@@ -5,11 +5,9 @@
 
 fn main() {
     if let Some(compiler) = cachefs::client::is_compile_mode() {
-        cachefs::logging::init_quiet();
         cachefs::client::run(cachefs::client::Call::from_shim(compiler));
     }
     if let Some(call) = cachefs::client::Call::from_wrapper_args() {
-        cachefs::logging::init_quiet();
         cachefs::client::run(call);
     }
     std::process::exit(cachefs::cli::main());

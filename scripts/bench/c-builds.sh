@@ -27,7 +27,7 @@ shift $((OPTIND - 1))
 [ $# -gt 0 ] && WORKLOADS=("$@") || WORKLOADS=(lua micro)
 
 CACHEFS=$ROOT/target/release/cachefs
-[ -x "$CACHEFS" ] || cargo build --release --workspace
+[ -x "$CACHEFS" ] || "$ROOT/scripts/build-release.sh"
 W=$ROOT/target/bench
 mkdir -p "$W/dl" "$W/src" "$W/cache"
 

@@ -26,7 +26,7 @@ while getopts "n:j:c" o; do
 done
 
 CACHEFS=$ROOT/target/release/cachefs
-[ -x "$CACHEFS" ] || cargo build --release --workspace
+[ -x "$CACHEFS" ] || "$ROOT/scripts/build-release.sh"
 W=$ROOT/target/bench
 TREE=$W/src/rust-graph
 VENDOR=$W/vendor-rust-graph

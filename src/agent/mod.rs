@@ -8,6 +8,7 @@ mod remote;
 mod results;
 mod runs;
 mod stats;
+mod workers;
 
 use crate::config::Config;
 use crate::key::StatCache;
@@ -66,12 +67,13 @@ pub fn serve(config: Config) -> Result<bool> {
         agent.config.dir.display()
     );
     spawn_housekeeping(agent.clone());
+    let connections = {
+        let agent = agent.clone();
+        workers::Workers::new(move |s| agent.serve_connection(s))
+    };
     for stream in listener.incoming() {
         match stream {
-            Ok(s) => {
-                let agent = agent.clone();
-                std::thread::spawn(move || agent.serve_connection(s));
-            }
+            Ok(s) => connections.dispatch(s),
             Err(e) => log::warn!("accept on the agent socket failed: {e}"),
         }
     }

@@ -107,10 +107,35 @@ pub(crate) fn decode(id: &Hash, file: &[u8]) -> Result<Vec<u8>, Corrupt> {
 fn unzstd(body: &[u8], want: u64) -> Result<Vec<u8>, Corrupt> {
     // Cap the up-front allocation: a corrupt header may promise anything.
     let cap = want.min(body.len() as u64 * 64 + 4096) as usize;
+    if cap as u64 == want {
+        return unzstd_bulk(body, cap);
+    }
     let mut out = Vec::with_capacity(cap);
     zstd::stream::read::Decoder::with_buffer(body)
         .and_then(|d| d.take(want + 1).read_to_end(&mut out))
         .map_err(Corrupt::Zstd)?;
+    Ok(out)
+}
+
+/// The common case (the promised length is plausible): one call into zstd with a
+/// decompression context reused by the thread, instead of a streaming decoder set up per
+/// blob. Output beyond `want` does not fit the buffer and fails.
+fn unzstd_bulk(body: &[u8], want: usize) -> Result<Vec<u8>, Corrupt> {
+    thread_local! {
+        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let mut out = Vec::with_capacity(want);
+    CONTEXT.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(Corrupt::Zstd)?);
+        }
+        let context = slot.as_mut().expect("just set");
+        context
+            .decompress_to_buffer(body, &mut out)
+            .map_err(Corrupt::Zstd)
+    })?;
     Ok(out)
 }
 

@@ -37,20 +37,47 @@ pub(crate) const STATE_EVICTED: &str = "evicted";
 /// Bumped when the layout above changes; an index of another format is moved aside.
 const FORMAT: u64 = 1;
 /// redb's default page cache is 1 GiB; the index is mostly small keys, and the agent should not
-/// grow by a gigabyte on a big cache.
-const CACHE_BYTES: usize = 64 << 20;
+/// grow by a gigabyte on a big cache. A hit reads a few branch pages and one manifest; the OS
+/// page cache keeps the rest one pread away.
+const CACHE_BYTES: usize = 16 << 20;
+/// The integrity check at open reads every page through the cache, and its time depends on the
+/// cache's size: with 100k entries (an 841 MB index) 64 MiB took 5.7 s, 16 MiB 17 s (past the
+/// client's 10 s start timeout). So the check runs with this cache, which is then dropped
+/// (`scripts/bench/agent-memory.sh`).
+const CHECK_CACHE_BYTES: usize = 64 << 20;
 
 /// Opens (or creates) the index. A file redb cannot read, or one written by another layout, is
 /// moved aside and replaced by an empty index: it only holds a cache, and a build must not fail
 /// because of it. Only a real I/O problem or another process holding the file is an error.
 /// `verify` checks every page (see `try_open`); a reopen of a file only redb has written skips it.
 pub(crate) fn open(path: &Path, verify: bool) -> Result<Database, StoreError> {
-    match try_open(path, verify) {
+    if !verify {
+        return open_with(path, false, CACHE_BYTES);
+    }
+    drop(open_with(path, true, CHECK_CACHE_BYTES)?);
+    release_freed_memory();
+    // Checked (or replaced by a fresh index) a moment ago by this process, which holds the
+    // agent lock: no need to read it all again.
+    open_with(path, false, CACHE_BYTES)
+}
+
+/// Gives the checking cache's pages back to the system: freed heap memory otherwise stays in
+/// the agent's resident set.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+fn open_with(path: &Path, verify: bool, cache: usize) -> Result<Database, StoreError> {
+    match try_open(path, verify, cache) {
         Ok(db) => Ok(db),
         Err(Failure::Fatal(e)) => Err(e),
         Err(Failure::Corrupt(why)) => {
             move_aside(path, &why)?;
-            try_open(path, verify).map_err(|f| match f {
+            try_open(path, verify, cache).map_err(|f| match f {
                 Failure::Fatal(e) => e,
                 Failure::Corrupt(why) => StoreError::Index {
                     op: "creating a fresh index",
@@ -67,14 +94,14 @@ enum Failure {
     Fatal(StoreError),
 }
 
-fn try_open(path: &Path, verify: bool) -> Result<Database, Failure> {
+fn try_open(path: &Path, verify: bool, cache: usize) -> Result<Database, Failure> {
     // The integrity check makes redb verify every page's checksum and report a damaged file as
     // an error, where a plain open may trust it (and debug builds of redb may panic on it); the
     // catch_unwind is the backstop for any such panic. The cost is one read of the index per
     // agent start.
     let opened = catch_unwind(AssertUnwindSafe(|| {
         Database::builder()
-            .set_cache_size(CACHE_BYTES)
+            .set_cache_size(cache)
             .set_check_integrity_on_open(verify)
             .create(path)
     }));
