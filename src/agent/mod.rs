@@ -293,6 +293,7 @@ impl Agent {
     fn shutdown(&self, why: &str) -> ! {
         log::info!("agent {} exiting: {why}", std::process::id());
         self.flush_stats();
+        self.store.close_for_exit();
         let _ = std::fs::remove_file(self.config.socket_path());
         if let Some(m) = &self.mirror {
             let served: Vec<String> = m

@@ -600,3 +600,42 @@ fn concurrent_threads_under_eviction_pressure() {
     }
     assert_eq!(store.stats().corrupt_found, 0);
 }
+
+/// The agent exits without destructors, through `close_for_exit`: the next open must need
+/// neither a reconciliation nor the page check, unless the index changed in between.
+#[test]
+fn a_clean_close_for_exit_skips_the_checks_and_a_touched_index_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index.redb");
+    let store = LocalStore::open(tmp.path(), GIB).unwrap();
+    assert!(!store.opened_clean(), "a new index");
+    let blob = store.put_blob(&noise(1, 5000)).unwrap();
+    store.put_manifest(&key(1), &noise(2, 300)).unwrap();
+    store.close_for_exit();
+    assert!(store.get_manifest(&key(1)).is_err(), "closed for good");
+    // As the agent does: exit without dropping it.
+    std::mem::forget(store);
+    assert!(tmp.path().join("index.redb.clean").exists());
+
+    let store = LocalStore::open(tmp.path(), GIB).unwrap();
+    assert!(store.opened_clean());
+    assert_eq!(store.get_blob(&blob).unwrap().unwrap(), noise(1, 5000));
+    assert_eq!(store.get_manifest(&key(1)).unwrap().unwrap(), noise(2, 300));
+    // The marker is consumed: a crash now leaves none.
+    assert!(!tmp.path().join("index.redb.clean").exists());
+    store.close_for_exit();
+    std::mem::forget(store);
+
+    // Damaged after the clean close (same size, one page flipped): the index's stamp no longer
+    // matches the marker, so the page check runs and the damage is not trusted.
+    let mut bytes = fs::read(&index).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    fs::write(&index, &bytes).unwrap();
+    let store = LocalStore::open(tmp.path(), GIB).unwrap();
+    if let Some(v) = store.get_manifest(&key(1)).unwrap() {
+        assert_eq!(v, noise(2, 300));
+    }
+    drop(store);
+    // (A crash, with no close at all, is `crash_leftovers_are_cleaned_at_open`.)
+}
