@@ -30,22 +30,7 @@ pub fn detach(path: &Path) -> io::Result<()> {
     Err(err)
 }
 
-/// Whether `path` is a FUSE mount whose daemon is gone: every access fails
-/// with ENOTCONN (or ECONNABORTED after an abort).
-pub fn is_stale(path: &Path) -> bool {
-    let dead = |e: io::Error| {
-        matches!(
-            e.raw_os_error(),
-            Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
-        )
-    };
-    match std::fs::metadata(path) {
-        Err(e) => dead(e),
-        // The root's attributes may still be cached: a listing always asks.
-        Ok(md) if md.is_dir() => std::fs::read_dir(path).err().is_some_and(dead),
-        Ok(_) => false,
-    }
-}
+pub use cachefs_mirror::is_stale;
 
 /// The filesystem type mounted at exactly `path` (the newest mount there),
 /// from /proc/self/mountinfo.

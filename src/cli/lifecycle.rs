@@ -75,31 +75,8 @@ pub fn start_agent(config: &Config) -> Result<u32> {
     std::fs::create_dir_all(&config.dir)
         .with_context(|| format!("cannot create the cache directory {}", config.dir.display()))?;
     let log_path = config.dir.join("agent.log");
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open the agent log {}", log_path.display()))?;
-    let exe = std::env::current_exe().context("cannot find the cachefs executable")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("agent")
-        .env("CACHEFS_DIR", &config.dir)
-        .env_remove("LD_PRELOAD")
-        .env_remove(ENV_COMPILER)
-        .env_remove(ENV_IN_COMPILE)
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    // SAFETY: setsid is async-signal-safe. A session of its own keeps the
-    // agent alive when the build's terminal or process group goes away.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        })
-    };
-    let mut child = cmd.spawn().context("cannot start the cachefs agent")?;
+    let mut child = spawn_daemon(config, &["agent".into()], &log_path)
+        .context("cannot start the cachefs agent")?;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(pid) = ping(config) {
@@ -125,6 +102,40 @@ pub fn start_agent(config: &Config) -> Result<u32> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Starts `cachefs ARGS…` as a daemon for `config.dir`: its own session (so it outlives the
+/// build's terminal and process group), `/` as its directory, stdout and stderr appended to
+/// `log_path`, and none of the shim's variables (it must not be diverted or observed).
+pub(super) fn spawn_daemon(
+    config: &Config,
+    args: &[std::ffi::OsString],
+    log_path: &std::path::Path,
+) -> Result<std::process::Child> {
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log_path)
+        .with_context(|| format!("cannot open the log {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the cachefs executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .env("CACHEFS_DIR", &config.dir)
+        .env_remove("LD_PRELOAD")
+        .env_remove(ENV_COMPILER)
+        .env_remove(ENV_IN_COMPILE)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    };
+    Ok(cmd.spawn()?)
 }
 
 fn ping(config: &Config) -> Result<u32> {

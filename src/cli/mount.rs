@@ -7,8 +7,8 @@
 //! long as the agent's idle timeout. Its state file in `mounts/` tells
 //! `umount` which process to stop.
 
-use super::lifecycle::process_running;
-use crate::config::{Config, ENV_COMPILER, ENV_IN_COMPILE};
+use super::lifecycle::{process_running, spawn_daemon};
+use crate::config::Config;
 use crate::fuse_mounts;
 use crate::runlog;
 use crate::tree_record::{self, Layout};
@@ -17,9 +17,7 @@ use cachefs_mirror::{Mirror, MirrorOptions};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -81,33 +79,14 @@ fn start_in_background(config: &Config, src: &Path, mnt: &Path) -> Result<()> {
     std::fs::create_dir_all(state_dir(config))
         .with_context(|| format!("cannot create {}", state_dir(config).display()))?;
     let log_path = config.dir.join("mount.log");
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let exe = std::env::current_exe().context("cannot find the cachefs executable")?;
-    let mut cmd = Command::new(exe);
-    cmd.args([OsString::from("mount"), "--foreground".into()])
-        .arg(src)
-        .arg(mnt)
-        .env("CACHEFS_DIR", &config.dir)
-        .env_remove("LD_PRELOAD")
-        .env_remove(ENV_COMPILER)
-        .env_remove(ENV_IN_COMPILE)
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    // SAFETY: setsid is async-signal-safe. Its own session keeps the mount
-    // alive when the terminal that started it closes.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        })
-    };
-    let mut child = cmd.spawn().context("cannot start the mount's daemon")?;
+    let args: Vec<OsString> = vec![
+        "mount".into(),
+        "--foreground".into(),
+        src.into(),
+        mnt.into(),
+    ];
+    let mut child =
+        spawn_daemon(config, &args, &log_path).context("cannot start the mount's daemon")?;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Some(state) = read_state(config, mnt).filter(|s| s.pid == child.id()) {

@@ -23,7 +23,7 @@ mod record;
 mod views;
 
 pub use error::MirrorError;
-pub use mount::{Mirror, MirrorStats};
+pub use mount::{is_stale, Mirror, MirrorStats};
 pub use options::MirrorOptions;
 pub use processes::{IgnoreCommand, ProcessRecord};
 pub use record::{Access, Kind, Record, Stamp};

@@ -165,7 +165,7 @@ impl Mirror {
     /// root always reaches the daemon (its attributes may be cached, its
     /// entries are not).
     pub fn is_connected(&self) -> bool {
-        self.is_alive() && !stale(&self.mountpoint)
+        self.is_alive() && !is_stale(&self.mountpoint)
     }
 
     /// Starts recording a new view; its tree is `view_root(id)`.
@@ -287,7 +287,7 @@ fn check_fuse_device() -> Result<(), MirrorError> {
 fn prepare_mountpoint(path: &Path) -> Result<PathBuf, MirrorError> {
     // Killed more than once, a path can hold several stacked stale mounts.
     for _ in 0..MAX_STALE {
-        if !stale(path) {
+        if !is_stale(path) {
             break;
         }
         detach(path).map_err(|source| MirrorError::StaleMount {
@@ -303,10 +303,11 @@ fn prepare_mountpoint(path: &Path) -> Result<PathBuf, MirrorError> {
     path.canonicalize().map_err(mountpoint_error)
 }
 
-/// Whether `path` is a FUSE mount whose daemon is gone. Its root's
-/// attributes may still be cached, so a stat can succeed: listing it always
-/// asks the (dead) daemon.
-fn stale(path: &Path) -> bool {
+/// Whether `path` is a FUSE mount whose daemon is gone (every access fails
+/// with ENOTCONN, or ECONNABORTED after an abort). Its root's attributes may
+/// still be cached, so a stat can succeed: listing it always asks the (dead)
+/// daemon.
+pub fn is_stale(path: &Path) -> bool {
     let dead = |e: io::Error| {
         matches!(
             e.raw_os_error(),
