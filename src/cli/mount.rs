@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 /// How often a live mount's record is saved when it changed.
 const SAVE_EVERY: Duration = Duration::from_millis(500);
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+const TREE_TTL: Duration = Duration::from_secs(1);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -129,9 +130,11 @@ fn last_line(log: &Path) -> String {
 /// Serves the mount until `umount` (SIGTERM), Ctrl-C, or an outside unmount.
 fn serve(config: &Config, src: PathBuf, mnt: PathBuf) -> Result<()> {
     let options = MirrorOptions {
-        // Every lookup reaches the daemon, so each process's own probes are
-        // seen even when another process looked up the same path just before.
-        ttl: Duration::ZERO,
+        // Names and attributes are cached for a second only: SRC may change
+        // behind the mount (an editor saving into it), and a build inside
+        // must see that as it would on SRC. Failed lookups are never cached
+        // in a tree mount, so each process's own probes are seen.
+        ttl: TREE_TTL,
         hide: vec![config.dir.clone()],
         ..MirrorOptions::default()
     };

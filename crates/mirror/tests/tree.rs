@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use cachefs_mirror::{Access, Mirror, MirrorOptions, ProcessRecord};
 
+/// As `cachefs mount` mounts a tree: names and attributes cached for a second.
 fn options() -> MirrorOptions {
     MirrorOptions {
-        ttl: Duration::ZERO,
+        ttl: Duration::from_secs(1),
         ..MirrorOptions::default()
     }
 }
@@ -128,4 +129,51 @@ fn a_missing_source_is_a_clear_error() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[test]
+fn each_process_s_probe_of_the_same_missing_name_is_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let mnt = dir.path().join("mnt");
+    let mirror = Mirror::mount_tree(&src, &mnt, options(), Box::new(|_| false)).unwrap();
+    let src = src.canonicalize().unwrap();
+    for marker in ["first", "second"] {
+        // Both probe config.h; the kernel must not answer the second from
+        // the first's negative entry.
+        let out = Command::new("sh")
+            .args(["-c", "test -e config.h || true", marker])
+            .current_dir(mirror.mountpoint())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let probe = Access::NotFound {
+        path: src.join("config.h"),
+    };
+    let probing: Vec<String> = mirror
+        .processes()
+        .iter()
+        .filter(|p| p.accesses.contains(&probe))
+        .map(|p| {
+            p.argv
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert_eq!(probing.len(), 2, "{probing:?}");
+    assert!(probing[0].ends_with("first") && probing[1].ends_with("second"));
+
+    // Changed behind the mount, in the source directory: seen within the TTL.
+    std::fs::write(src.join("config.h"), "one").unwrap();
+    let through = mirror.mountpoint().join("config.h");
+    assert_eq!(std::fs::read_to_string(&through).unwrap(), "one");
+    std::fs::write(src.join("config.h"), "three").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(std::fs::metadata(&through).unwrap().len(), 5);
+    assert_eq!(std::fs::read_to_string(&through).unwrap(), "three");
+    mirror.unmount().unwrap();
 }

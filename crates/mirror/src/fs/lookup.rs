@@ -27,7 +27,11 @@ impl MirrorFs {
             // Node id 0 is a negative entry the kernel caches for the TTL:
             // repeated probes of a missing header cost nothing after the
             // first, which is the one recorded.
-            Ok(None) => reply.entry(&ttl, &attr::negative_attr(), Generation(0)),
+            Ok(None) => reply.entry(
+                &self.shared.negative_ttl,
+                &attr::negative_attr(),
+                Generation(0),
+            ),
             Err(e) => reply.error(e),
         }
     }

@@ -163,6 +163,10 @@ pub(crate) struct Shared {
     pub files: Mutex<FileHandles>,
     pub dirs: Mutex<DirHandles>,
     pub ttl: Duration,
+    /// How long the kernel may remember that a name is absent. A tree mount
+    /// says 0: its view is shared by every process, and each one's failed
+    /// probes must reach the daemon to be attributed to it.
+    pub negative_ttl: Duration,
     /// Tree mounts: the mount root is a real directory, accesses go to the
     /// process that made them. None: the root lists views.
     pub processes: Option<Mutex<ProcessTable>>,
@@ -186,6 +190,11 @@ impl Shared {
             files: Mutex::default(),
             dirs: Mutex::default(),
             ttl,
+            negative_ttl: if processes.is_some() {
+                Duration::ZERO
+            } else {
+                ttl
+            },
             processes: processes.map(Mutex::new),
             requests: std::array::from_fn(|_| AtomicU64::new(0)),
             hide,
