@@ -380,6 +380,13 @@ fn umount_cleans_up_after_a_killed_mount_and_a_killed_agent() {
         assert!(Instant::now() < deadline, "the mount still answers");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // doctor names it and says what to do.
+    let doctor = sb.cachefs().arg("doctor").output().unwrap();
+    let said = out_str(&doctor);
+    assert!(
+        said.contains(&format!("run `cachefs umount {}`", m.mnt.display())),
+        "{said}"
+    );
     let out = m.umount();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("was killed"), "{}", stderr(&out));

@@ -52,6 +52,7 @@ pub fn doctor() -> i32 {
         check("FUSE mount", mount);
         check("shared cache", remote_tier(&config));
     }
+    check("cachefs mounts", super::mount::mounts_verdict(&config));
     if broken == 0 {
         println!("everything works");
         0

@@ -292,6 +292,37 @@ fn stop_daemon(state: &MountState) -> Result<()> {
     Ok(())
 }
 
+/// For `cachefs doctor`: the mounts this cache directory serves, and any
+/// left behind by a `cachefs mount` that was killed.
+pub(super) fn mounts_verdict(config: &Config) -> Result<String, (String, String)> {
+    let states: Vec<MountState> = std::fs::read_dir(state_dir(config))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+        .collect();
+    let (live, dead): (Vec<&MountState>, Vec<&MountState>) =
+        states.iter().partition(|s| process_running(s.pid));
+    if let Some(d) = dead.first() {
+        return Err((
+            format!(
+                "{} was mounted by a `cachefs mount` (pid {}) that is gone",
+                d.mnt.display(),
+                d.pid
+            ),
+            format!("run `cachefs umount {}`", d.mnt.display()),
+        ));
+    }
+    if live.is_empty() {
+        return Ok("none".into());
+    }
+    let shown: Vec<String> = live
+        .iter()
+        .map(|s| format!("{} at {}", s.src.display(), s.mnt.display()))
+        .collect();
+    Ok(shown.join(", "))
+}
+
 fn state_dir(config: &Config) -> PathBuf {
     config.dir.join("mounts")
 }
