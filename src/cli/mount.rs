@@ -21,8 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// How often a live mount's record is saved when it changed.
+/// How often a live mount's record is saved when it changed (at least), and
+/// how often the daemon looks for a stop request.
 const SAVE_EVERY: Duration = Duration::from_millis(500);
+const POLL_EVERY: Duration = Duration::from_millis(50);
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const TREE_TTL: Duration = Duration::from_secs(1);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -176,9 +178,16 @@ fn serve(config: &Config, src: PathBuf, mnt: PathBuf) -> Result<()> {
         }
     };
     let mut saved = usize::MAX;
+    let mut next_save = Instant::now();
     while !STOP.load(Ordering::Relaxed) && mirror.is_alive() {
-        std::thread::sleep(SAVE_EVERY);
-        save(&mut saved);
+        std::thread::sleep(POLL_EVERY);
+        if Instant::now() >= next_save {
+            let took = Instant::now();
+            save(&mut saved);
+            // A big session's record takes a while to copy and write: at most
+            // a twentieth of the time goes to saving it.
+            next_save = Instant::now() + SAVE_EVERY.max(took.elapsed() * 20);
+        }
     }
     save(&mut saved);
     let _ = std::fs::remove_file(state_path(config, &mnt));
