@@ -6,6 +6,25 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+fn live_marker(cache_dir: &Path, id: &str) -> PathBuf {
+    runs_dir(cache_dir).join(format!("{id}.live"))
+}
+
+/// Marks the run of a live `cachefs mount` so that pruning spares it, or
+/// unmarks it when the mount ends.
+pub fn set_live(cache_dir: &Path, id: &str, live: bool) -> std::io::Result<()> {
+    let marker = live_marker(cache_dir, id);
+    if live {
+        std::fs::create_dir_all(runs_dir(cache_dir))?;
+        std::fs::write(marker, b"")
+    } else {
+        match std::fs::remove_file(marker) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Runs kept; older files are deleted when a new one is written.
 pub const KEEP_RUNS: usize = 20;
 
@@ -178,9 +197,15 @@ pub fn save(cache_dir: &Path, run: &RunRecord) -> std::io::Result<()> {
         serde_json::to_vec(run).map_err(std::io::Error::other)?,
     )?;
     std::fs::rename(&tmp, &path)?;
-    let mut all = list_ids(cache_dir);
-    while all.len() > KEEP_RUNS {
-        let oldest = all.remove(0);
+    // The run just written and those of live `cachefs mount`s are kept even
+    // when they are the oldest: a mount saves its record again and again
+    // while newer runs pile up.
+    let mut others: Vec<String> = list_ids(cache_dir)
+        .into_iter()
+        .filter(|id| *id != run.id && !live_marker(cache_dir, id).exists())
+        .collect();
+    while others.len() >= KEEP_RUNS {
+        let oldest = others.remove(0);
         let _ = std::fs::remove_file(dir.join(format!("{oldest}.json")));
     }
     Ok(())
@@ -334,6 +359,34 @@ mod tests {
         assert_eq!(gen.reads, ["/m/gen.sh", "/m/v.h.in"]);
         assert_eq!(gen.written, ["/m/v.h.tmp", "/m/v.h"]);
         assert_eq!(steps.compiles[3].reads, ["/m/m.c", "/m/v.h"]);
+    }
+
+    #[test]
+    fn pruning_keeps_the_run_being_saved_even_if_it_is_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |id: &str| RunRecord {
+            id: id.into(),
+            ..RunRecord::default()
+        };
+        let mount = run("1000-1");
+        save(dir.path(), &mount).unwrap();
+        for i in 0..KEEP_RUNS + 5 {
+            save(dir.path(), &run(&format!("{}-2", 2000 + i))).unwrap();
+        }
+        save(dir.path(), &mount).unwrap();
+        let ids = list_ids(dir.path());
+        assert_eq!(ids.len(), KEEP_RUNS);
+        assert_eq!(ids[0], "1000-1");
+        assert!(!ids.contains(&"2000-2".to_string()));
+        // A live mount's run survives other runs' saves; once it ends, it
+        // is pruned like any other.
+        set_live(dir.path(), "1000-1", true).unwrap();
+        save(dir.path(), &run("9000-2")).unwrap();
+        assert_eq!(list_ids(dir.path())[0], "1000-1");
+        set_live(dir.path(), "1000-1", false).unwrap();
+        save(dir.path(), &run("9001-2")).unwrap();
+        assert_ne!(list_ids(dir.path())[0], "1000-1");
+        assert_eq!(list_ids(dir.path()).len(), KEEP_RUNS);
     }
 
     #[test]

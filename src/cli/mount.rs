@@ -155,6 +155,9 @@ fn serve(config: &Config, src: PathBuf, mnt: PathBuf) -> Result<()> {
         run: run.clone(),
     };
     write_state(config, &state)?;
+    if let Err(e) = runlog::set_live(&config.dir, &run, true) {
+        log::warn!("cannot mark run {run} as live ({e}): newer runs may prune it");
+    }
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!(
             "cachefs: {} mounted at {} (run {run}); Ctrl-C or `cachefs umount {}` to stop",
@@ -190,6 +193,7 @@ fn serve(config: &Config, src: PathBuf, mnt: PathBuf) -> Result<()> {
         }
     }
     save(&mut saved);
+    let _ = runlog::set_live(&config.dir, &run, false);
     let _ = std::fs::remove_file(state_path(config, &mnt));
     mirror.unmount()?;
     Ok(())
@@ -245,6 +249,10 @@ pub fn umount(mnt: &Path) -> Result<()> {
         return Ok(());
     }
     let _ = std::fs::remove_file(state_path(&config, &mnt));
+    if let Some(s) = &state {
+        // Its daemon is gone: its run is an ordinary one now.
+        let _ = runlog::set_live(&config.dir, &s.run, false);
+    }
     let fuse = fuse_mounts::mounted_type(&mnt).is_some_and(|t| t.starts_with("fuse"));
     match (&state, fuse, fuse && fuse_mounts::is_stale(&mnt)) {
         (_, true, true) => {
