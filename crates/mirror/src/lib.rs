@@ -20,6 +20,7 @@ mod options;
 mod passthrough;
 mod processes;
 mod record;
+mod requests;
 mod views;
 
 pub use error::MirrorError;

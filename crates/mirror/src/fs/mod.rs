@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -31,126 +31,13 @@ use crate::handles::{DirHandles, FileHandles};
 use crate::inodes::{InodeTable, NodeRef};
 use crate::processes::ProcessTable;
 use crate::record::Access;
+use crate::requests::{Op, RequestCounts};
 use crate::views::ViewRegistry;
 
 thread_local! {
     /// The thread that made the request this daemon thread is serving: a
     /// tree mount attributes accesses by it. Set on entry to every request.
     static CALLER: Cell<u32> = const { Cell::new(0) };
-}
-
-/// The FUSE requests the daemon serves, for counting (`MirrorStats::requests`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Op {
-    Lookup,
-    Getattr,
-    Setattr,
-    Readlink,
-    Mknod,
-    Mkdir,
-    Unlink,
-    Rmdir,
-    Symlink,
-    Rename,
-    Link,
-    Open,
-    Read,
-    Write,
-    Flush,
-    Release,
-    Fsync,
-    Opendir,
-    Readdir,
-    Releasedir,
-    Fsyncdir,
-    Statfs,
-    Setxattr,
-    Getxattr,
-    Listxattr,
-    Removexattr,
-    Access,
-    Create,
-    Ioctl,
-    Lseek,
-    CopyFileRange,
-    Poll,
-    Fallocate,
-}
-
-impl Op {
-    pub const ALL: [Op; 33] = [
-        Op::Lookup,
-        Op::Getattr,
-        Op::Setattr,
-        Op::Readlink,
-        Op::Mknod,
-        Op::Mkdir,
-        Op::Unlink,
-        Op::Rmdir,
-        Op::Symlink,
-        Op::Rename,
-        Op::Link,
-        Op::Open,
-        Op::Read,
-        Op::Write,
-        Op::Flush,
-        Op::Release,
-        Op::Fsync,
-        Op::Opendir,
-        Op::Readdir,
-        Op::Releasedir,
-        Op::Fsyncdir,
-        Op::Statfs,
-        Op::Setxattr,
-        Op::Getxattr,
-        Op::Listxattr,
-        Op::Removexattr,
-        Op::Access,
-        Op::Create,
-        Op::Ioctl,
-        Op::Lseek,
-        Op::CopyFileRange,
-        Op::Poll,
-        Op::Fallocate,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Op::Lookup => "lookup",
-            Op::Getattr => "getattr",
-            Op::Setattr => "setattr",
-            Op::Readlink => "readlink",
-            Op::Mknod => "mknod",
-            Op::Mkdir => "mkdir",
-            Op::Unlink => "unlink",
-            Op::Rmdir => "rmdir",
-            Op::Symlink => "symlink",
-            Op::Rename => "rename",
-            Op::Link => "link",
-            Op::Open => "open",
-            Op::Read => "read",
-            Op::Write => "write",
-            Op::Flush => "flush",
-            Op::Release => "release",
-            Op::Fsync => "fsync",
-            Op::Opendir => "opendir",
-            Op::Readdir => "readdir",
-            Op::Releasedir => "releasedir",
-            Op::Fsyncdir => "fsyncdir",
-            Op::Statfs => "statfs",
-            Op::Setxattr => "setxattr",
-            Op::Getxattr => "getxattr",
-            Op::Listxattr => "listxattr",
-            Op::Removexattr => "removexattr",
-            Op::Access => "access",
-            Op::Create => "create",
-            Op::Ioctl => "ioctl",
-            Op::Lseek => "lseek",
-            Op::CopyFileRange => "copy_file_range",
-            Op::Poll => "poll",
-            Op::Fallocate => "fallocate",
-        }
-    }
 }
 
 /// State shared by the daemon threads and the [`crate::Mirror`] handle.
@@ -170,7 +57,7 @@ pub(crate) struct Shared {
     /// Tree mounts: the mount root is a real directory, accesses go to the
     /// process that made them. None: the root lists views.
     pub processes: Option<Mutex<ProcessTable>>,
-    requests: [AtomicU64; Op::ALL.len()],
+    requests: RequestCounts,
     hide: HashSet<PathBuf>,
     want_passthrough: bool,
     pub passthrough: AtomicBool,
@@ -196,7 +83,7 @@ impl Shared {
                 ttl
             },
             processes: processes.map(Mutex::new),
-            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            requests: RequestCounts::default(),
             hide,
             want_passthrough,
             passthrough: AtomicBool::new(false),
@@ -208,20 +95,12 @@ impl Shared {
     /// the request counts).
     fn begin(&self, req: &Request, op: Op) {
         CALLER.with(|c| c.set(req.pid()));
-        self.requests[op as usize].fetch_add(1, Ordering::Relaxed);
+        self.requests.count(op);
     }
 
     /// Requests served so far, by name, in a fixed order.
     pub fn request_counts(&self) -> Vec<(&'static str, u64)> {
-        Op::ALL
-            .iter()
-            .map(|&op| {
-                (
-                    op.name(),
-                    self.requests[op as usize].load(Ordering::Relaxed),
-                )
-            })
-            .collect()
+        self.requests.snapshot()
     }
 
     fn record(&self, view: u64, access: Access) {
