@@ -20,17 +20,34 @@ fn lua_tarball() -> PathBuf {
     if let Some(t) = find() {
         return t;
     }
-    let out = Command::new("apt-get")
-        .args(["source", "--download-only", "-qq", "lua5.4"])
-        .current_dir(&dl)
+    // The newest version first, then older ones: a mirror may lack a security update's files
+    // while it has the release's (seen with libzstd).
+    let versions = Command::new("apt-cache")
+        .args(["showsrc", "lua5.4"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "apt-get source lua5.4 failed (run scripts/setup.sh, which enables deb-src): {}",
-        stderr(&out)
-    );
-    find().expect("the lua5.4 source package has an upstream tarball")
+    let mut wanted: Vec<String> = String::from_utf8_lossy(&versions.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("Version: "))
+        .map(|v| format!("lua5.4={v}"))
+        .collect();
+    wanted.reverse();
+    wanted.insert(0, "lua5.4".into());
+    let mut errors = String::new();
+    for package in &wanted {
+        let out = Command::new("apt-get")
+            .args(["source", "--download-only", "-qq", package])
+            .current_dir(&dl)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            if let Some(t) = find() {
+                return t;
+            }
+        }
+        errors.push_str(&stderr(&out));
+    }
+    panic!("apt-get source lua5.4 failed for {wanted:?} (run scripts/setup.sh, which enables deb-src): {errors}")
 }
 
 fn artifacts(dir: &Path) -> Vec<(String, Vec<u8>)> {

@@ -36,7 +36,12 @@ mkdir -p "$W/dl" "$W/src" "$W/cache"
 fetch_debian() {  # fetch_debian SRCPKG DIR: the upstream tarball of a Debian source package
     local dest=$W/src/$2
     [ -d "$dest" ] && return 0
-    (cd "$W/dl" && ls "$1"_*.orig.tar.* >/dev/null 2>&1 || apt-get source --download-only -qq "$1" >/dev/null 2>&1)
+    # The newest version first; older ones when a mirror lacks its files (seen: a security
+    # update's tarball missing from the mirror while the release's is there).
+    (cd "$W/dl" && ls "$1"_*.orig.tar.* >/dev/null 2>&1 || apt-get source --download-only -qq "$1" >/dev/null 2>&1 ||
+        for v in $(apt-cache showsrc "$1" | sed -n 's/^Version: //p' | sort -rV); do
+            apt-get source --download-only -qq "$1=$v" >/dev/null 2>&1 && break
+        done)
     mkdir -p "$dest"
     tar xf "$(ls "$W/dl/$1"_*.orig.tar.* | head -1)" -C "$dest" --strip-components=1
 }
