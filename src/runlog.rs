@@ -91,18 +91,32 @@ impl RunRecord {
         step
     }
 
+    /// For each record, the index of its step in [`RunRecord::steps`].
+    pub fn step_index(&self) -> Vec<usize> {
+        let mut index = vec![0; self.compiles.len()];
+        let mut steps = 0;
+        for i in 0..self.compiles.len() {
+            let step = self.step_of(i);
+            if step == i {
+                index[i] = steps;
+                steps += 1;
+            } else {
+                index[i] = index[step];
+            }
+        }
+        index
+    }
+
     /// A mount session seen step by step ([`RunRecord::step_of`]): one
     /// record per step, with what its processes did together. A file the
     /// step wrote is not also its input (a temporary it renamed into place,
     /// a header it generated and then compiled).
     pub fn steps(&self) -> RunRecord {
-        let mut index = vec![0; self.compiles.len()];
+        let index = self.step_index();
         let mut steps: Vec<CompileRecord> = Vec::new();
-        for i in 0..self.compiles.len() {
-            let step = self.step_of(i);
-            if step == i {
-                let c = &self.compiles[i];
-                index[i] = steps.len();
+        for (i, c) in self.compiles.iter().enumerate() {
+            // A step's first record is its root: steps are numbered in order.
+            if index[i] == steps.len() {
                 steps.push(CompileRecord {
                     parent: c.parent.filter(|&p| p < i).map(|p| index[p]),
                     reads: Vec::new(),
@@ -111,10 +125,8 @@ impl RunRecord {
                     written: Vec::new(),
                     ..c.clone()
                 });
-            } else {
-                index[i] = index[step];
             }
-            let (c, s) = (&self.compiles[i], &mut steps[index[i]]);
+            let s = &mut steps[index[i]];
             s.reads.extend(c.reads.iter().cloned());
             s.absent.extend(c.absent.iter().cloned());
             s.listed.extend(c.listed.iter().cloned());
@@ -129,27 +141,13 @@ impl RunRecord {
             s.reads.retain(|r| !written.contains(r));
         }
         RunRecord {
+            id: self.id.clone(),
+            command: self.command.clone(),
+            cwd: self.cwd.clone(),
+            started_unix_ms: self.started_unix_ms,
+            kind: self.kind.clone(),
             compiles: steps,
-            ..self.clone()
         }
-    }
-
-    /// Record `i` and every record started below it, `i` first.
-    pub fn process_tree(&self, i: usize) -> Vec<usize> {
-        let mut children = vec![Vec::new(); self.compiles.len()];
-        for (j, c) in self.compiles.iter().enumerate() {
-            // Parents come first; a damaged file cannot make a cycle.
-            if let Some(p) = c.parent.filter(|&p| p < j) {
-                children[p].push(j);
-            }
-        }
-        let mut tree = vec![i];
-        let mut next = 0;
-        while next < tree.len() {
-            tree.extend_from_slice(&children[tree[next]]);
-            next += 1;
-        }
-        tree
     }
 }
 
@@ -180,6 +178,20 @@ pub enum MissReason {
         was: String,
         now: String,
     },
+}
+
+/// Milliseconds since the epoch, as run ids and records carry them.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A new run's id: its start time (what `list_ids` sorts by) and this
+/// process's pid.
+pub fn new_run_id() -> String {
+    format!("{}-{}", now_unix_ms(), std::process::id())
 }
 
 pub fn runs_dir(cache_dir: &Path) -> PathBuf {
@@ -229,13 +241,16 @@ pub fn list_ids(cache_dir: &Path) -> Vec<String> {
     ids
 }
 
-fn sort_key(id: &str) -> (u128, String) {
-    let ms = id
-        .split('-')
+fn sort_key(id: &str) -> (u64, String) {
+    (started_unix_ms(id), id.to_string())
+}
+
+/// The start time a run id begins with (0 for an id of another shape).
+pub fn started_unix_ms(id: &str) -> u64 {
+    id.split('-')
         .next()
         .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    (ms, id.to_string())
+        .unwrap_or(0)
 }
 
 pub fn load(cache_dir: &Path, id: &str) -> Result<RunRecord, String> {
@@ -349,7 +364,7 @@ mod tests {
         assert_eq!(run.step_of(6), 5, "cc1 belongs to the gcc step");
         assert_eq!(run.step_of(1), 1, "make was started by the first process");
         assert_eq!(run.step_of(0), 0);
-        assert_eq!(run.process_tree(2), vec![2, 3, 4]);
+        assert_eq!(run.step_index(), vec![0, 1, 2, 2, 2, 3, 3]);
         let steps = run.steps();
         let labels: Vec<String> = steps.compiles.iter().map(|c| c.argv.join(" ")).collect();
         assert_eq!(labels, ["bash", "make", "sh gen.sh", "/usr/bin/gcc -c m.c"]);
@@ -394,7 +409,7 @@ mod tests {
         let mut run = session();
         run.compiles[1].parent = Some(6);
         run.compiles[0].parent = Some(0);
-        assert_eq!(run.process_tree(0).len(), 1);
+        assert_eq!(run.step_index().len(), run.compiles.len());
         let _ = run.steps();
         let _ = run.step_of(6);
     }

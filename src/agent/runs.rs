@@ -28,11 +28,7 @@ impl RunRecorder {
     /// Writes the run's file; its compiles leave memory.
     pub fn finish(&self, cache_dir: &Path, id: &str, command: Vec<String>, cwd: String) {
         let compiles = self.runs.lock().unwrap().remove(id).unwrap_or_default();
-        let started_unix_ms = id
-            .split('-')
-            .next()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0);
+        let started_unix_ms = runlog::started_unix_ms(id);
         let run = RunRecord {
             id: id.to_string(),
             command,
@@ -62,10 +58,7 @@ pub fn record_of(req: &CompileRequest) -> CompileRecord {
             .filter(|(k, _)| !key::is_volatile_env(k))
             .map(|(k, v)| (lossy(k), lossy(v)))
             .collect(),
-        unix_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
+        unix_ms: runlog::now_unix_ms(),
         ..CompileRecord::default()
     }
 }

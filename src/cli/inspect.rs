@@ -75,9 +75,7 @@ pub fn deps(path: &Path, json: bool) -> Result<()> {
     let config = Config::from_env()?;
     let (run, i, _) = writer_of(&config, path)?;
     let c = &run.compiles[i];
-    let step = run
-        .is_mount()
-        .then(|| ProcessTree::of(&run, run.step_of(i)));
+    let step = run.is_mount().then(|| ProcessTree::of(&run, i));
     if json {
         let mut value = serde_json::to_value(c)?;
         if let Some(step) = &step {
@@ -134,22 +132,19 @@ struct ProcessTree {
 }
 
 impl ProcessTree {
+    /// The step record `i` belongs to, as `RunRecord::steps` has it.
     fn of(run: &runlog::RunRecord, i: usize) -> ProcessTree {
-        let members: Vec<&CompileRecord> = run
-            .process_tree(i)
-            .into_iter()
-            .map(|j| &run.compiles[j])
-            .collect();
-        let union = |field: fn(&CompileRecord) -> &Vec<String>| -> Vec<String> {
-            let set: BTreeSet<&String> = members.iter().flat_map(|c| field(c)).collect();
-            set.into_iter().cloned().collect()
-        };
+        let index = run.step_index();
+        let step = run.steps().compiles.swap_remove(index[i]);
         ProcessTree {
-            processes: members.iter().map(|c| c.argv.join(" ")).collect(),
-            reads: union(|c| &c.reads),
-            absent: union(|c| &c.absent),
-            listed: union(|c| &c.listed),
-            written: union(|c| &c.written),
+            processes: (0..run.compiles.len())
+                .filter(|&j| index[j] == index[i])
+                .map(|j| run.compiles[j].argv.join(" "))
+                .collect(),
+            reads: step.reads,
+            absent: step.absent,
+            listed: step.listed,
+            written: step.written,
         }
     }
 }

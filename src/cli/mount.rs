@@ -141,8 +141,8 @@ fn serve(config: &Config, src: PathBuf, mnt: PathBuf) -> Result<()> {
         ..MirrorOptions::default()
     };
     let mirror = Mirror::mount_tree(&src, &mnt, options, Box::new(is_cachefs_daemon))?;
-    let started = unix_ms();
-    let run = format!("{started}-{}", std::process::id());
+    let run = runlog::new_run_id();
+    let started = runlog::started_unix_ms(&run);
     let layout = Layout {
         src: src.clone(),
         mnt: mnt.clone(),
@@ -166,21 +166,21 @@ fn serve(config: &Config, src: PathBuf, mnt: PathBuf) -> Result<()> {
             mnt.display()
         );
     }
-    let save = |size: &mut usize| {
-        let processes = mirror.processes();
-        let now = processes.iter().map(|p| p.accesses.len() + 1).sum();
-        if now != *size {
-            *size = now;
-            let record = tree_record::run_record(&run, started, &layout, &processes);
-            if let Err(e) = runlog::save(&config.dir, &record) {
-                log::warn!(
-                    "cannot save the record of the mount at {}: {e}",
-                    mnt.display()
-                );
-            }
+    let save = |saved: &mut Option<u64>| {
+        let now = mirror.processes_recorded();
+        if *saved == Some(now) {
+            return;
+        }
+        *saved = Some(now);
+        let record = tree_record::run_record(&run, started, &layout, &mirror.processes());
+        if let Err(e) = runlog::save(&config.dir, &record) {
+            log::warn!(
+                "cannot save the record of the mount at {}: {e}",
+                mnt.display()
+            );
         }
     };
-    let mut saved = usize::MAX;
+    let mut saved = None;
     let mut next_save = Instant::now();
     while !STOP.load(Ordering::Relaxed) && mirror.is_alive() {
         std::thread::sleep(POLL_EVERY);
@@ -364,11 +364,4 @@ fn write_state(config: &Config, state: &MountState) -> Result<()> {
     std::fs::write(&tmp, serde_json::to_vec(state)?)
         .and_then(|()| std::fs::rename(&tmp, &path))
         .with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

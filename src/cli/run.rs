@@ -23,7 +23,7 @@ pub fn run(command: Vec<OsString>, progress: bool) -> Result<i32> {
     };
     let exe = std::env::current_exe().context("cannot find the cachefs executable")?;
     let shim = find_shim(&exe, &config.dir)?;
-    let run_id = format!("{}-{}", unix_millis(), std::process::id());
+    let run_id = crate::runlog::new_run_id();
     let agent_up = match start_agent(&config) {
         Ok(_) => true,
         Err(e) => {
@@ -148,11 +148,4 @@ fn print_summary(config: &Config, run_id: &str, command: &[OsString]) {
         s.errors,
         s.time_saved_ms as f64 / 1000.0
     );
-}
-
-fn unix_millis() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
 }

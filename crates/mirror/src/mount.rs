@@ -133,6 +133,15 @@ impl Mirror {
         })
     }
 
+    /// How many accesses a tree mount has recorded so far (0 for a mirror of
+    /// views): cheap, for deciding whether `processes` changed.
+    pub fn processes_recorded(&self) -> u64 {
+        self.shared
+            .processes
+            .as_ref()
+            .map_or(0, |p| p.lock().recorded())
+    }
+
     /// A tree mount's record so far: every process image that made an
     /// access, parents before children. Empty for a mirror of views.
     pub fn processes(&self) -> Vec<ProcessRecord> {

@@ -72,6 +72,9 @@ pub(crate) struct ProcessTable {
     /// Each process's newest image, by pid.
     latest: HashMap<u32, usize>,
     ignore: IgnoreCommand,
+    /// Accesses recorded so far: tells a saver whether anything changed
+    /// without copying the record.
+    recorded: u64,
 }
 
 impl std::fmt::Debug for ProcessTable {
@@ -90,6 +93,7 @@ impl ProcessTable {
             threads: HashMap::new(),
             latest: HashMap::new(),
             ignore,
+            recorded: 0,
         }
     }
 
@@ -105,6 +109,11 @@ impl ProcessTable {
             return;
         }
         image.record.accesses.push(access);
+        self.recorded += 1;
+    }
+
+    pub fn recorded(&self) -> u64 {
+        self.recorded
     }
 
     pub fn snapshot(&self) -> Vec<ProcessRecord> {
