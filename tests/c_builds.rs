@@ -268,3 +268,24 @@ fn save_temps_outputs_are_restored() {
     let got: Vec<Vec<u8>> = files.iter().map(|f| sb.read(f)).collect();
     assert_eq!(got, want);
 }
+
+/// A compiler that cannot start (exit 127: a missing shared library, as the
+/// loader reports it) fails the same way every time and is never cached:
+/// its failure is the machine's state, not its sources'.
+#[test]
+fn a_compiler_that_cannot_start_is_not_cached() {
+    let sb = Sandbox::new();
+    sb.write("x.c", "int x(void) { return 1; }\n");
+    sb.write(
+        "bin/gcc",
+        "#!/bin/sh\necho 'gcc: error while loading shared libraries: libisl.so.23: cannot open shared object file' >&2\nexit 127\n",
+    );
+    sb.sh("chmod +x bin/gcc");
+    sb.zero_stats();
+    for _ in 0..2 {
+        let out = sb.run("PATH=$PWD/bin:$PATH gcc -c x.c -o x.o");
+        assert_eq!(out.status.code(), Some(127));
+        assert!(stderr(&out).contains("libisl.so.23"), "{}", stderr(&out));
+    }
+    assert_eq!(sb.counts(), (0, 0, 2, 0));
+}

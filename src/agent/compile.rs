@@ -288,6 +288,12 @@ impl Agent {
         if let Exit::Signal(s) = done.exit {
             return Err(format!("compiler killed by signal {s}"));
         }
+        // The shell's and the loader's "could not run it" (a missing program
+        // or shared library): the machine's state at that moment, not a
+        // result of the sources, and possibly the mirror's doing.
+        if let Exit::Code(c @ (126 | 127)) = done.exit {
+            return Err(format!("compiler could not start: exit {c}"));
+        }
         if !done.output_complete {
             return Err("compiler output too large to keep".into());
         }

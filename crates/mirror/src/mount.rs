@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use nix::mount::MntFlags;
 use parking_lot::Mutex;
 
 use crate::error::MirrorError;
-use crate::fs::{MirrorFs, Shared};
+use crate::fs::{MirrorFs, Shared, PROBE_PREFIX};
 use crate::options::MirrorOptions;
 use crate::processes::{IgnoreCommand, ProcessRecord, ProcessTable};
 use crate::record::Record;
@@ -36,6 +36,7 @@ pub struct Mirror {
     shared: Arc<Shared>,
     notifier: Notifier,
     session: Mutex<Option<Running>>,
+    probes_sent: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -130,6 +131,7 @@ impl Mirror {
             shared,
             notifier,
             session: Mutex::new(Some(running)),
+            probes_sent: AtomicU64::new(0),
         })
     }
 
@@ -167,14 +169,28 @@ impl Mirror {
             .is_some_and(|r| !r.thread.is_finished())
     }
 
-    /// Whether the kernel still delivers requests to the daemon, asked of the
-    /// kernel itself: right after the connection is aborted the daemon's
-    /// threads may not have noticed yet (`is_alive` still says true) while
-    /// every access in a view already fails with ENOTCONN. A listing of the
-    /// root always reaches the daemon (its attributes may be cached, its
-    /// entries are not).
+    /// Whether the kernel still delivered a request to the daemon after this
+    /// call began: the daemon itself answers a probe, so the answer is never
+    /// the kernel's (cached attributes, or an error that is not ENOTCONN).
+    /// A connection once aborted stays aborted, so a probe answered after a
+    /// compile ended proves the compile saw a live mirror throughout. Any
+    /// probe answered since counts: its number was drawn after ours. A tree
+    /// mount's root is the user's tree, where no name is reserved: it is
+    /// asked whether its root still lists.
     pub fn is_connected(&self) -> bool {
-        self.is_alive() && !is_stale(&self.mountpoint)
+        if !self.is_alive() {
+            return false;
+        }
+        if self.shared.processes.is_some() {
+            return !is_stale(&self.mountpoint);
+        }
+        let n = self.probes_sent.fetch_add(1, Ordering::SeqCst) + 1;
+        let probe = self.mountpoint.join(format!("{PROBE_PREFIX}{n}"));
+        let answered = matches!(
+            std::fs::symlink_metadata(&probe),
+            Err(e) if e.kind() == io::ErrorKind::NotFound
+        );
+        answered && self.shared.probe_answered.load(Ordering::SeqCst) >= n
     }
 
     /// Starts recording a new view; its tree is `view_root(id)`.

@@ -443,3 +443,42 @@ fn eventually(
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// `is_connected` is the daemon's own answer: true from many threads at
+/// once while it serves, false as soon as the connection is aborted (before
+/// the daemon thread has noticed), and the probes are not recorded in views.
+#[test]
+fn is_connected_is_the_daemon_s_answer_and_false_right_after_an_abort() {
+    let m = mount(true, TTL);
+    let v = m.mirror.open_view();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..50 {
+                    assert!(m.mirror.is_connected());
+                }
+            });
+        }
+    });
+    let rec = m.mirror.close_view(v).unwrap();
+    assert!(rec.accesses.is_empty(), "{:?}", rec.accesses);
+
+    let dev = std::fs::metadata(m.mirror.mountpoint()).unwrap().dev();
+    let id = (((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff)) << 20
+        | ((dev >> 12) & 0xffff_ff00)
+        | (dev & 0xff);
+    let abort = PathBuf::from(format!("/sys/fs/fuse/connections/{id}/abort"));
+    if !abort.exists() {
+        // fusectl is not mounted on every machine.
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "fusectl", "/sys/fs/fuse/connections"])
+            .status();
+    }
+    assert!(abort.exists(), "no FUSE control file {}", abort.display());
+    std::fs::write(&abort, "1").unwrap();
+    assert!(!m.mirror.is_connected());
+    assert!(
+        !m.mirror.is_connected(),
+        "an aborted connection stays aborted"
+    );
+}

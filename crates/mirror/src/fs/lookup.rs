@@ -38,6 +38,16 @@ impl MirrorFs {
 
     /// `MNT/<id>`: the root of an open view, which mirrors `/`.
     fn lookup_view(&self, name: &OsStr) -> Result<FileAttr, Errno> {
+        if let Some(n) = name
+            .to_str()
+            .and_then(|s| s.strip_prefix(super::PROBE_PREFIX))
+            .and_then(|n| n.parse().ok())
+        {
+            self.shared
+                .probe_answered
+                .fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+            return Err(Errno::ENOENT);
+        }
         let id: u64 = name
             .to_str()
             .and_then(|s| s.parse().ok())

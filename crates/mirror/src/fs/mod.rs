@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -62,7 +62,15 @@ pub(crate) struct Shared {
     want_passthrough: bool,
     pub passthrough: AtomicBool,
     mounted_at: SystemTime,
+    /// The highest liveness probe (see `Mirror::is_connected`) the daemon
+    /// has answered.
+    pub probe_answered: AtomicU64,
 }
+
+/// A name looked up in the root of a mirror of views to prove the daemon
+/// still receives requests: `<PROBE_PREFIX><n>`, never a view (views are
+/// numbers), answered ENOENT, which the kernel does not cache.
+pub(crate) const PROBE_PREFIX: &str = ".cachefs-alive-";
 
 impl Shared {
     pub fn new(
@@ -88,6 +96,7 @@ impl Shared {
             want_passthrough,
             passthrough: AtomicBool::new(false),
             mounted_at: SystemTime::now(),
+            probe_answered: AtomicU64::new(0),
         }
     }
 
