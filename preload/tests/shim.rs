@@ -23,10 +23,12 @@ const DRIVER_C: &str = r#"
 extern char **environ;
 
 /* driver MODE TARGET ARGV0 ARG1 ARG2: start TARGET with argv {ARGV0, ARG1, ARG2} through MODE. */
-static int spawned(int rc, pid_t pid) {
+/* Takes the pid's address: an argument `pid` would be read before the spawn
+   call that sets it, as C leaves the order of argument evaluation open. */
+static int spawned(int rc, const pid_t *pid) {
     int status;
     if (rc != 0) { printf("spawn failed: errno=%d\n", rc); return 126; }
-    waitpid(pid, &status, 0);
+    if (waitpid(*pid, &status, 0) != *pid) { printf("waitpid failed: errno=%d\n", errno); return 125; }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
@@ -48,9 +50,9 @@ int main(int argc, char **argv) {
         fexecve(fd, args, environ);
     }
     else if (!strcmp(mode, "posix_spawn"))
-        return spawned(posix_spawn(&pid, target, NULL, NULL, args, environ), pid);
+        return spawned(posix_spawn(&pid, target, NULL, NULL, args, environ), &pid);
     else if (!strcmp(mode, "posix_spawnp"))
-        return spawned(posix_spawnp(&pid, target, NULL, NULL, args, environ), pid);
+        return spawned(posix_spawnp(&pid, target, NULL, NULL, args, environ), &pid);
     else if (!strcmp(mode, "system")) {
         int status = system(target);
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
