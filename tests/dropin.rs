@@ -100,6 +100,36 @@ fn install_script_leaves_a_working_cachefs() {
         assert!(out.status.success(), "{}", stderr(&out));
     }
     assert_eq!(sb.counts(), (1, 1, 0, 0));
+
+    // The shim starts the installed small client, and without it `cachefs`
+    // itself: the build is cached either way.
+    let client_of_run = || {
+        let out = Command::new(&installed)
+            .args([
+                "run",
+                "sh",
+                "-c",
+                "echo \"$CACHEFS_CLIENT\"; gcc -c x.c -o x.o",
+            ])
+            .env("CACHEFS_DIR", &sb.cache)
+            .current_dir(&sb.project)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        PathBuf::from(stdout(&out).trim())
+    };
+    let client = prefix.join("bin/cachefs-client");
+    assert_eq!(client_of_run(), client);
+    let by_hand = Command::new(&client).args(["-c", "x.c"]).output().unwrap();
+    assert_eq!(by_hand.status.code(), Some(2));
+    assert!(
+        stderr(&by_hand).contains("cachefs gcc"),
+        "{}",
+        stderr(&by_hand)
+    );
+    std::fs::remove_file(&client).unwrap();
+    assert_eq!(client_of_run(), installed);
+    assert_eq!(sb.counts(), (3, 1, 0, 0));
 }
 
 #[test]

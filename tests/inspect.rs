@@ -164,3 +164,33 @@ fn explain_names_the_changed_header_flag_and_variable() {
     assert!(newest.contains(&format!("  {}-", &year[..4])), "{newest}");
     assert!(newest.contains("1 compiles (1 hits, 0 misses)"), "{newest}");
 }
+
+/// Piped into a reader that has gone (`cachefs stats | head -1`): the
+/// command ends as `cat` would, by SIGPIPE, without a panic message.
+#[test]
+fn a_closed_pipe_ends_printing_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let sb = Sandbox::new();
+    for args in [&["stats"][..], &["man"], &["completions", "bash"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = sb
+            .cachefs()
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}

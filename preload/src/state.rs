@@ -51,7 +51,9 @@ impl Captured {
             self.keep(bytes(entry));
         }
         self.in_compile = self.value_of(IN_COMPILE) == Some(b"1");
-        self.client_usable = self.client.is_some_and(|i| self.client_ok(i));
+        // Inside a compile nothing diverts, and the client's path is not
+        // probed: the probe would be one of the compile's observed inputs.
+        self.client_usable = !self.in_compile && self.client.is_some_and(|i| self.client_ok(i));
         self.this_is_client = self.client_usable
             && !exec_path.is_null()
             && self.value_of(CLIENT) == Some(bytes(exec_path));
@@ -192,6 +194,15 @@ mod tests {
         assert!(!captured(&["CACHEFS_CLIENT=sh"], "/bin/make").may_divert());
         assert!(!captured(&["CACHEFS_CLIENT="], "/bin/make").may_divert());
         assert!(!captured(&["CACHEFS_CLIENT=/nonexistent/cachefs"], "/bin/make").may_divert());
+    }
+
+    #[test]
+    fn a_compile_s_processes_never_divert() {
+        let cap = captured(
+            &["CACHEFS_CLIENT=/bin/sh", "CACHEFS_IN_COMPILE=1"],
+            "/bin/make",
+        );
+        assert!(!cap.may_divert());
     }
 
     #[test]

@@ -107,6 +107,16 @@ pub fn start_agent(config: &Config) -> Result<u32> {
 /// Starts `cachefs ARGS…` as a daemon for `config.dir`: its own session (so it outlives the
 /// build's terminal and process group), `/` as its directory, stdout and stderr appended to
 /// `log_path`, and none of the shim's variables (it must not be diverted or observed).
+/// The `cachefs` binary, also when the caller is `cachefs-client` (which has
+/// no `agent` command): its sibling.
+fn main_binary() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the cachefs executable")?;
+    if exe.file_name() == Some(std::ffi::OsStr::new(super::run::CLIENT_NAME)) {
+        return Ok(exe.with_file_name("cachefs"));
+    }
+    Ok(exe)
+}
+
 pub(super) fn spawn_daemon(
     config: &Config,
     args: &[std::ffi::OsString],
@@ -117,8 +127,7 @@ pub(super) fn spawn_daemon(
         .create(true)
         .open(log_path)
         .with_context(|| format!("cannot open the log {}", log_path.display()))?;
-    let exe = std::env::current_exe().context("cannot find the cachefs executable")?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(main_binary()?);
     cmd.args(args)
         .env("CACHEFS_DIR", &config.dir)
         .env_remove("LD_PRELOAD")

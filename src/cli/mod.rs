@@ -134,7 +134,28 @@ pub fn main() -> i32 {
     })
 }
 
+/// Commands that only print: piped into `head`, they end quietly, as `cat`
+/// does, instead of panicking on the closed pipe (Rust ignores SIGPIPE).
+fn prints_only(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Stats { .. }
+            | Command::Config
+            | Command::Doctor
+            | Command::Completions { .. }
+            | Command::Man
+            | Command::Runs
+            | Command::Deps { .. }
+            | Command::Graph { .. }
+            | Command::Explain { .. }
+    )
+}
+
 fn dispatch(command: Command) -> anyhow::Result<i32> {
+    if prints_only(&command) {
+        // SAFETY: restoring a default disposition before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match command {
         Command::Run { progress, command } => run::run(command, progress),
         Command::Stats { json, zero } => stats::stats(json, zero).map(|_| 0),

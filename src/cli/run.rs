@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub const SHIM_NAME: &str = "libcachefs_preload.so";
+/// The client binary installed beside `cachefs`.
+pub const CLIENT_NAME: &str = "cachefs-client";
 
 pub fn run(command: Vec<OsString>, progress: bool) -> Result<i32> {
     let config = match Config::from_env() {
@@ -35,7 +37,7 @@ pub fn run(command: Vec<OsString>, progress: bool) -> Result<i32> {
     cmd.args(&command[1..]);
     if agent_up {
         cmd.env("LD_PRELOAD", preload_value(&shim))
-            .env(ENV_CLIENT, &exe)
+            .env(ENV_CLIENT, client_binary(&exe))
             .env(ENV_DIR, &config.dir)
             .env(ENV_RUN_ID, &run_id);
     }
@@ -64,6 +66,18 @@ fn run_plain(command: &[OsString]) -> Result<i32> {
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// What the shim runs in place of a compiler: `cachefs-client` beside this
+/// binary (smaller, so faster to start: every compile starts it), else
+/// this binary itself, whose compile mode is the same client.
+fn client_binary(exe: &Path) -> PathBuf {
+    let small = exe.with_file_name(CLIENT_NAME);
+    if crate::client::is_executable(&small) {
+        small
+    } else {
+        exe.to_path_buf()
+    }
 }
 
 /// The shim lives next to the binary (cargo's target dir) or in the installed
