@@ -7,7 +7,9 @@
 #
 #   scripts/bench/c-builds.sh [-n ROUNDS] [-j JOBS] [WORKLOAD…]
 #   WORKLOAD: lua (Debian source lua5.4, 36 compiles), zstd (Debian source
-#   libzstd 1.5.4, ~118 compiles), micro (200 generated tiny files, -j1),
+#   libzstd 1.5.4, ~118 compiles), tmux (Debian source tmux 3.3a, autotools,
+#   143 compiles and one link; needs libevent-dev libncurses-dev bison,
+#   installed here when missing), micro (200 generated tiny files, -j1),
 #   cuda (40 generated .cu files compiled by a real nvcc, scripts/setup-cuda.sh)
 # Default: lua micro. BENCH_MODES="plain cachefs-cold …" picks modes.
 # Needs: scripts/setup.sh, cargo build --release.
@@ -46,6 +48,22 @@ fetch_debian() {  # fetch_debian SRCPKG DIR: the upstream tarball of a Debian so
     tar xf "$(ls "$W/dl/$1"_*.orig.tar.* | head -1)" -C "$dest" --strip-components=1
 }
 
+# tmux is configured once, with plain gcc; every mode then passes CC to make.
+prepare_tmux() {
+    local dest=$W/src/tmux pkgs=()
+    for p in libevent-dev libncurses-dev bison; do
+        dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
+    done
+    if [ ${#pkgs[@]} -gt 0 ]; then
+        apt-get install -y -qq "${pkgs[@]}" >/dev/null ||
+            { echo "tmux needs ${pkgs[*]}: apt-get install them" >&2; exit 1; }
+    fi
+    fetch_debian tmux tmux
+    [ -f "$dest/Makefile" ] && return 0
+    (cd "$dest" && ./configure CC=gcc >"$W/tmux-configure.log" 2>&1) ||
+        { echo "tmux's configure failed: see $W/tmux-configure.log" >&2; exit 1; }
+}
+
 generate_micro() {
     local dest=$W/src/micro
     [ -f "$dest/Makefile" ] && return 0
@@ -73,6 +91,7 @@ prepare() {
         cuda) generate_cuda; COMPILER=$("$ROOT/scripts/setup-cuda.sh"); TARGET="all"; CLEAN="clean"; J=$JOBS ;;
         lua) fetch_debian lua5.4 lua; TARGET="linux"; CLEAN="clean"; J=$JOBS ;;
         zstd) fetch_debian libzstd zstd; TARGET=""; CLEAN="clean"; J=$JOBS ;;
+        tmux) prepare_tmux; TARGET="tmux"; CLEAN="clean"; J=$JOBS ;;
         micro) generate_micro; TARGET="all"; CLEAN="clean"; J=1 ;;
         *) echo "unknown workload $1" >&2; exit 2 ;;
     esac
