@@ -12,6 +12,9 @@
 #   installed here when missing), micro (200 generated tiny files, -j1),
 #   cuda (40 generated .cu files compiled by a real nvcc, scripts/setup-cuda.sh)
 # Default: lua micro. BENCH_MODES="plain cachefs-cold …" picks modes.
+# Mode `floor` replaces every compile by a copy of what the plain build wrote
+# (scripts/bench/floor-cc.c): what no compiler cache can remove (make, shells,
+# ar, generators). "over floor" ratios compare what each cache itself costs.
 # Needs: scripts/setup.sh, cargo build --release.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -113,13 +116,22 @@ daemon_pid() {  # daemon_pid MODE CACHE
     esac
 }
 
+# What the plain build wrote, by absolute path, for floor-cc.
+stash_outputs() {
+    rm -rf "$W/stash/$1"
+    mkdir -p "$W/stash/$1"
+    (cd / && find "${2#/}" -type f -newer "$W/before-$1" -print0 |
+        xargs -0 -r cp --parents -t "$W/stash/$1")
+}
+
 # build WORKLOAD MODE: one clean build; prints "wall_seconds cpu_seconds",
 # cpu = the build's process tree plus the cache daemon's share.
 build() {
     local wl=$1 mode=$2 tree=$W/src/$1 cache=$W/cache/$1-${2%-*}
     local cc=("$COMPILER") runner=()
     case $mode in
-        plain) ;;
+        plain) touch "$W/before-$wl" ;;
+        floor) cc=("$W/floor-cc"); export CACHEFS_FLOOR_STASH=$W/stash/$wl ;;
         ccache-*) cc=(ccache "$COMPILER"); export CCACHE_DIR=$cache ;;
         sccache-*) cc=(sccache "$COMPILER"); export SCCACHE_DIR=$cache ;;
         cachefs-*) runner=("$CACHEFS" run); export CACHEFS_DIR=$cache ;;
@@ -141,6 +153,7 @@ build() {
         >"$W/last-$wl-$mode.log" 2>&1 ||
         { echo "build failed: $wl $mode (see $W/last-$wl-$mode.log)" >&2; exit 1; }
     t1=$(date +%s%N)
+    [ "$mode" = plain ] && stash_outputs "$wl" "$tree"
     c1=$(daemon_cpu "$pid")
     cpu=$(awk -v a="$c0" -v b="$c1" '{printf "%.3f", $1 + $2 + b - a}' "$W/cpu")
     echo "$(echo "scale=3; ($t1 - $t0) / 1000000000" | bc) $cpu"
@@ -149,7 +162,7 @@ build() {
 if [ -n "${BENCH_MODES:-}" ]; then
     read -r -a MODES <<<"$BENCH_MODES"
 else
-    MODES=(plain ccache-cold ccache-warm cachefs-cold cachefs-warm)
+    MODES=(plain floor ccache-cold ccache-warm cachefs-cold cachefs-warm)
     command -v sccache >/dev/null && MODES+=(sccache-cold sccache-warm)
 fi
 command -v bc >/dev/null || { echo "bc is required (apt-get install bc)" >&2; exit 1; }
@@ -157,6 +170,10 @@ command -v bc >/dev/null || { echo "bc is required (apt-get install bc)" >&2; ex
 for wl in "${WORKLOADS[@]}"; do
     prepare "$wl"
     echo "== $wl: $ROUNDS rounds of ${MODES[*]} (-j$J)" >&2
+    if [[ " ${MODES[*]} " == *" floor "* ]]; then
+        gcc -O2 -static -o "$W/floor-cc" "$ROOT/scripts/bench/floor-cc.c"
+        [ -d "$W/stash/$wl" ] || build "$wl" plain >/dev/null
+    fi
     # Warm caches once so that every warm mode has something to hit.
     for m in ccache-warm cachefs-warm sccache-warm; do
         [[ " ${MODES[*]} " == *" $m "* ]] && build "$wl" "${m%-warm}-cold" >/dev/null

@@ -33,3 +33,18 @@ print()
 for a, b in [("cachefs-warm", "ccache-warm"), ("cachefs-warm", "sccache-warm"), ("cachefs-cold", "plain"), ("cachefs-cold", "ccache-cold")]:
     if a in wall and b in wall:
         print(f"- {a} / {b}: wall ×{ratio(wall, a, b):.3f}, cpu ×{ratio(cpu, a, b):.3f}")
+
+# What each cache itself costs on top of what no cache removes.
+if "floor" in wall:
+    def over_floor(times, a, b):
+        pairs = [
+            (times[a][r] - times["floor"][r]) / (times[b][r] - times["floor"][r])
+            for r in times[a]
+            if r in times[b] and r in times["floor"] and times[b][r] > times["floor"][r]
+        ]
+        return statistics.median(pairs) if pairs else float("nan")
+
+    print(f"- floor (no compiler runs; make, shells, ar, generators): {statistics.median(wall['floor'].values()):.2f} s wall")
+    for a, b in [("cachefs-warm", "ccache-warm"), ("cachefs-warm", "sccache-warm")]:
+        if a in wall and b in wall:
+            print(f"- over the floor, {a} / {b}: wall ×{over_floor(wall, a, b):.3f}, cpu ×{over_floor(cpu, a, b):.3f}")
