@@ -13,7 +13,7 @@
 #   cuda (40 generated .cu files compiled by a real nvcc, scripts/setup-cuda.sh)
 # Default: lua micro. BENCH_MODES="plain cachefs-cold …" picks modes.
 # Mode `floor` replaces every compile by a copy of what the plain build wrote
-# (scripts/bench/floor-cc.c): what no compiler cache can remove (make, shells,
+# (scripts/bench/floor-copy.c): what no compiler cache can remove (make, shells,
 # ar, generators). "over floor" ratios compare what each cache itself costs.
 # Needs: scripts/setup.sh, cargo build --release.
 set -euo pipefail
@@ -116,7 +116,7 @@ daemon_pid() {  # daemon_pid MODE CACHE
     esac
 }
 
-# What the plain build wrote, by absolute path, for floor-cc.
+# What the plain build wrote, by absolute path, for floor-copy.
 stash_outputs() {
     rm -rf "$W/stash/$1"
     mkdir -p "$W/stash/$1"
@@ -131,7 +131,7 @@ build() {
     local cc=("$COMPILER") runner=()
     case $mode in
         plain) touch "$W/before-$wl" ;;
-        floor) cc=("$W/floor-cc"); export CACHEFS_FLOOR_STASH=$W/stash/$wl ;;
+        floor) cc=("$W/floor-copy"); export CACHEFS_FLOOR_STASH=$W/stash/$wl ;;
         ccache-*) cc=(ccache "$COMPILER"); export CCACHE_DIR=$cache ;;
         sccache-*) cc=(sccache "$COMPILER"); export SCCACHE_DIR=$cache ;;
         cachefs-*) runner=("$CACHEFS" run); export CACHEFS_DIR=$cache ;;
@@ -171,7 +171,7 @@ for wl in "${WORKLOADS[@]}"; do
     prepare "$wl"
     echo "== $wl: $ROUNDS rounds of ${MODES[*]} (-j$J)" >&2
     if [[ " ${MODES[*]} " == *" floor "* ]]; then
-        gcc -O2 -static -o "$W/floor-cc" "$ROOT/scripts/bench/floor-cc.c"
+        gcc -O2 -static -o "$W/floor-copy" "$ROOT/scripts/bench/floor-copy.c"
         [ -d "$W/stash/$wl" ] || build "$wl" plain >/dev/null
     fi
     # Warm caches once so that every warm mode has something to hit.

@@ -14,11 +14,11 @@ static int copy_from_stash(const char *out, int required) {
     char cwd[4096], src[8192];
     if (!getcwd(cwd, sizeof cwd)) return 1;
     const char *stash = getenv("CACHEFS_FLOOR_STASH");
-    if (!stash) { fprintf(stderr, "floor-cc: CACHEFS_FLOOR_STASH is not set\n"); return 1; }
+    if (!stash) { fprintf(stderr, "floor-copy: CACHEFS_FLOOR_STASH is not set\n"); return 1; }
     if (out[0] == '/') snprintf(src, sizeof src, "%s%s", stash, out);
     else snprintf(src, sizeof src, "%s%s/%s", stash, cwd, out);
     int in = open(src, O_RDONLY);
-    if (in < 0 && required) { fprintf(stderr, "floor-cc: no stashed %s: run a plain build first\n", src); return 1; }
+    if (in < 0 && required) { fprintf(stderr, "floor-copy: no stashed %s: run a plain build first\n", src); return 1; }
     int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0755);
     if (o < 0) { perror(out); return 1; }
     char buf[1 << 16];
