@@ -118,10 +118,7 @@ impl Mirror {
         let notifier = session.notifier();
         let thread = std::thread::Builder::new()
             .name("cachefs-mirror".into())
-            .spawn(move || {
-                raise_priority();
-                session.run()
-            })
+            .spawn(move || session.run())
             .map_err(|source| MirrorError::Thread { source })?;
         let connection = connection_id(&mountpoint);
         let running = Running {
@@ -281,18 +278,6 @@ impl Drop for Mirror {
         if let Err(e) = self.shutdown() {
             log::warn!("{e}");
         }
-    }
-}
-
-/// EXPERIMENT: nice for the daemon threads (inherited by the workers the session starts).
-fn raise_priority() {
-    let nice: i32 = std::env::var("CACHEFS_MIRROR_NICE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if nice != 0 {
-        // SAFETY: setpriority on the calling thread (tid 0 = caller).
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
     }
 }
 
