@@ -49,8 +49,34 @@ const VOLATILE_ENV: &[&str] = &[
     "JOURNAL_STREAM",
     "LS_COLORS",
     "NINJA_STATUS",
+    // Set per login session or per terminal window, read by no compiler: a
+    // build in a new terminal or after a new login must still hit.
+    "DBUS_SESSION_BUS_ADDRESS",
+    "SESSION_MANAGER",
+    "DESKTOP_STARTUP_ID",
+    "WAYLAND_DISPLAY",
+    "WINDOWPATH",
+    "GPG_AGENT_INFO",
+    "VTE_VERSION",
+    "TERM_PROGRAM",
+    "TERM_PROGRAM_VERSION",
+    "TERM_SESSION_ID",
+    "WT_SESSION",
 ];
-const VOLATILE_ENV_PREFIXES: &[&str] = &["CACHEFS_", "SSH_", "TMUX", "STY"];
+const VOLATILE_ENV_PREFIXES: &[&str] = &[
+    "CACHEFS_",
+    "SSH_",
+    "TMUX",
+    "STY",
+    "XDG_SESSION_",
+    "XDG_SEAT",
+    "XDG_VTNR",
+    "XDG_ACTIVATION_TOKEN",
+    "GNOME_TERMINAL_",
+    "KONSOLE_",
+    "KITTY_",
+    "ALACRITTY_",
+];
 
 pub fn is_volatile_env(name: &[u8]) -> bool {
     VOLATILE_ENV.iter().any(|v| v.as_bytes() == name)
@@ -531,7 +557,13 @@ mod tests {
         let b = key1(
             &req(
                 &["/usr/bin/gcc", "-c", "x.c"],
-                &[("CPATH", "/a"), ("PWD", "/x")],
+                &[
+                    ("CPATH", "/a"),
+                    ("PWD", "/x"),
+                    ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/1000/bus"),
+                    ("XDG_SESSION_ID", "4"),
+                    ("GNOME_TERMINAL_SCREEN", "/org/gnome/Terminal/screen/1"),
+                ],
             ),
             &h,
         );
