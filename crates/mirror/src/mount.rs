@@ -185,11 +185,14 @@ impl Mirror {
             return !is_stale(&self.mountpoint);
         }
         let n = self.probes_sent.fetch_add(1, Ordering::SeqCst) + 1;
-        let probe = self.mountpoint.join(format!("{PROBE_PREFIX}{n}"));
+        let name = format!("{PROBE_PREFIX}{n}");
         let answered = matches!(
-            std::fs::symlink_metadata(&probe),
+            std::fs::symlink_metadata(self.mountpoint.join(&name)),
             Err(e) if e.kind() == io::ErrorKind::NotFound
         );
+        // The failed lookup left a negative dentry, one per miss for the
+        // agent's life: drop it now.
+        let _ = self.notifier.inval_entry(INodeNo::ROOT, OsStr::new(&name));
         answered && self.shared.probe_answered.load(Ordering::SeqCst) >= n
     }
 
