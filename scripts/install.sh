@@ -2,7 +2,7 @@
 # Builds cachefs in release mode and installs it for one user:
 #   scripts/install.sh [--prefix DIR]      (default DIR: ~/.local)
 #   --from BUILD_DIR installs already built binaries (e.g. target/debug) without building.
-# leaves DIR/bin/cachefs, DIR/bin/cachefs-client, DIR/lib/cachefs/libcachefs_preload.so,
+# leaves DIR/bin/cachefs, DIR/bin/cachefs-cli, DIR/lib/cachefs/libcachefs_preload.so,
 # DIR/share/man/man1/cachefs.1 and bash/zsh/fish completions.
 set -eu
 prefix="$HOME/.local"
@@ -20,15 +20,15 @@ if [ -z "$from" ]; then
     cargo build --release -p cachefs -p cachefs-preload
     # Linked again statically: every compile starts this binary (see scripts/build-release.sh).
     cargo rustc --release -p cachefs --bin cachefs -- -C target-feature=+crt-static
-    cargo rustc --release -p cachefs --bin cachefs-client -- -C target-feature=+crt-static
+    cargo rustc --release -p cachefs --bin cachefs-cli -- -C target-feature=+crt-static
     from="${CARGO_TARGET_DIR:-target}/release"
 fi
 mkdir -p "$prefix/bin" "$prefix/lib/cachefs" "$prefix/share/man/man1" \
     "$prefix/share/bash-completion/completions" "$prefix/share/zsh/site-functions" \
     "$prefix/share/fish/vendor_completions.d"
 install -m 755 "$from/cachefs" "$prefix/bin/cachefs"
-# What the shim starts in place of each compiler (cachefs falls back to itself without it).
-if [ -x "$from/cachefs-client" ]; then install -m 755 "$from/cachefs-client" "$prefix/bin/cachefs-client"; fi
+# The command line: `cachefs` holds only the client and execs it for every other command.
+install -m 755 "$from/cachefs-cli" "$prefix/bin/cachefs-cli"
 install -m 644 "$from/libcachefs_preload.so" "$prefix/lib/cachefs/libcachefs_preload.so"
 bin="$prefix/bin/cachefs"
 "$bin" man >"$prefix/share/man/man1/cachefs.1"

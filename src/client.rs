@@ -347,6 +347,28 @@ fn collect<R: Read + Send + 'static>(mut from: R) -> std::thread::JoinHandle<(Ve
     })
 }
 
+/// The binary that `cachefs` (this client) and `cachefs-cli` (the command
+/// line) are installed as, side by side.
+pub const CLIENT_NAME: &str = "cachefs";
+pub const CLI_NAME: &str = "cachefs-cli";
+
+/// `cachefs-cli` beside this binary.
+pub fn cli_binary() -> Result<PathBuf, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the cachefs executable: {e}"))?;
+    let cli = exe.with_file_name(CLI_NAME);
+    if is_executable(&cli) {
+        Ok(cli)
+    } else {
+        Err(format!(
+            "{} is missing: cachefs needs it beside {} for every command but compiles; \
+             reinstall with scripts/install.sh",
+            cli.display(),
+            exe.display()
+        ))
+    }
+}
+
 pub fn is_compile_mode() -> Option<OsString> {
     std::env::var_os(ENV_COMPILER).filter(|c| !c.is_empty())
 }

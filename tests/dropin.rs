@@ -101,16 +101,18 @@ fn install_script_leaves_a_working_cachefs() {
     }
     assert_eq!(sb.counts(), (1, 1, 0, 0));
 
-    // The shim starts the installed small client, and without it `cachefs`
-    // itself: the build is cached either way.
-    let client_of_run = || {
-        let out = Command::new(&installed)
-            .args([
-                "run",
-                "sh",
-                "-c",
-                "echo \"$CACHEFS_CLIENT\"; gcc -c x.c -o x.o",
-            ])
+    // The shim starts the installed `cachefs` (the client only; the command
+    // line is `cachefs-cli` beside it), and a shim pointed at `cachefs-cli`
+    // still caches: the build hits either way.
+    let client_of_run = |cli: Option<&Path>| {
+        let mut cmd = Command::new(cli.unwrap_or(&installed));
+        cmd.args([
+            "run",
+            "sh",
+            "-c",
+            "echo \"$CACHEFS_CLIENT\"; gcc -c x.c -o x.o",
+        ]);
+        let out = cmd
             .env("CACHEFS_DIR", &sb.cache)
             .current_dir(&sb.project)
             .output()
@@ -118,18 +120,39 @@ fn install_script_leaves_a_working_cachefs() {
         assert!(out.status.success(), "{}", stderr(&out));
         PathBuf::from(stdout(&out).trim())
     };
-    let client = prefix.join("bin/cachefs-client");
-    assert_eq!(client_of_run(), client);
-    let by_hand = Command::new(&client).args(["-c", "x.c"]).output().unwrap();
-    assert_eq!(by_hand.status.code(), Some(2));
-    assert!(
-        stderr(&by_hand).contains("cachefs gcc"),
-        "{}",
-        stderr(&by_hand)
+    let cli = prefix.join("bin/cachefs-cli");
+    assert_eq!(client_of_run(None), installed);
+    let alone = sb.root.path().join("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    std::fs::copy(&cli, alone.join("cachefs-cli")).unwrap();
+    std::fs::copy(&shim, alone.join("libcachefs_preload.so")).unwrap();
+    assert_eq!(
+        client_of_run(Some(&alone.join("cachefs-cli"))),
+        alone.join("cachefs-cli")
     );
-    std::fs::remove_file(&client).unwrap();
-    assert_eq!(client_of_run(), installed);
     assert_eq!(sb.counts(), (3, 1, 0, 0));
+
+    // Without `cachefs-cli`, commands say what is missing and compiles
+    // still work.
+    std::fs::remove_file(&cli).unwrap();
+    let stats = Command::new(&installed)
+        .arg("stats")
+        .env("CACHEFS_DIR", &sb.cache)
+        .output()
+        .unwrap();
+    assert_eq!(stats.status.code(), Some(2));
+    assert!(
+        stderr(&stats).contains("cachefs-cli is missing"),
+        "{}",
+        stderr(&stats)
+    );
+    let compile = Command::new(&installed)
+        .args(["gcc", "-c", "x.c", "-o", "x.o"])
+        .env("CACHEFS_DIR", &sb.cache)
+        .current_dir(&sb.project)
+        .output()
+        .unwrap();
+    assert!(compile.status.success(), "{}", stderr(&compile));
 }
 
 #[test]

@@ -107,12 +107,13 @@ pub fn start_agent(config: &Config) -> Result<u32> {
 /// Starts `cachefs ARGS…` as a daemon for `config.dir`: its own session (so it outlives the
 /// build's terminal and process group), `/` as its directory, stdout and stderr appended to
 /// `log_path`, and none of the shim's variables (it must not be diverted or observed).
-/// The `cachefs` binary, also when the caller is `cachefs-client` (which has
-/// no `agent` command): its sibling.
+/// The binary with the `agent` command: this one, unless the caller is the
+/// client (`cachefs`, which has only compile mode), whose `cachefs-cli`
+/// sits beside it.
 fn main_binary() -> Result<std::path::PathBuf> {
     let exe = std::env::current_exe().context("cannot find the cachefs executable")?;
-    if exe.file_name() == Some(std::ffi::OsStr::new(super::run::CLIENT_NAME)) {
-        return Ok(exe.with_file_name("cachefs"));
+    if exe.file_name() == Some(std::ffi::OsStr::new(crate::client::CLIENT_NAME)) {
+        return crate::client::cli_binary().map_err(anyhow::Error::msg);
     }
     Ok(exe)
 }
@@ -127,7 +128,11 @@ pub(super) fn spawn_daemon(
         .create(true)
         .open(log_path)
         .with_context(|| format!("cannot open the log {}", log_path.display()))?;
-    let mut cmd = Command::new(main_binary()?);
+    let exe = main_binary()?;
+    let mut cmd = Command::new(&exe);
+    // Named as users know it (`ps`, `pgrep -f 'cachefs agent'`, and the
+    // tree mount's test for cachefs's own daemons), whichever binary runs.
+    cmd.arg0(exe.with_file_name(crate::client::CLIENT_NAME));
     cmd.args(args)
         .env("CACHEFS_DIR", &config.dir)
         .env_remove("LD_PRELOAD")

@@ -205,7 +205,7 @@ fn is_cachefs_daemon(argv: &[OsString]) -> bool {
     let is_cachefs = argv
         .first()
         .and_then(|a| Path::new(a).file_name())
-        .is_some_and(|n| n == "cachefs");
+        .is_some_and(|n| n == crate::client::CLIENT_NAME || n == crate::client::CLI_NAME);
     let sub = argv.get(1).map(|a| a.as_bytes());
     is_cachefs && matches!(sub, Some(b"agent" | b"mount" | b"umount"))
 }

@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub const SHIM_NAME: &str = "libcachefs_preload.so";
-/// The client binary installed beside `cachefs`.
-pub const CLIENT_NAME: &str = "cachefs-client";
 
 pub fn run(command: Vec<OsString>, progress: bool) -> Result<i32> {
     let config = match Config::from_env() {
@@ -68,11 +66,12 @@ fn run_plain(command: &[OsString]) -> Result<i32> {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
-/// What the shim runs in place of a compiler: `cachefs-client` beside this
-/// binary (smaller, so faster to start: every compile starts it), else
-/// this binary itself, whose compile mode is the same client.
+/// What the shim runs in place of a compiler: `cachefs` beside this binary
+/// (`cachefs-cli`), which holds the client only and so starts faster (every
+/// compile starts it), else this binary itself, whose compile mode is the
+/// same client.
 fn client_binary(exe: &Path) -> PathBuf {
-    let small = exe.with_file_name(CLIENT_NAME);
+    let small = exe.with_file_name(crate::client::CLIENT_NAME);
     if crate::client::is_executable(&small) {
         small
     } else {
