@@ -6,7 +6,13 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --workspace
 cachefs="$PWD/target/release/cachefs"
-export CACHEFS_DIR="${CACHEFS_DIR:-$PWD/target/demo-cache}"
+if [ -z "${CACHEFS_DIR:-}" ]; then
+    # The demo's own cache starts empty, so that the first build is really cold
+    # (a CACHEFS_DIR given by the caller is used as it is).
+    export CACHEFS_DIR="$PWD/target/demo-cache"
+    "$cachefs" stop >/dev/null 2>&1 || true
+    rm -rf "$CACHEFS_DIR"
+fi
 work="$PWD/target/demo-project"
 rm -rf "$work" && cp -r examples/c-project "$work"
 cd "$work"
