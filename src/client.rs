@@ -347,8 +347,8 @@ fn collect<R: Read + Send + 'static>(mut from: R) -> std::thread::JoinHandle<(Ve
     })
 }
 
-/// The binary that `cachefs` (this client) and `cachefs-cli` (the command
-/// line) are installed as, side by side.
+/// The two binaries, installed side by side: `cachefs`, the client that
+/// every compile starts, and `cachefs-cli`, the command line it execs.
 pub const CLIENT_NAME: &str = "cachefs";
 pub const CLI_NAME: &str = "cachefs-cli";
 

@@ -104,9 +104,6 @@ pub fn start_agent(config: &Config) -> Result<u32> {
     }
 }
 
-/// Starts `cachefs ARGS…` as a daemon for `config.dir`: its own session (so it outlives the
-/// build's terminal and process group), `/` as its directory, stdout and stderr appended to
-/// `log_path`, and none of the shim's variables (it must not be diverted or observed).
 /// The binary with the `agent` command: this one, unless the caller is the
 /// client (`cachefs`, which has only compile mode), whose `cachefs-cli`
 /// sits beside it.
@@ -118,6 +115,9 @@ fn main_binary() -> Result<std::path::PathBuf> {
     Ok(exe)
 }
 
+/// Starts `cachefs ARGS…` as a daemon for `config.dir`: its own session (so it outlives the
+/// build's terminal and process group), `/` as its directory, stdout and stderr appended to
+/// `log_path`, and none of the shim's variables (it must not be diverted or observed).
 pub(super) fn spawn_daemon(
     config: &Config,
     args: &[std::ffi::OsString],
