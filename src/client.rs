@@ -352,21 +352,24 @@ fn collect<R: Read + Send + 'static>(mut from: R) -> std::thread::JoinHandle<(Ve
 pub const CLIENT_NAME: &str = "cachefs";
 pub const CLI_NAME: &str = "cachefs-cli";
 
+/// `name` beside `exe`, if it is there and executable.
+pub fn sibling_binary(exe: &Path, name: &str) -> Option<PathBuf> {
+    let path = exe.with_file_name(name);
+    is_executable(&path).then_some(path)
+}
+
 /// `cachefs-cli` beside this binary.
 pub fn cli_binary() -> Result<PathBuf, String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the cachefs executable: {e}"))?;
-    let cli = exe.with_file_name(CLI_NAME);
-    if is_executable(&cli) {
-        Ok(cli)
-    } else {
-        Err(format!(
+    sibling_binary(&exe, CLI_NAME).ok_or_else(|| {
+        format!(
             "{} is missing: cachefs needs it beside {} for every command but compiles; \
              reinstall with scripts/install.sh",
-            cli.display(),
+            exe.with_file_name(CLI_NAME).display(),
             exe.display()
-        ))
-    }
+        )
+    })
 }
 
 pub fn is_compile_mode() -> Option<OsString> {

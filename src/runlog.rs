@@ -112,7 +112,11 @@ impl RunRecord {
     /// step wrote is not also its input (a temporary it renamed into place,
     /// a header it generated and then compiled).
     pub fn steps(&self) -> RunRecord {
-        let index = self.step_index();
+        self.steps_by(&self.step_index())
+    }
+
+    /// [`RunRecord::steps`] with the caller's [`RunRecord::step_index`].
+    pub fn steps_by(&self, index: &[usize]) -> RunRecord {
         let mut steps: Vec<CompileRecord> = Vec::new();
         for (i, c) in self.compiles.iter().enumerate() {
             // A step's first record is its root: steps are numbered in order.

@@ -118,7 +118,6 @@ daemon_pid() {  # daemon_pid MODE CACHE
 
 # What the plain build wrote, by absolute path, for floor-copy.
 stash_outputs() {
-    rm -rf "$W/stash/$1"
     mkdir -p "$W/stash/$1"
     (cd / && find "${2#/}" -type f -newer "$W/before-$1" -print0 |
         xargs -0 -r cp --parents -t "$W/stash/$1")
@@ -153,7 +152,8 @@ build() {
         >"$W/last-$wl-$mode.log" 2>&1 ||
         { echo "build failed: $wl $mode (see $W/last-$wl-$mode.log)" >&2; exit 1; }
     t1=$(date +%s%N)
-    [ "$mode" = plain ] && stash_outputs "$wl" "$tree"
+    # Outputs are the same every round: stash them once.
+    if [ "$mode" = plain ] && [ ! -d "$W/stash/$wl" ]; then stash_outputs "$wl" "$tree"; fi
     c1=$(daemon_cpu "$pid")
     cpu=$(awk -v a="$c0" -v b="$c1" '{printf "%.3f", $1 + $2 + b - a}' "$W/cpu")
     echo "$(echo "scale=3; ($t1 - $t0) / 1000000000" | bc) $cpu"

@@ -135,7 +135,7 @@ impl ProcessTree {
     /// The step record `i` belongs to, as `RunRecord::steps` has it.
     fn of(run: &runlog::RunRecord, i: usize) -> ProcessTree {
         let index = run.step_index();
-        let step = run.steps().compiles.swap_remove(index[i]);
+        let step = run.steps_by(&index).compiles.swap_remove(index[i]);
         ProcessTree {
             processes: (0..run.compiles.len())
                 .filter(|&j| index[j] == index[i])

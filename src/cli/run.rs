@@ -35,7 +35,15 @@ pub fn run(command: Vec<OsString>, progress: bool) -> Result<i32> {
     cmd.args(&command[1..]);
     if agent_up {
         cmd.env("LD_PRELOAD", preload_value(&shim))
-            .env(ENV_CLIENT, client_binary(&exe))
+            // What the shim runs in place of a compiler: `cachefs` beside
+            // this binary (`cachefs-cli`), which holds the client only and
+            // so starts faster; else this binary, whose compile mode is the
+            // same client.
+            .env(
+                ENV_CLIENT,
+                crate::client::sibling_binary(&exe, crate::client::CLIENT_NAME)
+                    .unwrap_or_else(|| exe.clone()),
+            )
             .env(ENV_DIR, &config.dir)
             .env(ENV_RUN_ID, &run_id);
     }
@@ -64,19 +72,6 @@ fn run_plain(command: &[OsString]) -> Result<i32> {
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
-}
-
-/// What the shim runs in place of a compiler: `cachefs` beside this binary
-/// (`cachefs-cli`), which holds the client only and so starts faster (every
-/// compile starts it), else this binary itself, whose compile mode is the
-/// same client.
-fn client_binary(exe: &Path) -> PathBuf {
-    let small = exe.with_file_name(crate::client::CLIENT_NAME);
-    if crate::client::is_executable(&small) {
-        small
-    } else {
-        exe.to_path_buf()
-    }
 }
 
 /// The shim lives next to the binary (cargo's target dir) or in the installed

@@ -196,6 +196,12 @@ impl Mirror {
         answered && self.shared.probe_answered.load(Ordering::SeqCst) >= n
     }
 
+    /// The connection's number under /sys/fs/fuse/connections (fusectl),
+    /// taken at mount time.
+    pub fn connection(&self) -> Option<u64> {
+        self.session.lock().as_ref().and_then(|r| r.connection)
+    }
+
     /// Starts recording a new view; its tree is `view_root(id)`.
     pub fn open_view(&self) -> u64 {
         let id = self.shared.views.lock().open();

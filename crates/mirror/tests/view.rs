@@ -463,10 +463,7 @@ fn is_connected_is_the_daemon_s_answer_and_false_right_after_an_abort() {
     let rec = m.mirror.close_view(v).unwrap();
     assert!(rec.accesses.is_empty(), "{:?}", rec.accesses);
 
-    let dev = std::fs::metadata(m.mirror.mountpoint()).unwrap().dev();
-    let id = (((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff)) << 20
-        | ((dev >> 12) & 0xffff_ff00)
-        | (dev & 0xff);
+    let id = m.mirror.connection().expect("the mirror's fusectl number");
     let abort = PathBuf::from(format!("/sys/fs/fuse/connections/{id}/abort"));
     if !abort.exists() {
         // fusectl is not mounted on every machine.
