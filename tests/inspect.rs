@@ -130,6 +130,21 @@ fn graph_joins_objects_to_the_link_and_dot_accepts_it() {
         .output()
         .unwrap();
     assert!(svg.status.success() && String::from_utf8_lossy(&svg.stdout).contains("<svg"));
+    // Without Graphviz, svg says how to get it.
+    let no_dot = sb.root.path().join("no-dot");
+    std::fs::create_dir_all(&no_dot).unwrap();
+    let svg = sb
+        .cachefs()
+        .args(["graph", "--format", "svg"])
+        .env("PATH", &no_dot)
+        .output()
+        .unwrap();
+    assert!(!svg.status.success());
+    assert!(
+        stderr(&svg).contains("apt-get install graphviz"),
+        "{}",
+        stderr(&svg)
+    );
 }
 
 #[test]
