@@ -435,3 +435,36 @@ fn weird_paths_and_arguments() {
     assert_eq!(a.status.code(), b.status.code());
     assert_ne!(a.status.code(), Some(0));
 }
+
+/// Eight `cachefs start` at once on a fresh cache directory: one agent wins,
+/// every starter waits for it (a loser's agent exits at once while the
+/// winner still opens its store) and names the same pid.
+#[test]
+fn concurrent_starters_all_get_the_one_agent() {
+    for _ in 0..3 {
+        let sb = Sandbox::new();
+        let starters: Vec<_> = (0..8)
+            .map(|_| {
+                sb.cachefs()
+                    .arg("start")
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut pids = std::collections::BTreeSet::new();
+        for s in starters {
+            let out = s.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+            let said = stderr(&out);
+            let pid = said
+                .split_whitespace()
+                .nth(2)
+                .unwrap_or_default()
+                .to_string();
+            pids.insert(pid);
+        }
+        assert_eq!(pids.len(), 1, "one agent for all: {pids:?}");
+        sb.cachefs().arg("stop").output().unwrap();
+    }
+}

@@ -84,15 +84,16 @@ pub fn start_agent(config: &Config) -> Result<u32> {
             std::mem::forget(child);
             return Ok(pid);
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            // Lost a race with another starter: that agent may be up now.
-            if let Ok(pid) = ping(config) {
-                return Ok(pid);
-            }
-            bail!(
+        match child.try_wait() {
+            // Lost a race with another starter (ours exits 0 when another
+            // agent holds the directory): that one may still be opening its
+            // store, so keep asking until the deadline.
+            Ok(Some(status)) if status.success() => {}
+            Ok(Some(status)) => bail!(
                 "the agent exited at start ({status}); see {}",
                 log_path.display()
-            );
+            ),
+            _ => {}
         }
         if Instant::now() > deadline {
             bail!(
