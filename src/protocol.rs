@@ -131,6 +131,8 @@ pub enum Request {
     },
     Ping,
     Shutdown,
+    /// Empty the local cache (`cachefs clear`); answered by `Cleared`.
+    Clear,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +159,11 @@ pub enum Response {
     Summary(RunSummary),
     Pong {
         pid: u32,
+    },
+    /// What the cache held before `Clear` emptied it.
+    Cleared {
+        entries: u64,
+        bytes: u64,
     },
     Error {
         message: String,

@@ -40,6 +40,42 @@ fn multi_file_make_rebuild_is_all_hits_and_identical() {
     assert!(sb.sh("./calc").stdout.starts_with(b"calc 1.0\n"));
 }
 
+#[test]
+fn clear_empties_the_cache_and_the_next_build_misses_then_hits() {
+    let sb = Sandbox::new();
+    example_project(&sb);
+    sb.run_ok("make -s -j2");
+    let built = example_outputs(&sb);
+    let full = sb.stats();
+    assert_eq!(full["entries"], 22);
+
+    let out = sb.cachefs().arg("clear").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("22 cached results"), "{said}");
+    let empty = sb.stats();
+    assert_eq!(empty["entries"], 0);
+    assert!(
+        empty["bytes"].as_u64() < full["bytes"].as_u64(),
+        "{empty} vs {full}"
+    );
+    // Statistics are history: they stay.
+    assert_eq!(
+        (empty["misses"].as_u64(), empty["hits"].as_u64()),
+        (Some(22), Some(0))
+    );
+
+    sb.sh("make -s clean");
+    sb.zero_stats();
+    sb.run_ok("make -s -j2");
+    assert_eq!(sb.counts(), (0, 22, 0, 0));
+    assert_eq!(example_outputs(&sb), built);
+    sb.sh("make -s clean");
+    sb.run_ok("make -s -j2");
+    assert_eq!(sb.counts(), (22, 22, 0, 0));
+    assert_eq!(example_outputs(&sb), built);
+}
+
 fn two_headers(sb: &Sandbox) {
     sb.write("a.h", "#define A 1\n");
     sb.write("b.h", "#define B 2\n");

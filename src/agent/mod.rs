@@ -230,6 +230,7 @@ impl Agent {
                     }
                     Response::Summary(self.stats.run_summary(&run_id))
                 }
+                Request::Clear => self.clear(),
                 Request::Ping => Response::Pong {
                     pid: std::process::id(),
                 },
@@ -247,6 +248,29 @@ impl Agent {
                 },
             };
             protocol::write_frame(stream, &reply)?;
+        }
+    }
+
+    /// Empties the local store once the saves already queued are done; a
+    /// shared remote tier is left as it is (other machines use it).
+    fn clear(&self) -> Response {
+        self.pending.wait_idle();
+        let before = self.store.stats();
+        match self.store.clear() {
+            Ok(()) => {
+                log::info!(
+                    "cache cleared by `cachefs clear`: {} results, {} bytes",
+                    before.results,
+                    before.bytes
+                );
+                Response::Cleared {
+                    entries: before.results,
+                    bytes: before.bytes,
+                }
+            }
+            Err(e) => Response::Error {
+                message: format!("clearing the cache failed: {e}"),
+            },
         }
     }
 

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand.
 
+mod clear;
 mod config;
 mod doctor;
 mod generate;
@@ -58,6 +59,9 @@ enum Command {
         #[arg(long)]
         zero: bool,
     },
+    /// Remove every cached result from the local cache (ccache's `-C`);
+    /// statistics and a shared memcached/Redis cache are kept.
+    Clear,
     /// Start the agent for this cache directory (it also starts on demand).
     Start,
     /// Stop the agent for this cache directory.
@@ -159,6 +163,7 @@ fn dispatch(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Run { progress, command } => run::run(command, progress),
         Command::Stats { json, zero } => stats::stats(json, zero).map(|_| 0),
+        Command::Clear => clear::clear().map(|_| 0),
         Command::Start => lifecycle::start().map(|_| 0),
         Command::Stop => lifecycle::stop().map(|_| 0),
         Command::Config => config::print().map(|_| 0),

@@ -404,10 +404,16 @@ impl LocalStore {
         }
     }
 
-    /// Removes every result, blob and manifest. Meta values and the `corrupt_found`/`evicted`
-    /// counters are kept: they are history, not cache content.
+    /// Removes every result, blob and manifest, and shrinks the index file. Meta values and
+    /// the `corrupt_found`/`evicted` counters are kept: they are history, not cache content.
+    /// Blobs pinned by a store in progress stay (see `Tx::clear`).
     pub fn clear(&self) -> Result<(), StoreError> {
-        self.write("clearing the cache", |tx| tx.clear())
+        let gate = self.evict_gate.write().unwrap_or_else(|e| e.into_inner());
+        self.write("clearing the cache", |tx| tx.clear())?;
+        drop(gate);
+        self.compact_if_sparse(0);
+        self.evict_floor.store(self.bytes(), Relaxed);
+        Ok(())
     }
 
     pub(crate) fn bytes(&self) -> u64 {
@@ -486,6 +492,13 @@ impl LocalStore {
                 }
             }
         }
+    }
+
+    /// Every blob pinned now.
+    pub(crate) fn pinned(&self) -> Vec<Hash> {
+        let mut pins = lock(&self.pins);
+        pins.retain(|_, p| p.at.elapsed() < PIN_TTL);
+        pins.keys().copied().collect()
     }
 
     pub(crate) fn is_pinned(&self, id: &Hash) -> bool {

@@ -30,7 +30,9 @@ pub(crate) struct Tx<'s> {
     unlink_after_commit: Vec<PathBuf>,
     /// Queued blob entries this transaction records: queued again if it does not commit.
     new_blobs: HashMap<Hash, u64>,
-    clear_blob_dir: bool,
+    /// Set by `clear`: after the commit the blob directory is emptied except for these
+    /// (pinned) blobs.
+    clear_blob_dir: Option<Vec<Hash>>,
     counts: (u64, u64),
 }
 
@@ -57,7 +59,7 @@ impl<'s> Tx<'s> {
             evicted: 0,
             unlink_after_commit: Vec::new(),
             new_blobs: HashMap::new(),
-            clear_blob_dir: false,
+            clear_blob_dir: None,
             counts: (0, 0),
         })
     }
@@ -91,8 +93,8 @@ impl<'s> Tx<'s> {
         t.blobs.store(self.counts.1, Relaxed);
         t.evicted.fetch_add(self.evicted, Relaxed);
         remove_files(&self.unlink_after_commit);
-        if self.clear_blob_dir {
-            empty_blob_dir(&store.blob_dir)?;
+        if let Some(keep) = &self.clear_blob_dir {
+            empty_blob_dir(&store.blob_dir, keep)?;
         }
         committed
     }
@@ -379,15 +381,18 @@ impl<'s> Tx<'s> {
         Ok(())
     }
 
-    /// Empties every cache table; the blob directory is emptied after the commit.
+    /// Empties every cache table; the blob directory is emptied after the commit. Blobs a
+    /// compile in flight has pinned (written or found by `put_blob`, not yet referenced by its
+    /// `put_result`) stay, as orphans, so a clear during a build does not fail that store.
     pub(crate) fn clear(&mut self) -> Result<(), StoreError> {
+        let keep = self.pinned_blobs()?;
         let ie = || self.store.ie("clearing the index");
         self.txn.delete_table(RESULTS).map_err(ie())?;
+        self.txn.delete_table(BLOBS).map_err(ie())?;
+        self.txn.delete_table(MANIFESTS).map_err(ie())?;
         self.txn.delete_table(TICKS).map_err(ie())?;
         self.txn.delete_table(LRU).map_err(ie())?;
-        self.txn.delete_table(BLOBS).map_err(ie())?;
         self.txn.delete_table(ORPHANS).map_err(ie())?;
-        self.txn.delete_table(MANIFESTS).map_err(ie())?;
         // Recreate them, so readers never see a missing table.
         open(&self.txn, self.store, RESULTS)?;
         open(&self.txn, self.store, TICKS)?;
@@ -396,8 +401,24 @@ impl<'s> Tx<'s> {
         open(&self.txn, self.store, ORPHANS)?;
         open(&self.txn, self.store, MANIFESTS)?;
         self.blob_bytes = 0;
-        self.clear_blob_dir = true;
+        for &(id, size) in &keep {
+            self.add_blob(&id, size)?;
+        }
+        self.clear_blob_dir = Some(keep.into_iter().map(|(id, _)| id).collect());
         Ok(())
+    }
+
+    /// Indexed blobs that are pinned, with their sizes.
+    fn pinned_blobs(&mut self) -> Result<Vec<(Hash, u64)>, StoreError> {
+        let blobs = open(&self.txn, self.store, BLOBS)?;
+        let ie = || self.store.ie("reading blob entries");
+        let mut keep = Vec::new();
+        for id in self.store.pinned() {
+            if let Some(entry) = blobs.get(&id).map_err(ie())? {
+                keep.push((id, entry.value().1));
+            }
+        }
+        Ok(keep)
     }
 
     /// After an unclean shutdown: deletes blob files the index does not know (their commits
@@ -491,14 +512,26 @@ fn scan_blob_files(blob_dir: &Path) -> Result<HashMap<Hash, u64>, StoreError> {
 
 const TRASH_PREFIX: &str = "blobs.trash-";
 
-/// Renames the blob directory away (so concurrent writers start a fresh one) and deletes it.
-fn empty_blob_dir(blob_dir: &Path) -> Result<(), StoreError> {
+/// Renames the blob directory away (so concurrent writers start a fresh one), moves the blobs
+/// in `keep` back and deletes the rest.
+fn empty_blob_dir(blob_dir: &Path, keep: &[Hash]) -> Result<(), StoreError> {
     let parent = blob_dir.parent().expect("blob dir is inside the cache dir");
     let trash = parent.join(format!("{TRASH_PREFIX}{}", std::process::id()));
     let hint = "delete the cache directory's blobs by hand";
     remove_trash(blob_dir);
     fs::rename(blob_dir, &trash).map_err(StoreError::io("moving away", blob_dir, hint))?;
     create_private_dir(blob_dir)?;
+    for id in keep {
+        let (from, to) = (blob_path(&trash, id), blob_path(blob_dir, id));
+        let moved = to
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| fs::rename(&from, &to));
+        if let Err(e) = moved {
+            // The compile that pinned it fails to store (a missing blob), nothing worse.
+            log::warn!("cache: could not keep blob {}: {e}", from.display());
+        }
+    }
     fs::remove_dir_all(&trash).map_err(StoreError::io("deleting", &trash, hint))
 }
 

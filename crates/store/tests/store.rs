@@ -514,6 +514,38 @@ fn clear_empties_the_cache_but_keeps_meta() {
 }
 
 #[test]
+fn clear_keeps_the_blobs_of_a_store_in_progress_and_shrinks_the_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(tmp.path(), GIB).unwrap();
+    for i in 0..300u64 {
+        let id = store.put_blob(&noise(i, 4000)).unwrap();
+        store.put_result(&key(i), &[7u8; 2000], &[id]).unwrap();
+        store.put_manifest(&key(10_000 + i), &[9u8; 2000]).unwrap();
+    }
+    store.flush().unwrap();
+    let index = tmp.path().join("index.redb");
+    let full = std::fs::metadata(&index).unwrap().len();
+    // A compile stored its blobs (one new, one already there) but not yet its result.
+    let fresh = store.put_blob(b"written by a compile in flight").unwrap();
+    let known = store.put_blob(&noise(5, 4000)).unwrap();
+    store.clear().unwrap();
+    assert_eq!(store.get_result(&key(5)).unwrap(), None);
+    assert_eq!(store.get_manifest(&key(10_005)).unwrap(), None);
+    // Its result still stores and reads back whole.
+    store.put_result(&key(1), b"v", &[fresh, known]).unwrap();
+    assert_eq!(
+        store.get_blob(&fresh).unwrap().unwrap(),
+        b"written by a compile in flight"
+    );
+    assert_eq!(store.get_blob(&known).unwrap().unwrap(), noise(5, 4000));
+    let stats = store.stats();
+    assert_eq!((stats.results, stats.blobs, stats.corrupt_found), (1, 2, 0));
+    assert_eq!(files_under(&tmp.path().join("blobs")).len(), 2);
+    let after = std::fs::metadata(&index).unwrap().len();
+    assert!(after < full / 2, "index {full} -> {after} bytes");
+}
+
+#[test]
 fn concurrent_threads() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Arc::new(LocalStore::open(tmp.path(), GIB).unwrap());
