@@ -1,6 +1,7 @@
 //! The two-phase key: key1 from the static facts of a call, then the dep sets
 //! observed under it, each validated against the disk.
 
+use crate::compiler::time_macros::{self, TimeMacros};
 use crate::protocol::CompileRequest;
 use nix::sys::statfs;
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,7 @@ pub type Hash = [u8; 32];
 
 /// Bumped whenever the meaning of a key or a stored record changes, so that
 /// entries from another format are never read as ours.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Environment variables that do not change what a compiler produces but do
 /// change between otherwise identical builds (jobserver fds, shells, the
@@ -278,7 +279,7 @@ impl Stamp {
 /// include directory) cost one stat per directory instead of one per probe.
 #[derive(Default)]
 pub struct StatCache {
-    entries: Mutex<HashMap<PathBuf, (Stamp, Hash)>>,
+    entries: Mutex<HashMap<PathBuf, (Stamp, Digest)>>,
     absent: Mutex<HashMap<PathBuf, Stamp>>,
     /// Per device: whether its file system is known to update a directory's
     /// mtime and ctime whenever an entry is added, removed or renamed.
@@ -300,6 +301,11 @@ impl StatCache {
     /// Hash of the regular file at `path` (not following a final symlink),
     /// with the stamp it had. `None` if it is missing or not a regular file.
     pub fn file_hash(&self, path: &Path) -> std::io::Result<Option<(Stamp, Hash)>> {
+        Ok(self.file_digest(path)?.map(|(stamp, d)| (stamp, d.hash)))
+    }
+
+    /// `file_hash` with what else was learnt from the content while hashing.
+    pub fn file_digest(&self, path: &Path) -> std::io::Result<Option<(Stamp, Digest)>> {
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) if is_not_found(&e) => return Ok(None),
@@ -309,12 +315,12 @@ impl StatCache {
             return Ok(None);
         }
         let stamp = Stamp::of(&meta);
-        if let Some((s, h)) = self.entries.lock().unwrap().get(path) {
+        if let Some((s, d)) = self.entries.lock().unwrap().get(path) {
             if *s == stamp {
-                return Ok(Some((stamp, *h)));
+                return Ok(Some((stamp, *d)));
             }
         }
-        let hash = hash_file(path)?;
+        let digest = digest_file(path)?;
         // Only trust the pairing if the file did not change while we read it.
         let after = Stamp::of(&std::fs::symlink_metadata(path)?);
         if after != stamp {
@@ -324,9 +330,9 @@ impl StatCache {
             self.entries
                 .lock()
                 .unwrap()
-                .insert(path.to_path_buf(), (stamp, hash));
+                .insert(path.to_path_buf(), (stamp, digest));
         }
-        Ok(Some((stamp, hash)))
+        Ok(Some((stamp, digest)))
     }
 
     /// Whether `path` is absent (lstat fails with ENOENT or ENOTDIR).
@@ -395,10 +401,33 @@ pub fn is_not_found(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
 }
 
-fn hash_file(path: &Path) -> std::io::Result<Hash> {
+/// A file's content hash, and which clock macros its bytes name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digest {
+    pub hash: Hash,
+    pub time_macros: TimeMacros,
+}
+
+fn digest_file(path: &Path) -> std::io::Result<Digest> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
     let mut h = blake3::Hasher::new();
-    h.update_reader(std::fs::File::open(path)?)?;
-    Ok(*h.finalize().as_bytes())
+    let mut scan = time_macros::Scanner::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        scan.feed(&buf[..n]);
+    }
+    Ok(Digest {
+        hash: *h.finalize().as_bytes(),
+        time_macros: scan.finish(),
+    })
 }
 
 /// Hash of a directory's entry names and kinds, leaving out `skip` (entries

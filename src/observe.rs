@@ -18,7 +18,8 @@
 //!   directories while the compile runs (see `compiler::rustc`).
 
 use crate::compiler::rustc::SearchDirs;
-use crate::key::{self, Dep, DepState, Hash, Kind, StatCache};
+use crate::compiler::time_macros::ClockUse;
+use crate::key::{self, Dep, DepState, Kind, StatCache};
 use cachefs_mirror::{Access, Record};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -30,6 +31,8 @@ pub struct Observation {
     pub deps: Vec<Dep>,
     pub outputs: Vec<PathBuf>,
     pub created_dirs: Vec<PathBuf>,
+    /// Which clock macros the files it read name (see `compiler::time_macros`).
+    pub clock: ClockUse,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,8 +243,17 @@ impl Analysis {
 
     fn finish(self, cache: &StatCache) -> Result<Observation, Uncacheable> {
         let mut deps = Vec::with_capacity(self.seen.len());
+        let mut clock = ClockUse::default();
         for (path, seen) in &self.seen {
-            if let Some(state) = self.dep_state(path, seen, cache)? {
+            let state = match seen {
+                Seen::Read(stamp) => {
+                    let digest = self.read_digest(path, stamp, cache)?;
+                    clock.add(digest.time_macros, path);
+                    Some(DepState::File(digest.hash))
+                }
+                _ => self.dep_state(path, seen, cache)?,
+            };
+            if let Some(state) = state {
                 deps.push(Dep {
                     path: path.as_os_str().as_bytes().to_vec(),
                     state,
@@ -258,6 +270,7 @@ impl Analysis {
             deps,
             outputs,
             created_dirs: self.created_dirs.into_iter().collect(),
+            clock,
         })
     }
 
@@ -272,7 +285,7 @@ impl Analysis {
             Seen::Link(t) => DepState::Symlink(t.as_os_str().as_bytes().to_vec()),
             Seen::Exists(Kind::Dir) if self.implied_by_descendant(path) => return Ok(None),
             Seen::Exists(kind) => DepState::Exists(*kind),
-            Seen::Read(stamp) => DepState::File(self.read_hash(path, stamp, cache)?),
+            Seen::Read(stamp) => DepState::File(self.read_digest(path, stamp, cache)?.hash),
             Seen::Listed => self.listing_state(path)?,
         }))
     }
@@ -303,14 +316,14 @@ impl Analysis {
             .any(|(p, s)| p != dir && !matches!(s, Seen::Absent))
     }
 
-    fn read_hash(
+    fn read_digest(
         &self,
         path: &Path,
         opened: &cachefs_mirror::Stamp,
         cache: &StatCache,
-    ) -> Result<Hash, Uncacheable> {
-        match cache.file_hash(path) {
-            Ok(Some((now, hash))) if same_file(opened, &now) => Ok(hash),
+    ) -> Result<key::Digest, Uncacheable> {
+        match cache.file_digest(path) {
+            Ok(Some((now, digest))) if same_file(opened, &now) => Ok(digest),
             Ok(Some(_)) => fail("input changed during the compile", path),
             Ok(None) => fail("input vanished or changed during the compile", path),
             Err(e) => Err(Uncacheable(format!(

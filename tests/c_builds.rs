@@ -76,6 +76,48 @@ fn clear_empties_the_cache_and_the_next_build_misses_then_hits() {
     assert_eq!(example_outputs(&sb), built);
 }
 
+/// `__TIME__`, `__DATE__` and `__TIMESTAMP__` make the output a function of
+/// the clock: a hit would replay the stored time. Such compiles run every
+/// time, unless gcc fixes the time from SOURCE_DATE_EPOCH.
+#[test]
+fn compiles_that_read_the_clock_macros_are_not_cached() {
+    let sb = Sandbox::new();
+    sb.write("t.c", "const char *t = __TIME__;\n");
+    sb.write("stamp.h", "static const char *built = __DATE__;\n");
+    sb.write(
+        "d.c",
+        "#include \"stamp.h\"\nconst char *d(void) { return built; }\n",
+    );
+    sb.write("ts.c", "const char *ts = __TIMESTAMP__;\n");
+    sb.write("plain.c", "int plain(void) { return 1; }\n");
+    let build = "for f in t d ts plain; do gcc -c $f.c -o $f.o; done";
+    sb.run_ok(build);
+    let first = sb.read("t.o");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    sb.run_ok(build);
+    assert_eq!(sb.counts(), (1, 1, 6, 0));
+    assert_ne!(
+        sb.read("t.o"),
+        first,
+        "__TIME__ was replayed from the cache"
+    );
+    let reasons = &sb.stats()["uncacheable_reasons"];
+    assert_eq!(reasons["uses __TIME__"], 2, "{reasons}");
+    assert_eq!(reasons["uses __DATE__"], 2, "{reasons}");
+    assert_eq!(reasons["uses __TIMESTAMP__"], 2, "{reasons}");
+
+    // gcc takes __DATE__ and __TIME__ from SOURCE_DATE_EPOCH (not
+    // __TIMESTAMP__); clang 14 ignores the variable.
+    sb.zero_stats();
+    let fixed = "export SOURCE_DATE_EPOCH=86400; for f in t d ts; do gcc -c $f.c -o $f.o; done; clang -c t.c -o tc.o";
+    sb.run_ok(fixed);
+    sb.run_ok(fixed);
+    assert_eq!(sb.counts(), (2, 2, 4, 0));
+    let cached = sb.read("t.o");
+    sb.sh("SOURCE_DATE_EPOCH=86400 gcc -c t.c -o t.o");
+    assert_eq!(sb.read("t.o"), cached);
+}
+
 fn two_headers(sb: &Sandbox) {
     sb.write("a.h", "#define A 1\n");
     sb.write("b.h", "#define B 2\n");

@@ -5,7 +5,10 @@ use super::results::{self, CachedResult, Captured};
 use super::runs::Ended;
 use super::stats::Origin;
 use super::{Agent, Outcome};
-use crate::compiler;
+use crate::compiler::{
+    self,
+    time_macros::{self, TimeMacros},
+};
 use crate::key::{self, DepSet, Hash, Manifest};
 use crate::observe;
 use crate::protocol::{self, CompileRequest, Exit, Finished, Request, Response};
@@ -236,7 +239,7 @@ impl Agent {
         mut rec: CompileRecord,
     ) -> Result<()> {
         let started = std::time::Instant::now();
-        let captured = self.capture(&done, &call.record, &call.search_dirs);
+        let captured = self.capture(&done, call);
         log::debug!(
             "analysed {} accesses in {:?}",
             call.record.accesses.len(),
@@ -282,8 +285,7 @@ impl Agent {
     fn capture(
         &self,
         done: &Finished,
-        record: &cachefs_mirror::Record,
-        search_dirs: &compiler::rustc::SearchDirs,
+        call: &Call,
     ) -> Result<(Vec<key::Dep>, Vec<Captured>), String> {
         if let Exit::Signal(s) = done.exit {
             return Err(format!("compiler killed by signal {s}"));
@@ -297,7 +299,14 @@ impl Agent {
         if !done.output_complete {
             return Err("compiler output too large to keep".into());
         }
-        let obs = observe::analyze(record, &self.stat_cache, search_dirs).map_err(|u| u.0)?;
+        let obs =
+            observe::analyze(&call.record, &self.stat_cache, &call.search_dirs).map_err(|u| u.0)?;
+        if let Some(why) = call
+            .clock_fixed
+            .and_then(|fixed| time_macros::uncacheable_reason(&obs.clock, fixed))
+        {
+            return Err(why);
+        }
         let mut captured = Vec::new();
         for dir in &obs.created_dirs {
             captured
@@ -357,6 +366,9 @@ struct Call {
     search_dirs: compiler::rustc::SearchDirs,
     /// Prefix of the statistics' reasons, so rustc calls show apart.
     family_label: &'static str,
+    /// The clock macros this call's environment fixes; `None` where they
+    /// mean nothing (rustc).
+    clock_fixed: Option<TimeMacros>,
 }
 
 impl Call {
@@ -373,6 +385,13 @@ impl Call {
             record,
             search_dirs,
             family_label: compiler::stats_label(&req.compiler),
+            clock_fixed: match compiler::family(&req.compiler) {
+                compiler::Family::Rustc => None,
+                _ => Some(time_macros::fixed_by_env(
+                    Path::new(std::ffi::OsStr::from_bytes(&req.compiler)),
+                    &req.env,
+                )),
+            },
         }
     }
 }

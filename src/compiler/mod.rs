@@ -6,6 +6,7 @@
 mod gcc;
 pub mod language;
 pub mod rustc;
+pub mod time_macros;
 
 use std::path::Path;
 
