@@ -1,6 +1,7 @@
 //! The two-phase key: key1 from the static facts of a call, then the dep sets
 //! observed under it, each validated against the disk.
 
+use crate::compiler::host_target;
 use crate::compiler::time_macros::{self, TimeMacros};
 use crate::protocol::CompileRequest;
 use nix::sys::statfs;
@@ -88,8 +89,15 @@ pub fn is_volatile_env(name: &[u8]) -> bool {
 
 /// key1 = what is known before the compile runs: the compiler's content, the
 /// name it was called by (clang picks its mode from argv[0]), the arguments,
-/// the working directory and the environment minus volatile variables.
+/// the working directory and the environment minus volatile variables;
+/// for a compile that targets the host CPU, that CPU's identity.
 pub fn key1(req: &CompileRequest, compiler_hash: &Hash) -> Hash {
+    let host = host_target::targets_host_cpu(&req.argv)
+        .then(|| host_target::host_cpu_identity().unwrap_or_default());
+    key1_on(req, compiler_hash, host)
+}
+
+fn key1_on(req: &CompileRequest, compiler_hash: &Hash, host_cpu: Option<Hash>) -> Hash {
     let mut h = blake3::Hasher::new();
     h.update(b"cachefs-key1");
     h.update(&FORMAT_VERSION.to_le_bytes());
@@ -101,6 +109,11 @@ pub fn key1(req: &CompileRequest, compiler_hash: &Hash) -> Hash {
         field(&mut h, a);
     }
     field(&mut h, &req.cwd);
+    // `-march=native` and kin: what the compiler sees of the CPU.
+    if let Some(cpu) = host_cpu {
+        h.update(b"host-cpu");
+        h.update(&cpu);
+    }
     let mut env: Vec<_> = req
         .env
         .iter()
@@ -597,6 +610,18 @@ mod tests {
             &h,
         );
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn key1_of_a_native_cpu_compile_is_the_cpu_s() {
+        let h = [7u8; 32];
+        let native = req(&["gcc", "-O2", "-march=native", "-c", "x.c"], &[]);
+        let (cpu_a, cpu_b) = (Some([1u8; 32]), Some([2u8; 32]));
+        assert_eq!(key1_on(&native, &h, cpu_a), key1_on(&native, &h, cpu_a));
+        assert_ne!(key1_on(&native, &h, cpu_a), key1_on(&native, &h, cpu_b));
+        assert_eq!(key1(&native, &h), key1(&native, &h));
+        let generic = req(&["gcc", "-O2", "-c", "x.c"], &[]);
+        assert_eq!(key1(&generic, &h), key1_on(&generic, &h, None));
     }
 
     #[test]

@@ -118,6 +118,24 @@ fn compiles_that_read_the_clock_macros_are_not_cached() {
     assert_eq!(sb.read("t.o"), cached);
 }
 
+/// `-march=native` output depends on the CPU (cpuid, no file access): the
+/// key holds the host CPU's identity, so the same machine still hits and a
+/// shared cache never gives one CPU's object to another (unit test
+/// `key::tests::key1_of_a_native_cpu_compile_is_the_cpu_s`).
+#[test]
+fn march_native_hits_on_the_same_machine_and_keys_apart_from_generic() {
+    let sb = Sandbox::new();
+    sb.write("v.c", "float dot(const float *a, const float *b) { float s = 0; for (int i = 0; i < 64; i++) s += a[i] * b[i]; return s; }\n");
+    let build = "gcc -O3 -march=native -c v.c -o native.o && gcc -O3 -c v.c -o generic.o";
+    sb.run_ok(build);
+    sb.sh("gcc -O3 -march=native -c v.c -o plain.o");
+    sb.run_ok(build);
+    assert_eq!(sb.counts(), (2, 2, 0, 0));
+    assert_eq!(sb.read("native.o"), sb.read("plain.o"));
+    sb.run_ok("gcc -O3 -march=native -mtune=generic -c v.c -o other.o");
+    assert_eq!(sb.counts(), (2, 3, 0, 0));
+}
+
 fn two_headers(sb: &Sandbox) {
     sb.write("a.h", "#define A 1\n");
     sb.write("b.h", "#define B 2\n");

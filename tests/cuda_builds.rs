@@ -108,6 +108,18 @@ fn header_source_and_arch_changes_miss_and_are_right() {
     ));
     let (hits, misses, _, _) = sb.counts();
     assert_eq!((hits, misses), (0, 5));
+    // -arch=native asks the driver for the GPUs present (through /dev, not
+    // observed): run every time, never cached.
+    sb.zero_stats();
+    let native = format!("{nvcc} -arch=native -c k.cu -o n.o");
+    sb.run_ok(&native);
+    sb.run_ok(&native);
+    assert_eq!(sb.counts(), (0, 0, 2, 0));
+    let reasons = &sb.stats()["uncacheable_reasons"];
+    assert_eq!(
+        reasons["targets this machine's GPUs (-arch=native)"], 2,
+        "{reasons}"
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! function of their inputs (incremental state).
 
 mod gcc;
+pub mod host_target;
 pub mod language;
 pub mod rustc;
 pub mod time_macros;
@@ -13,10 +14,18 @@ use std::path::Path;
 /// Why a call must run uncached, or `None` if it may be cached.
 pub fn uncacheable_reason(compiler: &[u8], argv: &[Vec<u8>]) -> Option<&'static str> {
     let args = argv.get(1..).unwrap_or_default();
-    match family(compiler) {
+    let host = if host_target::targets_host_cpu(args) && host_target::host_cpu_identity().is_none()
+    {
+        Some("targets the host CPU, which /proc/cpuinfo does not identify")
+    } else if family(compiler) == Family::Nvcc && host_target::targets_host_gpu(args) {
+        Some("targets this machine's GPUs (-arch=native)")
+    } else {
+        None
+    };
+    host.or_else(|| match family(compiler) {
         Family::Rustc => rustc::uncacheable_reason(args),
         Family::CFamily | Family::Nvcc => gcc::uncacheable_reason(args),
-    }
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
