@@ -2,6 +2,7 @@
 //! hit replay the result, on a miss run the compiler inside an observation
 //! view and report back, and on any failure run the compiler unchanged.
 
+use crate::compiler::color;
 use crate::config::{Config, ENV_COMPILER, ENV_IN_COMPILE, ENV_RUN_ID};
 use crate::protocol::{self, CompileRequest, Exit, Finished, Request, Response};
 use crate::view::ViewEntry;
@@ -20,6 +21,14 @@ const MAX_CAPTURE: usize = 64 << 20;
 pub struct Call {
     pub compiler: PathBuf,
     pub argv: Vec<OsString>,
+}
+
+impl Call {
+    /// Run with `-fdiagnostics-color=always` when observed (see
+    /// `compiler::color`); never when run uncached.
+    fn colored(&self) -> bool {
+        color::adds_color(self.compiler.as_os_str().as_bytes(), &self.argv)
+    }
 }
 
 impl Call {
@@ -101,7 +110,7 @@ pub fn run(call: Call) -> ! {
             stdout,
             stderr,
             exit,
-        }) => replay(&stdout, &stderr, exit),
+        }) => replay(&stdout, &for_terminal(&call, stderr), exit),
         Ok(Response::Miss { view_root, binds }) => {
             let view_root = PathBuf::from(OsString::from_vec(view_root));
             run_observed(&call, &mut stream, &view_root, &binds, &config)
@@ -162,6 +171,19 @@ fn replay(stdout: &[u8], stderr: &[u8], exit: Exit) -> ! {
     exit_like(exit)
 }
 
+/// Stored diagnostics are colored when the call ran colored: printed plain
+/// unless the compiler would have colored them here itself.
+fn for_terminal(call: &Call, stderr: Vec<u8>) -> Vec<u8> {
+    let term = std::env::var_os("TERM");
+    let tty = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
+    if call.colored() && !color::terminal_wants_color(tty, term.as_deref().map(OsStrExt::as_bytes))
+    {
+        color::strip(&stderr)
+    } else {
+        stderr
+    }
+}
+
 fn exit_like(exit: Exit) -> ! {
     match exit {
         Exit::Code(c) => std::process::exit(c),
@@ -177,12 +199,12 @@ fn exit_like(exit: Exit) -> ! {
     }
 }
 
-fn compiler_command(call: &Call) -> Command {
+fn compiler_command(call: &Call, argv: &[OsString]) -> Command {
     let mut cmd = Command::new(&call.compiler);
-    if let Some(argv0) = call.argv.first() {
+    if let Some(argv0) = argv.first() {
         cmd.arg0(argv0);
     }
-    cmd.args(call.argv.iter().skip(1));
+    cmd.args(argv.iter().skip(1));
     // Everything this compile starts (cc1, as, ld, clang -cc1) is part of it.
     cmd.env(ENV_IN_COMPILE, "1");
     cmd
@@ -211,7 +233,7 @@ fn fall_back(call: &Call, reason: &str, cause: Cause, config: Option<&Config>) -
         }
     }
     log::debug!("running uncached: {reason}");
-    let err = compiler_command(call).exec();
+    let err = compiler_command(call, &call.argv).exec();
     eprintln!(
         "cachefs: cannot run the compiler {}: {err}",
         call.compiler.display()
@@ -272,7 +294,13 @@ fn run_observed(
             config,
         ),
     };
-    let mut cmd = compiler_command(call);
+    let colored = call.colored();
+    let argv = if colored {
+        color::with_color(&call.argv)
+    } else {
+        call.argv.clone()
+    };
+    let mut cmd = compiler_command(call, &argv);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     // SAFETY: `enter` only makes async-signal-safe syscalls on data built
     // before the fork.
@@ -299,6 +327,18 @@ fn run_observed(
         (None, Some(s)) => Exit::Signal(s),
         (None, None) => Exit::Code(1),
     };
+    if colored && color::rejected(status.success(), &stderr.0) {
+        abandon(
+            call,
+            stream,
+            &format!(
+                "{} does not take {}",
+                call.compiler.display(),
+                color::ALWAYS
+            ),
+            config,
+        );
+    }
     let done = Finished {
         exit,
         stdout: stdout.0,
@@ -314,7 +354,10 @@ fn run_observed(
         .and_then(|_| protocol::read_frame::<Response, _>(stream));
     log::debug!("agent stored the result after {:?}", start.elapsed());
     match acked {
-        Ok(Response::Stored) => replay(&done.stdout, &done.stderr, exit),
+        Ok(Response::Stored) => {
+            let stderr = for_terminal(call, done.stderr);
+            replay(&done.stdout, &stderr, exit)
+        }
         Ok(Response::Error { message }) => fall_back(call, &message, Cause::Counted, Some(config)),
         _ => fall_back(
             call,

@@ -136,6 +136,63 @@ fn march_native_hits_on_the_same_machine_and_keys_apart_from_generic() {
     assert_eq!(sb.counts(), (2, 3, 0, 0));
 }
 
+/// At a terminal gcc and clang color their diagnostics; on a miss their
+/// stderr is a pipe, so cachefs asks for colors and keeps them only where the
+/// compiler would have colored: the same bytes as without cachefs, miss and hit.
+#[test]
+fn diagnostics_keep_their_colors_at_a_terminal() {
+    let sb = Sandbox::new();
+    sb.write("w.c", "int f(int x) { int unused; return x; }\n");
+    // `script` (util-linux) runs the command on a pseudo-terminal.
+    let at_terminal = |cmd: &str| {
+        let out = std::process::Command::new("script")
+            .args(["-qec", cmd, "/dev/null"])
+            .env("TERM", "xterm")
+            .env("CACHEFS_DIR", &sb.cache)
+            .current_dir(&sb.project)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("cachefs:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let cachefs = cachefs_bin();
+    for cc in ["gcc", "clang"] {
+        let compile = format!("{cc} -Wall -c w.c -o w.o");
+        let native = at_terminal(&compile);
+        assert!(
+            native.contains("\x1b["),
+            "{cc} colors at a terminal: {native:?}"
+        );
+        let under = format!("{} run sh -c '{compile}'", cachefs.display());
+        assert_eq!(at_terminal(&under), native, "{cc}, miss");
+        assert_eq!(at_terminal(&under), native, "{cc}, hit");
+        sb.sh(&format!("{cc} -Wall -c w.c -o plain.o 2>/dev/null"));
+        assert_eq!(sb.read("w.o"), sb.read("plain.o"), "{cc}: the object");
+        let uncolored = format!("{cc} -fno-diagnostics-color -Wall -c w.c -o w.o");
+        let native = at_terminal(&uncolored);
+        assert!(!native.contains('\x1b'), "{native:?}");
+        let under = format!("{} run sh -c '{uncolored}'", cachefs.display());
+        assert_eq!(at_terminal(&under), native, "{cc} -fno-diagnostics-color");
+    }
+    assert_eq!(sb.counts(), (2, 4, 0, 0));
+    // Where the flag would show in the object, it is not added (gcc names
+    // LTO sections from a random seed unless given one).
+    for compile in [
+        "gcc -flto -frandom-seed=1 -O2 -c w.c -o w.o",
+        "clang -frecord-command-line -c w.c -o w.o",
+        "clang -g -grecord-command-line -c w.c -o w.o",
+    ] {
+        sb.run_ok(compile);
+        let cached = sb.read("w.o");
+        sb.sh(&format!("{compile} 2>/dev/null"));
+        assert_eq!(cached, sb.read("w.o"), "{compile}");
+    }
+}
+
 fn two_headers(sb: &Sandbox) {
     sb.write("a.h", "#define A 1\n");
     sb.write("b.h", "#define B 2\n");
@@ -233,6 +290,15 @@ fn warnings_replay_and_failures_fail_the_same_way() {
         stderr(&first)
     );
     assert_eq!(warning(&first), warning(&second));
+    // Stored colored (see the next test), printed plain into a pipe: byte
+    // for byte what gcc prints there.
+    let plain = std::process::Command::new("gcc")
+        .args(["-Wall", "-c", "w.c", "-o", "/dev/null"])
+        .current_dir(&sb.project)
+        .output()
+        .unwrap();
+    assert_eq!(warning(&second), stderr(&plain).trim_end());
+    assert!(!warning(&second).contains('\x1b'));
     let fail1 = sb.run("gcc -c bad.c");
     let fail2 = sb.run("gcc -c bad.c");
     assert_eq!(fail1.status.code(), Some(1));

@@ -76,12 +76,12 @@ fn ordinary_user_gets_hits_through_fusermount3_and_user_namespaces() {
         .unwrap();
     std::fs::set_permissions(sb.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let script = format!(
-        "cd {} && export CACHEFS_DIR={} && C={} && \
-         $C run sh -c 'gcc -c a.c && gcc -c main.c && gcc a.o main.o -o prog' && rm -f *.o prog && \
-         $C run sh -c 'gcc -c a.c && gcc -c main.c && gcc a.o main.o -o prog' && ./prog && \
-         $C mount . ../mnt 2>/dev/null && (cd ../mnt && cat a.c > copy.c) && \
-         $C umount ../mnt 2>/dev/null && $C graph --processes > ../graph.json && \
-         $C stats --json; $C stop",
+        "set -ex; cd {}; export CACHEFS_DIR={}; C={}; trap '$C stop' EXIT; \
+         $C run sh -c 'gcc -c a.c && gcc -c main.c && gcc a.o main.o -o prog'; rm -f *.o prog; \
+         $C run sh -c 'gcc -c a.c && gcc -c main.c && gcc a.o main.o -o prog'; ./prog; \
+         $C mount . ../mnt; (cd ../mnt && cat a.c > copy.c); \
+         $C umount ../mnt; $C graph --processes > ../graph.json; \
+         $C stats --json",
         sb.project.display(),
         sb.cache.display(),
         cachefs_bin().display()
@@ -90,6 +90,7 @@ fn ordinary_user_gets_hits_through_fusermount3_and_user_namespaces() {
         .args(["-u", USER, "--", "sh", "-c", &script])
         .output()
         .unwrap();
+    // `set -x`: a failure shows which step failed.
     assert!(out.status.success(), "{}", stderr(&out));
     let json = String::from_utf8_lossy(&out.stdout);
     let stats: serde_json::Value = serde_json::from_str(json.trim()).unwrap();

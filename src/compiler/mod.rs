@@ -3,6 +3,7 @@
 //! inputs the observation cannot see (stdin) or whose outputs are not a
 //! function of their inputs (incremental state).
 
+pub mod color;
 mod gcc;
 pub mod host_target;
 pub mod language;
