@@ -3,7 +3,7 @@
 //! view and report back, and on any failure run the compiler unchanged.
 
 use crate::compiler::color;
-use crate::config::{Config, ENV_COMPILER, ENV_IN_COMPILE, ENV_RUN_ID};
+use crate::config::{Config, ENV_COMPILER, ENV_DISABLE, ENV_IN_COMPILE, ENV_RUN_ID};
 use crate::protocol::{self, CompileRequest, Exit, Finished, Request, Response};
 use crate::view::ViewEntry;
 use std::ffi::OsString;
@@ -79,6 +79,10 @@ pub fn is_executable(p: &Path) -> bool {
 pub fn run(call: Call) -> ! {
     // SAFETY: single-threaded at this point; nothing else reads the environment.
     unsafe { std::env::remove_var(ENV_COMPILER) };
+    let disabled = std::env::var_os(ENV_DISABLE);
+    if crate::config::switch_on(disabled.as_deref().map(OsStrExt::as_bytes)) {
+        fall_back(&call, "CACHEFS_DISABLE is set", Cause::Policy, None);
+    }
     let run_id = std::env::var(ENV_RUN_ID).ok();
     let config = Config::from_env();
     crate::logging::init_to(config.as_ref().ok().and_then(|c| c.log.as_deref()));

@@ -20,7 +20,33 @@ pub const ENV_COMPILER: &str = "CACHEFS_COMPILER";
 /// diverts nothing: gcc's cc1, clang -cc1, rustc's linker run as they are).
 pub const ENV_IN_COMPILE: &str = "CACHEFS_IN_COMPILE";
 pub const ENV_CLIENT: &str = "CACHEFS_CLIENT";
+/// Per call (read from the compile's environment, like ccache's variables
+/// of the same names): run the compiler directly, without cachefs.
+pub const ENV_DISABLE: &str = "CACHEFS_DISABLE";
+/// Per call: do not look up; compile, observe and store, replacing the entry
+/// for the same inputs.
+pub const ENV_RECACHE: &str = "CACHEFS_RECACHE";
+/// Per call: look up, but store nothing (a miss runs the compiler uncached).
+pub const ENV_READONLY: &str = "CACHEFS_READONLY";
 pub const ENV_RUN_ID: &str = "CACHEFS_RUN_ID";
+
+/// Whether a switch variable is on: set, and not empty, `0`, `false`, `no`
+/// or `off`.
+pub fn switch_on(value: Option<&[u8]>) -> bool {
+    value.is_some_and(|v| {
+        let v = v.to_ascii_lowercase();
+        !matches!(v.as_slice(), b"" | b"0" | b"false" | b"no" | b"off")
+    })
+}
+
+/// The switch `name` in a call's environment.
+pub fn switch_in(env: &[(Vec<u8>, Vec<u8>)], name: &str) -> bool {
+    switch_on(
+        env.iter()
+            .find(|(k, _)| k == name.as_bytes())
+            .map(|(_, v)| v.as_slice()),
+    )
+}
 
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;

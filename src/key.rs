@@ -244,10 +244,24 @@ impl Manifest {
 
     /// Puts `set` first, dropping an identical older one and the oldest
     /// beyond the limit.
-    pub fn add(&mut self, set: DepSet) {
-        self.sets.retain(|s| s.deps != set.deps);
+    /// Puts `set` first, replacing a set with the same deps and dropping the
+    /// oldest beyond `MAX_DEP_SETS`. Returns the results no set refers to
+    /// any more: nothing reaches them through this key.
+    pub fn add(&mut self, set: DepSet) -> Vec<Hash> {
+        let mut dropped: Vec<Hash> = Vec::new();
+        self.sets.retain(|s| {
+            let keep = s.deps != set.deps;
+            if !keep {
+                dropped.push(s.result);
+            }
+            keep
+        });
         self.sets.insert(0, set);
-        self.sets.truncate(MAX_DEP_SETS);
+        if self.sets.len() > MAX_DEP_SETS {
+            dropped.extend(self.sets.drain(MAX_DEP_SETS..).map(|s| s.result));
+        }
+        dropped.retain(|r| self.sets.iter().all(|s| s.result != *r));
+        dropped
     }
 }
 
@@ -610,6 +624,32 @@ mod tests {
             &h,
         );
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn manifest_add_reports_the_results_it_no_longer_reaches() {
+        let set = |dep: u8, result: u8| DepSet {
+            deps: vec![Dep {
+                path: vec![dep],
+                state: DepState::Absent,
+            }],
+            result: [result; 32],
+        };
+        let mut m = Manifest::default();
+        assert!(m.add(set(1, 10)).is_empty());
+        assert!(m.add(set(2, 20)).is_empty());
+        // Same deps, new result: the old one is dropped.
+        assert_eq!(m.add(set(1, 11)), vec![[10; 32]]);
+        // Same deps and the same result: nothing is lost.
+        assert!(m.add(set(1, 11)).is_empty());
+        let mut last = Vec::new();
+        for i in 0..MAX_DEP_SETS as u8 {
+            last = m.add(set(100 + i, 20));
+        }
+        // Sets 2 and 1 fell off the end; result 20 is still referenced.
+        assert_eq!(last, vec![[11; 32]]);
+        assert_eq!(m.sets.len(), MAX_DEP_SETS);
+        assert!(m.sets.iter().all(|s| s.result == [20; 32]));
     }
 
     #[test]

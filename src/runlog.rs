@@ -182,6 +182,8 @@ pub enum MissReason {
         was: String,
         now: String,
     },
+    /// `CACHEFS_RECACHE` asked for a fresh compile.
+    Recache,
 }
 
 /// Milliseconds since the epoch, as run ids and records carry them.

@@ -193,6 +193,67 @@ fn diagnostics_keep_their_colors_at_a_terminal() {
     }
 }
 
+/// ccache's per-call switches under cachefs's names: CACHEFS_DISABLE (no
+/// cachefs at all), CACHEFS_READONLY (hits, but a miss stores nothing) and
+/// CACHEFS_RECACHE (compile and store again).
+#[test]
+fn disable_readonly_and_recache_switches() {
+    let sb = Sandbox::new();
+    example_project(&sb);
+    sb.sh("make -s -j2");
+    let plain = example_outputs(&sb);
+    let with = |var: &str, script: &str| {
+        let out = sb
+            .cachefs()
+            .env(var, "1")
+            .args(["run", "sh", "-c", script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{var}: {}", stderr(&out));
+        out
+    };
+    sb.sh("make -s clean");
+    sb.zero_stats();
+    with("CACHEFS_DISABLE", "make -s -j2");
+    assert_eq!(sb.counts(), (0, 0, 0, 0), "nothing reached the agent");
+    assert_eq!(sb.stats()["entries"], 0);
+    assert_eq!(example_outputs(&sb), plain);
+
+    sb.sh("make -s clean");
+    sb.run_ok("make -s -j2");
+    sb.sh("make -s clean");
+    sb.zero_stats();
+    with("CACHEFS_READONLY", "make -s -j2");
+    assert_eq!(sb.counts(), (22, 0, 0, 0), "read-only still hits");
+    let main_c = String::from_utf8(sb.read("src/main.c")).unwrap();
+    sb.write("src/main.c", &format!("{main_c}\nint readonly_probe;\n"));
+    sb.zero_stats();
+    with("CACHEFS_READONLY", "make -s -j2");
+    assert_eq!(sb.counts(), (0, 2, 0, 0), "main.o and the link miss");
+    sb.sh("make -s clean");
+    sb.run_ok("make -s -j2");
+    assert_eq!(
+        sb.counts(),
+        (20, 4, 0, 0),
+        "the read-only misses stored nothing"
+    );
+
+    sb.write("src/main.c", &main_c);
+    sb.sh("make -s clean");
+    sb.run_ok("make -s -j2");
+    let entries = sb.stats()["entries"].clone();
+    sb.sh("make -s clean");
+    sb.zero_stats();
+    with("CACHEFS_RECACHE", "make -s -j2");
+    assert_eq!(sb.counts(), (0, 22, 0, 0), "every compile ran again");
+    assert_eq!(example_outputs(&sb), plain);
+    assert_eq!(sb.stats()["entries"], entries, "replaced, not added");
+    sb.sh("make -s clean");
+    sb.run_ok("make -s -j2");
+    assert_eq!(sb.counts(), (22, 22, 0, 0));
+    assert_eq!(example_outputs(&sb), plain);
+}
+
 fn two_headers(sb: &Sandbox) {
     sb.write("a.h", "#define A 1\n");
     sb.write("b.h", "#define B 2\n");

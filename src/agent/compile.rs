@@ -9,6 +9,7 @@ use crate::compiler::{
     self,
     time_macros::{self, TimeMacros},
 };
+use crate::config;
 use crate::key::{self, DepSet, Hash, Manifest};
 use crate::observe;
 use crate::protocol::{self, CompileRequest, Exit, Finished, Request, Response};
@@ -63,7 +64,11 @@ impl Agent {
         rec.key = super::runs::hex(&key);
         // Only a `cachefs run` keeps a log: a wrapper-mode hit skips the copy.
         let logged = run.run.is_some();
-        let lookup = self.lookup(&key, logged);
+        let lookup = if config::switch_in(&req.env, config::ENV_RECACHE) {
+            Err(MissReason::Recache)
+        } else {
+            self.lookup(&key, logged)
+        };
         if let Ok((hit, remote, deps)) = lookup {
             if logged {
                 super::runs::fill_deps(&mut rec, &deps);
@@ -87,6 +92,18 @@ impl Agent {
             );
         }
         rec.miss = lookup.err();
+        if config::switch_in(&req.env, config::ENV_READONLY) {
+            self.stats.record(run, Outcome::Miss);
+            let reason = "CACHEFS_READONLY: a miss is compiled, not stored".to_string();
+            self.runs.add(run.run, rec.ended("miss", Some(&reason)));
+            return reply(
+                stream,
+                Response::RunPlain {
+                    reason,
+                    warn: false,
+                },
+            );
+        }
         let Some(mirror) = self.mirror.as_ref().filter(|m| m.is_alive()) else {
             self.stats
                 .record(run, Outcome::Error("observation unavailable"));
@@ -350,9 +367,17 @@ impl Agent {
             .get_manifest(key)?
             .and_then(|b| Manifest::decode(&b))
             .unwrap_or_default();
-        manifest.add(DepSet { deps, result: id });
+        let unreachable = manifest.add(DepSet { deps, result: id });
         let manifest = manifest.encode();
         self.store.put_manifest(key, &manifest)?;
+        // A result id covers the compile's time, so a result belongs to one
+        // key (a result two keys share by chance costs the other a miss):
+        // one this manifest dropped is garbage, not left for eviction.
+        for old in unreachable {
+            if let Err(e) = self.store.remove_result(&old) {
+                log::warn!("cannot remove a replaced result: {e}");
+            }
+        }
         self.push_remote(key, &id, &encoded, &manifest);
         Ok(())
     }

@@ -57,8 +57,11 @@ impl Agent {
                     .get_manifest(key)?
                     .and_then(|b| Manifest::decode(&b))
                     .unwrap_or_default();
-                manifest.add(set.clone());
-                self.store.put_manifest(key, &manifest.encode())
+                let unreachable = manifest.add(set.clone());
+                self.store.put_manifest(key, &manifest.encode())?;
+                unreachable
+                    .iter()
+                    .try_for_each(|old| self.store.remove_result(old))
             });
         if let Err(e) = kept {
             log::warn!("cannot copy a remote hit into the local store: {e}");

@@ -214,6 +214,9 @@ pub fn explain(path: &Path) -> Result<()> {
                 println!("  stored: {was}");
                 println!("  now:    {now}");
             }
+            Some(MissReason::Recache) => {
+                println!("it missed because CACHEFS_RECACHE was set: compiled and stored again")
+            }
             _ => explain_no_entry(&config, &run.id, i, &target, c),
         },
         "observed" => println!(
