@@ -16,3 +16,4 @@ pub mod runlog;
 pub mod scratch;
 pub mod tree_record;
 pub mod view;
+pub mod view_coverage;

@@ -254,6 +254,46 @@ fn disable_readonly_and_recache_switches() {
     assert_eq!(example_outputs(&sb), plain);
 }
 
+/// /proc, /sys, /dev, /run and files at the top of / are not mirrored: a
+/// compile that writes or reads there (named in its arguments, its
+/// directory, a path variable, or through a symlink it follows) would be
+/// stored without that output or keyed without that input.
+#[test]
+fn compiles_that_work_outside_the_observed_tree_are_not_cached() {
+    let sb = Sandbox::new();
+    let outside = tempfile::Builder::new()
+        .prefix("cachefs-test-")
+        .tempdir_in("/run")
+        .unwrap();
+    let out = outside.path().display().to_string();
+    std::fs::write(outside.path().join("h.h"), "#define H 1\n").unwrap();
+    std::os::unix::fs::symlink(outside.path(), sb.path("link")).unwrap();
+    sb.write("a.c", "int a(void) { return 1; }\n");
+    sb.write("h.c", "#include \"h.h\"\nint h(void) { return H; }\n");
+    let build = format!(
+        "gcc -c a.c -o {out}/a.o && gcc -I{out} -c h.c -o h.o && gcc -c a.c -o link/b.o && \
+         (cd {out} && gcc -c {p}/a.c -o c.o) && CPATH={out} gcc -c h.c -o h2.o && \
+         gcc -DRUNDIR='\"/run\"' -c a.c -o d.o",
+        p = sb.project.display()
+    );
+    sb.run_ok(&build);
+    for f in ["a.o", "b.o", "c.o"] {
+        std::fs::remove_file(outside.path().join(f)).unwrap();
+    }
+    sb.zero_stats();
+    sb.run_ok(&build);
+    assert_eq!(
+        sb.counts(),
+        (1, 0, 5, 0),
+        "only the -DRUNDIR compile is cached"
+    );
+    for f in ["a.o", "b.o", "c.o"] {
+        assert!(outside.path().join(f).exists(), "{f} was written again");
+    }
+    let reasons = &sb.stats()["uncacheable_reasons"];
+    assert_eq!(reasons["outside the observed tree"], 5, "{reasons}");
+}
+
 fn two_headers(sb: &Sandbox) {
     sb.write("a.h", "#define A 1\n");
     sb.write("b.h", "#define B 2\n");

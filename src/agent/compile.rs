@@ -43,6 +43,20 @@ impl Agent {
                 },
             );
         }
+        let cwd = Path::new(std::ffi::OsStr::from_bytes(&req.cwd));
+        if let Some(reason) = self.coverage.call_outside(&req.argv, cwd, &req.env) {
+            self.stats
+                .record(run, Outcome::Uncacheable(category(&reason)));
+            self.runs
+                .add(run.run, rec.ended("uncacheable", Some(&reason)));
+            return reply(
+                stream,
+                Response::RunPlain {
+                    reason,
+                    warn: false,
+                },
+            );
+        }
         let compiler = Path::new(std::ffi::OsStr::from_bytes(&req.compiler));
         let compiler_hash = match self.stat_cache.resolved_file_hash(compiler) {
             Ok(h) => h,
@@ -318,6 +332,15 @@ impl Agent {
         }
         let obs =
             observe::analyze(&call.record, &self.stat_cache, &call.search_dirs).map_err(|u| u.0)?;
+        if let Some(why) = obs.deps.iter().find_map(|d| match &d.state {
+            key::DepState::Symlink(target) => self.coverage.link_outside(
+                Path::new(std::ffi::OsStr::from_bytes(&d.path)),
+                Path::new(std::ffi::OsStr::from_bytes(target)),
+            ),
+            _ => None,
+        }) {
+            return Err(why);
+        }
         if let Some(why) = call
             .clock_fixed
             .and_then(|fixed| time_macros::uncacheable_reason(&obs.clock, fixed))

@@ -37,6 +37,8 @@ pub struct Agent {
     /// How compiles are observed, or why they cannot be (shown by `stats`).
     observation: String,
     binds: Vec<Vec<u8>>,
+    /// What those binds let a view observe.
+    coverage: crate::view_coverage::Coverage,
     stat_cache: StatCache,
     stats: stats::Stats,
     manifest_lock: Mutex<()>,
@@ -158,12 +160,14 @@ impl Agent {
                 (None, format!("unavailable: {e}"))
             }
         };
+        let binds = top_level_binds();
         Ok(Agent {
             config,
             store,
             mirror,
             observation,
-            binds: top_level_binds(),
+            coverage: crate::view_coverage::Coverage::of_root(&binds),
+            binds,
             stat_cache: StatCache::default(),
             stats,
             manifest_lock: Mutex::new(()),
