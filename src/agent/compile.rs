@@ -74,15 +74,22 @@ impl Agent {
                 );
             }
         };
+        let identified = std::time::Instant::now();
         let key = key::key1(&req, &compiler_hash);
         rec.key = super::runs::hex(&key);
         // Only a `cachefs run` keeps a log: a wrapper-mode hit skips the copy.
         let logged = run.run.is_some();
+        let keyed = std::time::Instant::now();
         let lookup = if config::switch_in(&req.env, config::ENV_RECACHE) {
             Err(MissReason::Recache)
         } else {
             self.lookup(&key, logged)
         };
+        log::debug!(
+            "key1 in {:?}, lookup (manifest, deps, restore) in {:?}",
+            keyed - identified,
+            keyed.elapsed()
+        );
         if let Ok((hit, remote, deps)) = lookup {
             if logged {
                 super::runs::fill_deps(&mut rec, &deps);
@@ -187,12 +194,14 @@ impl Agent {
         with_deps: bool,
     ) -> Result<(CachedResult, bool, Vec<key::Dep>), MissReason> {
         self.pending.wait_for(key);
+        let reading = std::time::Instant::now();
         let local = self
             .store
             .get_manifest(key)
             .ok()
             .flatten()
             .and_then(|b| Manifest::decode(&b));
+        log::debug!("manifest read and decoded in {:?}", reading.elapsed());
         let mut reason = MissReason::NoEntry;
         if let Some(m) = &local {
             match self.first_valid(key, m, false, with_deps) {
@@ -222,7 +231,14 @@ impl Agent {
     ) -> Result<(CachedResult, bool, Vec<key::Dep>), MissReason> {
         let mut reason = MissReason::NoEntry;
         for set in &manifest.sets {
-            if let Err(m) = key::validate(set, &self.stat_cache) {
+            let validating = std::time::Instant::now();
+            let valid = key::validate(set, &self.stat_cache);
+            log::debug!(
+                "{} deps checked in {:?}",
+                set.deps.len(),
+                validating.elapsed()
+            );
+            if let Err(m) = valid {
                 log::debug!(
                     "dep set rejected: {} is no longer {}",
                     m.path.display(),
@@ -236,7 +252,10 @@ impl Agent {
             let Some((result, remote_result)) = self.result_tiered(key, &set.result) else {
                 continue;
             };
-            match results::restore(&result, &self.store, key) {
+            let restoring = std::time::Instant::now();
+            let restored = results::restore(&result, &self.store, key);
+            log::debug!("outputs restored in {:?}", restoring.elapsed());
+            match restored {
                 Ok(remote_blobs) => {
                     let remote = remote_manifest || remote_result || remote_blobs;
                     if remote_manifest || remote_result {
