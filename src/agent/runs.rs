@@ -37,9 +37,15 @@ impl RunRecorder {
             compiles,
             kind: String::new(),
         };
+        let saving = std::time::Instant::now();
         if let Err(e) = runlog::save(cache_dir, &run) {
             log::warn!("cannot write the run log of {id}: {e}");
         }
+        log::debug!(
+            "run log of {id} ({} compiles) written in {:?}",
+            run.compiles.len(),
+            saving.elapsed()
+        );
     }
 }
 
