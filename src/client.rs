@@ -115,9 +115,18 @@ pub fn run(call: Call) -> ! {
             stderr,
             exit,
         }) => replay(&stdout, &for_terminal(&call, stderr), exit),
-        Ok(Response::Miss { view_root, binds }) => {
+        Ok(Response::Miss {
+            view_root,
+            binds,
+            cpus,
+        }) => {
             let view_root = PathBuf::from(OsString::from_vec(view_root));
-            run_observed(&call, &mut stream, &view_root, &binds, &config)
+            let view = View {
+                root: &view_root,
+                binds: &binds,
+                cpus: &cpus,
+            };
+            run_observed(&call, &mut stream, view, &config)
         }
         Ok(Response::RunPlain { reason, warn }) => {
             let cause = if warn { Cause::Counted } else { Cause::Policy };
@@ -281,15 +290,27 @@ fn log_fallback(dir: &Path, reason: &str) {
     }
 }
 
-fn run_observed(
-    call: &Call,
-    stream: &mut UnixStream,
-    view_root: &Path,
-    binds: &[Vec<u8>],
-    config: &Config,
-) -> ! {
+/// Where the agent said to run a miss.
+struct View<'a> {
+    root: &'a Path,
+    binds: &'a [Vec<u8>],
+    /// The CPUs of the daemon thread serving the view (empty: anywhere).
+    cpus: &'a [u32],
+}
+
+/// The CPU set for `cpus`, or `None` (no pinning) when empty or unusable.
+fn cpu_set(cpus: &[u32]) -> Option<nix::sched::CpuSet> {
+    let mut set = nix::sched::CpuSet::new();
+    for &c in cpus {
+        set.set(c as usize).ok()?;
+    }
+    (!cpus.is_empty()).then_some(set)
+}
+
+fn run_observed(call: &Call, stream: &mut UnixStream, view: View, config: &Config) -> ! {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let entry = match ViewEntry::new(view_root, binds, &cwd) {
+    let pin = cpu_set(view.cpus);
+    let entry = match ViewEntry::new(view.root, view.binds, &cwd) {
         Ok(e) => e,
         Err(e) => abandon(
             call,
@@ -306,9 +327,18 @@ fn run_observed(
     };
     let mut cmd = compiler_command(call, &argv);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    // SAFETY: `enter` only makes async-signal-safe syscalls on data built
-    // before the fork.
-    unsafe { cmd.pre_exec(move || entry.enter()) };
+    // SAFETY: `enter` and sched_setaffinity only make async-signal-safe
+    // syscalls on data built before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(set) = &pin {
+                // On the daemon thread's CPU every FUSE round trip is a local
+                // context switch; refused (a cpuset changed), it runs anywhere.
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), set);
+            }
+            entry.enter()
+        })
+    };
     let start = Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,

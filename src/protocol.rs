@@ -145,9 +145,12 @@ pub enum Response {
     },
     /// Run the compile inside the view: bind `view_root/<top>` over `/<top>`
     /// for every top-level directory in `binds`.
+    /// `cpus`: run the compile on these CPUs, those of the daemon thread
+    /// serving its view (empty: anywhere; see `agent::lanes`).
     Miss {
         view_root: Bytes,
         binds: Vec<Bytes>,
+        cpus: Vec<u32>,
     },
     /// Run the compiler directly, unobserved (uncacheable or no observation).
     RunPlain {

@@ -125,7 +125,7 @@ impl Agent {
                 },
             );
         }
-        let Some(mirror) = self.mirror.as_ref().filter(|m| m.is_alive()) else {
+        let Some(taken) = self.lanes.take() else {
             self.stats
                 .record(run, Outcome::Error("observation unavailable"));
             let reason = format!("compiles cannot be observed ({})", self.observation);
@@ -133,11 +133,18 @@ impl Agent {
             return reply(stream, Response::RunPlain { reason, warn: true });
         };
         log::debug!("miss: {}", describe(&req.argv));
+        let mirror = &taken.lane.mirror;
         let view = mirror.open_view();
         self.stats.record(run, Outcome::Miss);
+        let cpus = if compiler::single_threaded(&req.compiler, &req.argv) {
+            taken.lane.cpus.iter().map(|&c| c as u32).collect()
+        } else {
+            Vec::new()
+        };
         let miss = Response::Miss {
             view_root: mirror.view_root(view).as_os_str().as_bytes().to_vec(),
             binds: self.binds.clone(),
+            cpus,
         };
         if let Err(e) = protocol::write_frame(stream, &miss) {
             mirror.close_view(view);
@@ -157,6 +164,9 @@ impl Agent {
             let message = "the FUSE mirror stopped during the compile".to_string();
             return reply(stream, Response::Error { message });
         }
+        // The compile is over: its lane can take the next one while this
+        // result is analysed and stored.
+        drop(taken);
         match (next, record) {
             (Ok(Request::Finished(done)), Some(record)) => {
                 let tmpdir = req

@@ -3,6 +3,7 @@
 //! statistics, and answers clients on a unix socket inside the cache dir.
 
 mod compile;
+mod lanes;
 mod pending;
 mod remote;
 mod results;
@@ -14,12 +15,12 @@ use crate::config::Config;
 use crate::key::StatCache;
 use crate::protocol::{self, Request, Response};
 use anyhow::{bail, Context, Result};
-use cachefs_mirror::{Mirror, MirrorOptions};
+use cachefs_mirror::MirrorOptions;
 use cachefs_store::{LocalStore, TieredStore};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,7 +34,9 @@ pub const UNOBSERVED_ROOTS: &[&str] = &["proc", "sys", "dev", "run"];
 pub struct Agent {
     config: Config,
     store: TieredStore,
-    mirror: Option<Mirror>,
+    /// The CPU-local mirrors compiles are observed through (none when FUSE
+    /// is unavailable).
+    lanes: lanes::Lanes,
     /// How compiles are observed, or why they cannot be (shown by `stats`).
     observation: String,
     binds: Vec<Vec<u8>>,
@@ -46,7 +49,6 @@ pub struct Agent {
     runs: runs::RunRecorder,
     last_activity: Mutex<Instant>,
     active: AtomicUsize,
-    mirror_detached: std::sync::atomic::AtomicBool,
 }
 
 /// Runs the agent in the foreground until `cachefs stop` or the idle timeout.
@@ -111,10 +113,6 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-fn mirror_mountpoint(config: &Config) -> PathBuf {
-    config.dir.join("mnt")
-}
-
 /// Every real top-level directory except the unobserved ones: a view binds
 /// its mirror of each over the real one. Symlinks (/bin → usr/bin) need no
 /// bind: they resolve into a bound directory.
@@ -146,25 +144,26 @@ impl Agent {
             hide: vec![config.dir.clone()],
             ..MirrorOptions::default()
         };
-        let (mirror, observation) = match Mirror::mount(&mirror_mountpoint(&config), options) {
-            Ok(m) => {
-                let how = if m.passthrough_active() {
-                    "FUSE mirror, passthrough"
-                } else {
-                    "FUSE mirror"
-                };
-                (Some(m), how.to_string())
+        let (lanes, observation) = match lanes::Lanes::mount(&config.dir, &options) {
+            Ok(lanes) => {
+                let passthrough = lanes.first().is_some_and(|m| m.passthrough_active());
+                let how = format!(
+                    "FUSE mirror{}, {} CPU lanes",
+                    if passthrough { ", passthrough" } else { "" },
+                    lanes.iter().count()
+                );
+                (lanes, how)
             }
             Err(e) => {
                 log::warn!("compiles will run uncached: {e}");
-                (None, format!("unavailable: {e}"))
+                (lanes::Lanes::default(), format!("unavailable: {e}"))
             }
         };
         let binds = top_level_binds();
         Ok(Agent {
             config,
             store,
-            mirror,
+            lanes,
             observation,
             coverage: crate::view_coverage::Coverage::of_root(&binds),
             binds,
@@ -175,7 +174,6 @@ impl Agent {
             runs: runs::RunRecorder::default(),
             last_activity: Mutex::new(Instant::now()),
             active: AtomicUsize::new(0),
-            mirror_detached: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -296,14 +294,12 @@ impl Agent {
     /// for everyone who touches it): detach it at once. Compiles then run
     /// uncached until the next agent mounts a fresh mirror.
     fn clean_up_dead_mirror(&self) {
-        if let Some(m) = &self.mirror {
-            if !m.is_alive() && !self.mirror_detached.swap(true, Ordering::SeqCst) {
-                log::warn!(
-                    "the FUSE mirror at {} stopped; compiles run uncached",
-                    m.mountpoint().display()
-                );
-                detach_mount(m.mountpoint());
-            }
+        for lane in self.lanes.newly_dead() {
+            log::warn!(
+                "the FUSE mirror at {} stopped; compiles use the other lanes, or run uncached",
+                lane.mirror.mountpoint().display()
+            );
+            detach_mount(lane.mirror.mountpoint());
         }
     }
 
@@ -323,7 +319,8 @@ impl Agent {
         self.flush_stats();
         self.store.close_for_exit();
         let _ = std::fs::remove_file(self.config.socket_path());
-        if let Some(m) = &self.mirror {
+        for lane in self.lanes.iter() {
+            let m = &lane.mirror;
             let served: Vec<String> = m
                 .request_counts()
                 .into_iter()

@@ -48,6 +48,13 @@ pub fn family(compiler: &[u8]) -> Family {
     }
 }
 
+/// Whether the call runs one compiler process at a time, so that pinning it
+/// to one CPU costs it nothing: gcc, clang and nvcc compiles, but not rustc
+/// (parallel codegen threads) nor a gcc `-flto` link (parallel LTRANS jobs).
+pub fn single_threaded(compiler: &[u8], argv: &[Vec<u8>]) -> bool {
+    family(compiler) != Family::Rustc && !argv.iter().any(|a| a.starts_with(b"-flto"))
+}
+
 /// Directories the compiler searches by listing them and picking entries by
 /// name (rustc's `-L`): their dep state is the set of names that could have
 /// been picked, not the whole listing (see `rustc`).

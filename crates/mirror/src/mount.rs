@@ -116,9 +116,14 @@ impl Mirror {
         })?;
         let unmounter = session.unmount_callable();
         let notifier = session.notifier();
+        let cpus = options.cpus.clone();
         let thread = std::thread::Builder::new()
             .name("cachefs-mirror".into())
-            .spawn(move || session.run())
+            .spawn(move || {
+                // The daemon threads fuser starts inherit this affinity.
+                pin_current_thread(&cpus);
+                session.run()
+            })
             .map_err(|source| MirrorError::Thread { source })?;
         let connection = connection_id(&mountpoint);
         let running = Running {
@@ -287,6 +292,24 @@ impl Drop for Mirror {
         if let Err(e) = self.shutdown() {
             log::warn!("{e}");
         }
+    }
+}
+
+/// Restricts the calling thread to `cpus` (nothing when empty). A failure
+/// (a CPU taken away by a cgroup meanwhile) leaves it unpinned: slower
+/// round trips, nothing worse.
+fn pin_current_thread(cpus: &[usize]) {
+    if cpus.is_empty() {
+        return;
+    }
+    let mut set = nix::sched::CpuSet::new();
+    for &cpu in cpus {
+        if set.set(cpu).is_err() {
+            return;
+        }
+    }
+    if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+        log::info!("daemon threads not pinned to CPUs {cpus:?}: {e}");
     }
 }
 
