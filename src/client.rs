@@ -298,13 +298,25 @@ struct View<'a> {
     cpus: &'a [u32],
 }
 
-/// The CPU set for `cpus`, or `None` (no pinning) when empty or unusable.
+/// The CPU set for `cpus` within the CPUs this call may already use (a
+/// build under `taskset` keeps its restriction), or `None` (no pinning) when
+/// that leaves nothing.
 fn cpu_set(cpus: &[u32]) -> Option<nix::sched::CpuSet> {
-    let mut set = nix::sched::CpuSet::new();
+    let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+    pin_set(cpus, &allowed)
+}
+
+fn pin_set(cpus: &[u32], allowed: &nix::sched::CpuSet) -> Option<nix::sched::CpuSet> {
+    use nix::sched::CpuSet;
+    let mut set = CpuSet::new();
+    let mut any = false;
     for &c in cpus {
-        set.set(c as usize).ok()?;
+        if allowed.is_set(c as usize).unwrap_or(false) {
+            set.set(c as usize).ok()?;
+            any = true;
+        }
     }
-    (!cpus.is_empty()).then_some(set)
+    any.then_some(set)
 }
 
 fn run_observed(call: &Call, stream: &mut UnixStream, view: View, config: &Config) -> ! {
@@ -451,4 +463,23 @@ pub fn cli_binary() -> Result<PathBuf, String> {
 
 pub fn is_compile_mode() -> Option<OsString> {
     std::env::var_os(ENV_COMPILER).filter(|c| !c.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pinned_compile_stays_within_the_build_s_own_cpus() {
+        let mut allowed = nix::sched::CpuSet::new();
+        allowed.set(1).unwrap();
+        allowed.set(2).unwrap();
+        let set = pin_set(&[0, 1], &allowed).unwrap();
+        assert!(set.is_set(1).unwrap() && !set.is_set(0).unwrap());
+        assert!(
+            pin_set(&[0], &allowed).is_none(),
+            "no common CPU: not pinned"
+        );
+        assert!(pin_set(&[], &allowed).is_none());
+    }
 }

@@ -468,3 +468,42 @@ fn concurrent_starters_all_get_the_one_agent() {
         sb.cachefs().arg("stop").output().unwrap();
     }
 }
+
+/// An agent started on demand by a build under `taskset` must not keep that
+/// restriction (every later build's compiles would be pinned into it): it
+/// widens its affinity and mounts one mirror lane per CPU.
+#[test]
+fn an_agent_started_under_taskset_serves_every_cpu() {
+    use std::os::unix::fs::MetadataExt;
+    let allowed = |status: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list:"))
+            .map(|l| l.split(':').nth(1).unwrap().trim().to_string())
+            .unwrap()
+    };
+    let ours = allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let sb = Sandbox::new();
+    let out = std::process::Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(cachefs_bin())
+        .arg("start")
+        .env("CACHEFS_DIR", &sb.cache)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid = std::fs::read_to_string(sb.cache.join("agent.pid")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    assert_eq!(allowed(&status), ours, "the agent's CPUs");
+    let cpus = std::thread::available_parallelism().unwrap().get().min(8);
+    let cache_dev = std::fs::metadata(&sb.cache).unwrap().dev();
+    for lane in 1..cpus {
+        let mnt = sb.cache.join(format!("mnt-{lane}"));
+        let dev = std::fs::metadata(&mnt).unwrap().dev();
+        assert_ne!(dev, cache_dev, "{} is a mount", mnt.display());
+    }
+    sb.write("a.c", "int a(void) { return 1; }\n");
+    sb.run_ok("gcc -c a.c -o a.o && gcc -c a.c -o b.o");
+    sb.run_ok("gcc -c a.c -o a.o && gcc -c a.c -o b.o");
+    assert_eq!(sb.counts(), (2, 2, 0, 0));
+}

@@ -105,8 +105,21 @@ fn mountpoint(dir: &Path, lane: usize) -> PathBuf {
 }
 
 /// The CPUs this process may run on, dealt into at most `MAX_LANES` groups.
+/// An agent started on demand inherits its starter's affinity (a build run
+/// under `taskset -c 0` would leave every later build's compiles pinned to
+/// CPU 0), so it first widens its own to every CPU; the kernel keeps it
+/// within the cgroup's cpuset.
 fn cpu_groups() -> Vec<Vec<usize>> {
-    let allowed: Vec<usize> = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    let me = nix::unistd::Pid::from_raw(0);
+    let mut every = CpuSet::new();
+    for cpu in 0..CpuSet::count() {
+        let _ = every.set(cpu);
+    }
+    if let Err(e) = sched_setaffinity(me, &every) {
+        log::info!("agent keeps its inherited CPU affinity: {e}");
+    }
+    let allowed: Vec<usize> = sched_getaffinity(me)
         .map(|set| {
             (0..nix::sched::CpuSet::count())
                 .filter(|&c| set.is_set(c).unwrap_or(false))
