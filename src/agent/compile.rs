@@ -32,46 +32,21 @@ impl Agent {
         };
         let mut rec = super::runs::record_of(&req);
         if let Some(reason) = compiler::uncacheable_reason(&req.compiler, &req.argv) {
-            self.stats.record(run, Outcome::Uncacheable(reason));
-            self.runs
-                .add(run.run, rec.ended("uncacheable", Some(reason)));
-            return reply(
-                stream,
-                Response::RunPlain {
-                    reason: reason.into(),
-                    warn: false,
-                },
-            );
+            let outcome = Outcome::Uncacheable(reason);
+            return self.run_plain(stream, run, rec, outcome, "uncacheable", reason.into());
         }
         let cwd = Path::new(std::ffi::OsStr::from_bytes(&req.cwd));
         if let Some(reason) = self.coverage.call_outside(&req.argv, cwd, &req.env) {
-            self.stats
-                .record(run, Outcome::Uncacheable(category(&reason)));
-            self.runs
-                .add(run.run, rec.ended("uncacheable", Some(&reason)));
-            return reply(
-                stream,
-                Response::RunPlain {
-                    reason,
-                    warn: false,
-                },
-            );
+            let outcome = Outcome::Uncacheable(category(&reason));
+            return self.run_plain(stream, run, rec, outcome, "uncacheable", reason.clone());
         }
         let compiler = Path::new(std::ffi::OsStr::from_bytes(&req.compiler));
         let compiler_hash = match self.stat_cache.resolved_file_hash(compiler) {
             Ok(h) => h,
             Err(e) => {
-                self.stats
-                    .record(run, Outcome::Error("cannot hash the compiler"));
+                let outcome = Outcome::Error("cannot hash the compiler");
                 let reason = format!("cannot hash the compiler {}: {e}", compiler.display());
-                self.runs.add(run.run, rec.ended("error", Some(&reason)));
-                return reply(
-                    stream,
-                    Response::RunPlain {
-                        reason,
-                        warn: false,
-                    },
-                );
+                return self.run_plain(stream, run, rec, outcome, "error", reason);
             }
         };
         let identified = std::time::Instant::now();
@@ -114,16 +89,8 @@ impl Agent {
         }
         rec.miss = lookup.err();
         if config::switch_in(&req.env, config::ENV_READONLY) {
-            self.stats.record(run, Outcome::Miss);
             let reason = "CACHEFS_READONLY: a miss is compiled, not stored".to_string();
-            self.runs.add(run.run, rec.ended("miss", Some(&reason)));
-            return reply(
-                stream,
-                Response::RunPlain {
-                    reason,
-                    warn: false,
-                },
-            );
+            return self.run_plain(stream, run, rec, Outcome::Miss, "miss", reason);
         }
         let Some(taken) = self.lanes.take() else {
             self.stats
@@ -191,6 +158,23 @@ impl Agent {
                 Ok(())
             }
         }
+    }
+
+    /// Answers "run the compiler yourself, uncached", counted as `outcome`
+    /// and logged as `logged` with `reason`; no warning (a policy, not a failure).
+    fn run_plain(
+        &self,
+        stream: &mut UnixStream,
+        run: Origin,
+        rec: CompileRecord,
+        outcome: Outcome,
+        logged: &str,
+        reason: String,
+    ) -> Result<()> {
+        self.stats.record(run, outcome);
+        self.runs.add(run.run, rec.ended(logged, Some(&reason)));
+        let warn = false;
+        reply(stream, Response::RunPlain { reason, warn })
     }
 
     /// The first stored dep set that still holds, with its outputs restored:
