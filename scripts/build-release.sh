@@ -10,5 +10,17 @@
 set -eu
 cd "$(dirname "$0")/.."
 cargo build --release --workspace "$@"
+# After a change in the library, `cargo build` relinks both binaries
+# dynamically and `cargo rustc` then finds them fresh (its extra flags are not
+# part of cargo's fingerprint): touching the binaries' roots makes it link
+# them again, statically. Checked below: a dynamic client silently costs
+# every hit ~1 ms (measured: 2.06 against 0.64 ms CPU per hit).
+touch src/main.rs src/cli_main.rs
 cargo rustc --release -p cachefs --bin cachefs -- -C target-feature=+crt-static
 cargo rustc --release -p cachefs --bin cachefs-cli -- -C target-feature=+crt-static
+for bin in "${CARGO_TARGET_DIR:-target}"/release/cachefs "${CARGO_TARGET_DIR:-target}"/release/cachefs-cli; do
+    if readelf -l "$bin" | grep -q INTERP; then
+        echo "build-release: $bin is still linked dynamically" >&2
+        exit 1
+    fi
+done
