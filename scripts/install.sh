@@ -17,10 +17,8 @@ while [ $# -gt 0 ]; do
 done
 if [ -z "$from" ]; then
     cd "$(dirname "$0")/.."
-    cargo build --release -p cachefs -p cachefs-preload
-    # Linked again statically: every compile starts this binary (see scripts/build-release.sh).
-    cargo rustc --release -p cachefs --bin cachefs -- -C target-feature=+crt-static
-    cargo rustc --release -p cachefs --bin cachefs-cli -- -C target-feature=+crt-static
+    # Both binaries linked statically: every compile starts `cachefs`.
+    scripts/build-release.sh
     from="${CARGO_TARGET_DIR:-target}/release"
 fi
 mkdir -p "$prefix/bin" "$prefix/lib/cachefs" "$prefix/share/man/man1" \
