@@ -29,9 +29,7 @@ impl Call {
     fn colored(&self) -> bool {
         color::adds_color(self.compiler.as_os_str().as_bytes(), &self.argv)
     }
-}
 
-impl Call {
     /// A call diverted by the shim: argv exactly as the build gave it.
     pub fn from_shim(compiler: OsString) -> Call {
         Call {
@@ -187,10 +185,13 @@ fn replay(stdout: &[u8], stderr: &[u8], exit: Exit) -> ! {
 /// Stored diagnostics are colored when the call ran colored: printed plain
 /// unless the compiler would have colored them here itself.
 fn for_terminal(call: &Call, stderr: Vec<u8>) -> Vec<u8> {
+    // Most hits print nothing: no terminal check for them.
+    if stderr.is_empty() || !call.colored() {
+        return stderr;
+    }
     let term = std::env::var_os("TERM");
     let tty = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
-    if call.colored() && !color::terminal_wants_color(tty, term.as_deref().map(OsStrExt::as_bytes))
-    {
+    if !color::terminal_wants_color(tty, term.as_deref().map(OsStrExt::as_bytes)) {
         color::strip(&stderr)
     } else {
         stderr

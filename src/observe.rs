@@ -245,15 +245,7 @@ impl Analysis {
         let mut deps = Vec::with_capacity(self.seen.len());
         let mut clock = ClockUse::default();
         for (path, seen) in &self.seen {
-            let state = match seen {
-                Seen::Read(stamp) => {
-                    let digest = self.read_digest(path, stamp, cache)?;
-                    clock.add(digest.time_macros, path);
-                    Some(DepState::File(digest.hash))
-                }
-                _ => self.dep_state(path, seen, cache)?,
-            };
-            if let Some(state) = state {
+            if let Some(state) = self.dep_state(path, seen, cache, &mut clock)? {
                 deps.push(Dep {
                     path: path.as_os_str().as_bytes().to_vec(),
                     state,
@@ -279,13 +271,18 @@ impl Analysis {
         path: &Path,
         seen: &Seen,
         cache: &StatCache,
+        clock: &mut ClockUse,
     ) -> Result<Option<DepState>, Uncacheable> {
         Ok(Some(match seen {
             Seen::Absent => DepState::Absent,
             Seen::Link(t) => DepState::Symlink(t.as_os_str().as_bytes().to_vec()),
             Seen::Exists(Kind::Dir) if self.implied_by_descendant(path) => return Ok(None),
             Seen::Exists(kind) => DepState::Exists(*kind),
-            Seen::Read(stamp) => DepState::File(self.read_digest(path, stamp, cache)?.hash),
+            Seen::Read(stamp) => {
+                let digest = self.read_digest(path, stamp, cache)?;
+                clock.add(digest.time_macros, path);
+                DepState::File(digest.hash)
+            }
             Seen::Listed => self.listing_state(path)?,
         }))
     }

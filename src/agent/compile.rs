@@ -35,11 +35,6 @@ impl Agent {
             let outcome = Outcome::Uncacheable(reason);
             return self.run_plain(stream, run, rec, outcome, "uncacheable", reason.into());
         }
-        let cwd = Path::new(std::ffi::OsStr::from_bytes(&req.cwd));
-        if let Some(reason) = self.coverage.call_outside(&req.argv, cwd, &req.env) {
-            let outcome = Outcome::Uncacheable(category(&reason));
-            return self.run_plain(stream, run, rec, outcome, "uncacheable", reason.clone());
-        }
         let compiler = Path::new(std::ffi::OsStr::from_bytes(&req.compiler));
         let compiler_hash = match self.stat_cache.resolved_file_hash(compiler) {
             Ok(h) => h,
@@ -88,6 +83,13 @@ impl Agent {
             );
         }
         rec.miss = lookup.err();
+        // Only a miss needs it: what argv, cwd and environment name is part
+        // of key1, so nothing outside the tree was ever stored under it.
+        let cwd = Path::new(std::ffi::OsStr::from_bytes(&req.cwd));
+        if let Some(reason) = self.coverage.call_outside(&req.argv, cwd, &req.env) {
+            let outcome = Outcome::Uncacheable(category(&reason));
+            return self.run_plain(stream, run, rec, outcome, "uncacheable", reason.clone());
+        }
         if config::switch_in(&req.env, config::ENV_READONLY) {
             let reason = "CACHEFS_READONLY: a miss is compiled, not stored".to_string();
             return self.run_plain(stream, run, rec, Outcome::Miss, "miss", reason);
