@@ -45,7 +45,7 @@ impl Call {
         let args: Vec<OsString> = std::env::args_os().skip(1).collect();
         let first = args.first()?;
         let name = Path::new(first).file_name()?;
-        if !cachefs_preload::is_compiler_name(name.as_bytes()) {
+        if !cachefs_preload::is_cached_program_name(name.as_bytes()) {
             return None;
         }
         let compiler = resolve_program(first)?;

@@ -5,7 +5,15 @@
 //! - a path the compile created, truncated, removed or renamed is not a
 //!   dependency (its earlier absence or presence is the compile's own doing);
 //! - a path the compile read before it wrote it makes the compile
-//!   uncacheable (its result depends on the previous output);
+//!   uncacheable (its result depends on the previous output), unless the
+//!   call may rewrite its inputs (archivers: ranlib indexes the archive it
+//!   read) and the mirror hashed the file, unchanged since the read, right
+//!   before the rewrite: then it is a dependency by that old content and an
+//!   output by its new one;
+//! - for such a call, whatever else was seen at a path before it wrote it
+//!   stays a dependency too: `ar r lib.a a.o` makes a different archive
+//!   when lib.a was there before, so its absence is an input (a compiler's
+//!   output path is looked up before it is created, and its absence is not);
 //! - an existing file modified in place, a file it did not create deleted, or
 //!   anything the mirror could not observe makes it uncacheable;
 //! - outputs are the written paths that still exist at the end;
@@ -46,11 +54,32 @@ enum Seen {
     Read(cachefs_mirror::Stamp),
     Listed,
     Link(PathBuf),
+    /// Read, then rewritten by the compile: the content it read.
+    ReadBeforeRewrite(key::Hash),
+}
+
+/// What the caller knows of the call that changes the rules.
+#[derive(Debug, Default, Clone)]
+pub struct Rules {
+    /// The compile's library search directories, listed by crate
+    /// candidates (or, searched by hash only, not at all); none for a failed
+    /// compile (its error message may name any file it rejected), so that
+    /// every listing counts in full.
+    pub search_dirs: SearchDirs,
+    /// See `compiler::may_rewrite_inputs`.
+    pub may_rewrite_inputs: bool,
 }
 
 #[derive(Default)]
 struct Analysis {
     seen: BTreeMap<PathBuf, Seen>,
+    /// What read files held right before the compile rewrote them
+    /// (`Access::Superseded`), while the read is the last thing seen there.
+    superseded: BTreeMap<PathBuf, (cachefs_mirror::Stamp, key::Hash)>,
+    /// What a call that may rewrite its inputs saw at paths before it
+    /// wrote them: files by the content it read, or absent, or there.
+    replaced_inputs: BTreeMap<PathBuf, Seen>,
+    may_rewrite_inputs: bool,
     written: HashSet<PathBuf>,
     outputs: BTreeSet<PathBuf>,
     created_dirs: BTreeSet<PathBuf>,
@@ -62,17 +91,14 @@ struct Analysis {
     crate_stems: BTreeSet<Vec<u8>>,
 }
 
-/// `search_dirs`: the compile's library search directories, listed by crate
-/// candidates (or, searched by hash only, not at all); pass none for a
-/// failed compile (its error message may name
-/// any file it rejected), so that every listing counts in full.
 pub fn analyze(
     record: &Record,
     cache: &StatCache,
-    search_dirs: &SearchDirs,
+    rules: &Rules,
 ) -> Result<Observation, Uncacheable> {
     let mut a = Analysis {
-        search_dirs: search_dirs.clone(),
+        search_dirs: rules.search_dirs.clone(),
+        may_rewrite_inputs: rules.may_rewrite_inputs,
         ..Analysis::default()
     };
     for access in &record.accesses {
@@ -124,6 +150,12 @@ impl Analysis {
             }
             Access::Removed { path } => self.remove(path),
             Access::Renamed { from, to } => self.rename(from, to),
+            Access::Superseded { path, stamp, hash } => {
+                if matches!(self.seen.get(path), Some(Seen::Read(read)) if read == stamp) {
+                    self.superseded.insert(path.clone(), (*stamp, *hash));
+                }
+                Ok(())
+            }
             Access::Unobservable { path, what } => fail(what, path),
         }
     }
@@ -204,8 +236,20 @@ impl Analysis {
     /// seen there before was the previous output, not an input — unless the
     /// compile read it, which makes its result depend on that old content.
     fn write(&mut self, path: &Path) -> Result<(), Uncacheable> {
-        if let Some(Seen::Read(_) | Seen::Listed) = self.seen.get(path) {
-            return fail("writes a file it also read", path);
+        match self.seen.get(path) {
+            Some(Seen::Read(read)) => match self.superseded.get(path) {
+                Some((stamp, hash)) if self.may_rewrite_inputs && stamp == read => {
+                    let hash = Seen::ReadBeforeRewrite(*hash);
+                    self.replaced_inputs.insert(path.to_path_buf(), hash);
+                }
+                _ => return fail("writes a file it also read", path),
+            },
+            Some(Seen::Listed) => return fail("writes a file it also read", path),
+            Some(seen) if self.may_rewrite_inputs => {
+                self.replaced_inputs
+                    .insert(path.to_path_buf(), seen.clone());
+            }
+            _ => {}
         }
         self.seen.remove(path);
         self.written.insert(path.to_path_buf());
@@ -242,15 +286,20 @@ impl Analysis {
     }
 
     fn finish(self, cache: &StatCache) -> Result<Observation, Uncacheable> {
-        let mut deps = Vec::with_capacity(self.seen.len());
+        let mut deps = Vec::with_capacity(self.seen.len() + self.replaced_inputs.len());
         let mut clock = ClockUse::default();
-        for (path, seen) in &self.seen {
+        for (path, seen) in self.seen.iter().chain(&self.replaced_inputs) {
             if let Some(state) = self.dep_state(path, seen, cache, &mut clock)? {
                 deps.push(Dep {
                     path: path.as_os_str().as_bytes().to_vec(),
                     state,
                 });
             }
+        }
+        if !self.replaced_inputs.is_empty() {
+            // In path order, as the rest.
+            let path = |d: &Dep| PathBuf::from(std::ffi::OsStr::from_bytes(&d.path));
+            deps.sort_by_key(path);
         }
         let outputs = self
             .outputs
@@ -284,6 +333,7 @@ impl Analysis {
                 DepState::File(digest.hash)
             }
             Seen::Listed => self.listing_state(path)?,
+            Seen::ReadBeforeRewrite(hash) => DepState::File(*hash),
         }))
     }
 
@@ -391,10 +441,13 @@ mod tests {
         }
     }
 
-    fn by_name(dir: &Path) -> SearchDirs {
-        SearchDirs {
-            by_name: vec![dir.to_path_buf()],
-            by_hash: vec![],
+    fn by_name(dir: &Path) -> Rules {
+        Rules {
+            search_dirs: SearchDirs {
+                by_name: vec![dir.to_path_buf()],
+                by_hash: vec![],
+            },
+            may_rewrite_inputs: false,
         }
     }
 
@@ -420,7 +473,7 @@ mod tests {
         let cache = StatCache::default();
         let record = rustc_like_record(&deps, &sysroot);
         let precise = set(analyze(&record, &cache, &by_name(&deps)).unwrap());
-        let full = set(analyze(&record, &cache, &SearchDirs::default()).unwrap());
+        let full = set(analyze(&record, &cache, &Rules::default()).unwrap());
         assert!(key::validate(&precise, &cache).is_ok());
 
         // Files cargo writes for other crates meanwhile, and the rlib that
@@ -449,5 +502,119 @@ mod tests {
             std::fs::remove_file(&p).unwrap();
         }
         assert!(key::validate(&precise, &cache).is_ok());
+    }
+
+    fn rewrite_of(p: &Path, before: &[u8], stamp: cachefs_mirror::Stamp) -> Vec<Access> {
+        vec![
+            Access::Superseded {
+                path: p.to_path_buf(),
+                stamp,
+                hash: *blake3::hash(before).as_bytes(),
+            },
+            Access::Open {
+                path: p.to_path_buf(),
+                read: false,
+                write: true,
+                truncate: true,
+                append: false,
+                created: false,
+                stamp,
+            },
+        ]
+    }
+
+    /// ranlib: reads lib.a, then truncates and rewrites it.
+    #[test]
+    fn a_rewritten_input_is_a_dep_by_what_was_read_for_archivers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lib, obj) = (dir.path().join("lib.a"), dir.path().join("a.o"));
+        std::fs::write(&lib, b"!<arch>\nunindexed").unwrap();
+        std::fs::write(&obj, b"object").unwrap();
+        let read_stamp = stamp_of(&lib);
+        let mut accesses = vec![read(&obj), read(&lib)];
+        accesses.extend(rewrite_of(&lib, b"!<arch>\nunindexed", read_stamp));
+        let record = Record { accesses };
+        let cache = StatCache::default();
+        let archiver = Rules {
+            may_rewrite_inputs: true,
+            ..Rules::default()
+        };
+        let obs = analyze(&record, &cache, &archiver).unwrap();
+        assert_eq!(obs.outputs, vec![lib.clone()]);
+        let paths: Vec<_> = obs.deps.iter().map(|d| d.path.clone()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                obj.as_os_str().as_bytes().to_vec(),
+                lib.as_os_str().as_bytes().to_vec()
+            ]
+        );
+        let set = set(obs);
+        assert!(key::validate(&set, &cache).is_ok(), "the unindexed archive");
+        std::fs::write(&lib, b"!<arch>\nindexed!!!").unwrap();
+        assert!(key::validate(&set, &cache).is_err(), "the indexed one");
+
+        let compiler = analyze(&record, &cache, &Rules::default()).unwrap_err();
+        assert!(
+            compiler.0.starts_with("writes a file it also read"),
+            "{compiler:?}"
+        );
+    }
+
+    #[test]
+    fn a_rewrite_hashed_after_the_file_changed_explains_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("lib.a");
+        std::fs::write(&lib, b"!<arch>\n").unwrap();
+        let mut other = stamp_of(&lib);
+        other.size += 1;
+        let mut accesses = vec![read(&lib)];
+        accesses.extend(rewrite_of(&lib, b"!<arch>\nchanged", other));
+        let rules = Rules {
+            may_rewrite_inputs: true,
+            ..Rules::default()
+        };
+        let why = analyze(&Record { accesses }, &StatCache::default(), &rules).unwrap_err();
+        assert!(why.0.starts_with("writes a file it also read"), "{why:?}");
+    }
+
+    /// `ar rc lib.a a.o` where lib.a was absent: a different archive than
+    /// over an existing lib.a, so its absence is an input. gcc's `-o a.o`
+    /// is looked up the same way, and its absence is not.
+    #[test]
+    fn an_archiver_s_created_output_keeps_its_absence_as_a_dep() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("lib.a");
+        let create = Access::Open {
+            path: lib.clone(),
+            read: true,
+            write: true,
+            truncate: true,
+            append: false,
+            created: true,
+            stamp: cachefs_mirror::Stamp {
+                dev: 1,
+                ino: 2,
+                size: 0,
+                mtime_ns: 0,
+                ctime_ns: 0,
+                mode: 0o644,
+            },
+        };
+        let record = Record {
+            accesses: vec![Access::NotFound { path: lib.clone() }, create],
+        };
+        std::fs::write(&lib, b"!<arch>\n").unwrap();
+        let cache = StatCache::default();
+        let archiver = Rules {
+            may_rewrite_inputs: true,
+            ..Rules::default()
+        };
+        let obs = analyze(&record, &cache, &archiver).unwrap();
+        assert_eq!(obs.outputs, vec![lib.clone()]);
+        assert_eq!(obs.deps.len(), 1);
+        assert_eq!(obs.deps[0].state, DepState::Absent);
+        let compiler = analyze(&record, &cache, &Rules::default()).unwrap();
+        assert!(compiler.deps.is_empty());
     }
 }

@@ -118,7 +118,10 @@ impl<'a> Paths<'a> {
                     p.written.push(to);
                 }
                 Access::Removed { path } => p.written.retain(|w| w != path),
-                Access::Found { .. } | Access::ReadLink { .. } | Access::Unobservable { .. } => {}
+                Access::Found { .. }
+                | Access::ReadLink { .. }
+                | Access::Superseded { .. }
+                | Access::Unobservable { .. } => {}
             }
         }
         for list in [&mut p.reads, &mut p.absent, &mut p.listed, &mut p.written] {

@@ -552,3 +552,97 @@ fn a_compiler_that_cannot_start_is_not_cached() {
     }
     assert_eq!(sb.counts(), (0, 0, 2, 0));
 }
+
+fn static_library_project(sb: &Sandbox) {
+    for i in 1..=4 {
+        sb.write(
+            &format!("f{i}.c"),
+            &format!("int f{i}(void) {{ return {i}; }}\n"),
+        );
+    }
+    sb.write(
+        "main.c",
+        "int f2(void);\nint main(void) { return f2() - 2; }\n",
+    );
+    sb.write(
+        "Makefile",
+        "OBJS = f1.o f2.o f3.o f4.o\n\
+         prog: main.o libf.a\n\t$(CC) -o $@ main.o libf.a\n\
+         libf.a: $(OBJS)\n\tar rcu $@ $(OBJS)\n\tranlib $@\n\
+         clean:\n\trm -f *.o *.a prog\n",
+    );
+}
+
+fn library_outputs(sb: &Sandbox) -> Vec<Vec<u8>> {
+    ["libf.a", "prog", "f2.o"]
+        .iter()
+        .map(|f| sb.read(f))
+        .collect()
+}
+
+/// `ar` and `ranlib` are cached like compiles: ranlib rewrites the archive
+/// it read, so it is keyed by what it read (the mirror hashes the file
+/// before the rewrite), and `ar r` into an existing archive is keyed by that
+/// archive, absent or not.
+#[test]
+fn static_library_steps_are_cached_and_right() {
+    let sb = Sandbox::new();
+    static_library_project(&sb);
+    sb.sh("make -s 2>/dev/null");
+    let plain = library_outputs(&sb);
+    sb.sh("make -s clean");
+
+    sb.run_ok("make -s 2>/dev/null");
+    assert_eq!(sb.counts(), (0, 8, 0, 0), "5 compiles, ar, ranlib, link");
+    assert_eq!(library_outputs(&sb), plain);
+    sb.sh("make -s clean");
+    sb.run_ok("make -s 2>/dev/null");
+    assert_eq!(sb.counts(), (8, 8, 0, 0));
+    assert_eq!(library_outputs(&sb), plain);
+    assert_eq!(sb.stats()["languages"]["archive"]["hits"], 2);
+
+    // An edit without a clean: ar adds to the archive it finds, and the
+    // result is plain ar's on the same archive.
+    let before = sb.root.path().join("before");
+    sb.sh(&format!("cp -a . {}", before.display()));
+    sb.write("f2.c", "int f2(void) { return 22; }\n");
+    std::fs::write(before.join("f2.c"), "int f2(void) { return 22; }\n").unwrap();
+    sb.sh(&format!("cd {} && make -s 2>/dev/null", before.display()));
+    sb.run_ok("make -s 2>/dev/null");
+    assert_eq!(sb.counts(), (8, 12, 0, 0), "f2.o, ar, ranlib, link");
+    assert_eq!(
+        sb.read("libf.a"),
+        std::fs::read(before.join("libf.a")).unwrap()
+    );
+
+    // An archive cached while absent is not replayed over one that exists:
+    // `ar rc` would keep its other members.
+    sb.zero_stats();
+    sb.run_ok("rm -f one.a && ar rc one.a f1.o");
+    sb.sh("rm -f one.a && ar rc one.a f3.o");
+    sb.run_ok("ar rc one.a f1.o");
+    assert_eq!(sb.counts(), (0, 2, 0, 0));
+    assert_eq!(sb.sh("ar t one.a").stdout, b"f3.o\nf1.o\n");
+
+    // Timestamps in the archive (U mode) would differ on every run.
+    sb.zero_stats();
+    sb.run_ok("ar rcU timed.a f1.o && ar t timed.a >/dev/null");
+    let s = sb.stats();
+    assert_eq!(
+        s["uncacheable_reasons"]["ar U mode stores timestamps"], 1,
+        "{s}"
+    );
+
+    // An `ar` whose default is U mode, whatever the flags say: the archive
+    // it wrote tells.
+    sb.zero_stats();
+    sb.write(
+        "bin/ar",
+        "#!/bin/sh\nop=$1; shift; exec /usr/bin/ar \"${op}U\" \"$@\"\n",
+    );
+    sb.sh("chmod +x bin/ar");
+    sb.run_ok("PATH=$PWD/bin:$PATH ar rc stamped.a f1.o");
+    let s = sb.stats();
+    let why = "ar: archive records member timestamps or owners (ar's U mode)";
+    assert_eq!(s["uncacheable_reasons"][why], 1, "{s}");
+}

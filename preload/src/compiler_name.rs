@@ -1,9 +1,26 @@
-//! Which program names are compilers. Only the name decides (argv is irrelevant), and the name is the
-//! basename of the path as exec'd, not of its symlink target: `/usr/bin/cc` matches as `cc`.
+//! Which program names are compilers, and which are the archivers cached like them. Only the name
+//! decides (argv is irrelevant), and the name is the basename of the path as exec'd, not of its
+//! symlink target: `/usr/bin/cc` matches as `cc`.
 
 const COMPILERS: [&[u8]; 8] = [
     b"gcc", b"g++", b"cc", b"c++", b"clang", b"clang++", b"rustc", b"nvcc",
 ];
+
+/// Static-library steps: pure functions of the objects they read once `ar`'s deterministic mode
+/// (Debian's default) zeroes timestamps and owners, and as slow as a compile hit would be fast
+/// (they load the LTO plugins). `gcc-ar`, `llvm-ar` and target-prefixed names match by prefix.
+const ARCHIVERS: [&[u8]; 2] = [b"ar", b"ranlib"];
+
+/// What the shim diverts to the client: a compiler or an archiver.
+pub fn is_cached_program_name(name: &[u8]) -> bool {
+    is_compiler_name(name) || is_archiver_name(name)
+}
+
+/// `ar`, `ranlib`, `gcc-ar`, `gcc-ranlib-12`, `llvm-ar-14`, `x86_64-linux-gnu-ar`: yes.
+pub fn is_archiver_name(name: &[u8]) -> bool {
+    let stem = strip_version(name);
+    ARCHIVERS.iter().any(|a| stem == *a || is_prefixed(stem, a))
+}
 
 /// `gcc`, `gcc-12`, `clang++-14`, `x86_64-linux-gnu-gcc-12`, `aarch64-linux-gnu-g++`: yes.
 /// `gcc-ar`, `cc1`, `collect2`, `as`, `ld`, `clang-cpp`, `clang-tidy`: no.
@@ -111,6 +128,33 @@ mod tests {
                 "{name} should not be a compiler"
             );
         }
+    }
+
+    #[test]
+    fn archivers_match_and_are_not_compilers() {
+        for name in [
+            "ar",
+            "ranlib",
+            "gcc-ar",
+            "gcc-ranlib",
+            "gcc-ar-12",
+            "x86_64-linux-gnu-gcc-ar-12",
+            "x86_64-linux-gnu-ar",
+            "llvm-ar",
+            "llvm-ar-14",
+            "llvm-ranlib-14",
+        ] {
+            assert!(is_archiver_name(name.as_bytes()), "{name} is an archiver");
+            assert!(is_cached_program_name(name.as_bytes()));
+            assert!(!is_compiler_name(name.as_bytes()));
+        }
+        for name in [
+            "tar", "jar", "ar-", "arx", "ranlibs", "nm", "gcc-nm", "as", "true",
+        ] {
+            assert!(!is_archiver_name(name.as_bytes()), "{name} is no archiver");
+            assert!(!is_cached_program_name(name.as_bytes()));
+        }
+        assert!(is_cached_program_name(b"gcc-12"));
     }
 
     #[test]

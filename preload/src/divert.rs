@@ -34,7 +34,7 @@ pub unsafe fn with_outcome<R>(target: Target, envp: Envp, exec: impl FnOnce(&Out
     };
     let scan = env::scan(envp, cap);
     let missing = scan.missing(cap);
-    let wants = cap.may_divert() && !scan.in_compile(cap) && target.may_be_compiler();
+    let wants = cap.may_divert() && !scan.in_compile(cap) && target.may_be_cached_program();
     if scan.count > MAX_ENV || (!wants && missing == 0) {
         return exec(&Outcome::unchanged(envp));
     }

@@ -3,7 +3,7 @@
 
 use core::ffi::{c_char, c_int};
 
-use crate::compiler_name::{basename, is_compiler_name};
+use crate::compiler_name::{basename, is_cached_program_name};
 use crate::cstr::bytes;
 use crate::state::COMPILER;
 use crate::sys;
@@ -28,10 +28,10 @@ impl Target {
     ///
     /// # Safety
     /// Path and Search hold valid strings.
-    pub unsafe fn may_be_compiler(self) -> bool {
+    pub unsafe fn may_be_cached_program(self) -> bool {
         match self {
             Target::Path(p) | Target::Search(p) => {
-                !p.is_null() && is_compiler_name(basename(bytes(p)))
+                !p.is_null() && is_cached_program_name(basename(bytes(p)))
             }
             Target::Fd(_) => true,
         }
@@ -94,7 +94,7 @@ pub unsafe fn resolve(target: Target, path_env: Option<&[u8]>, out: &mut Compile
         Target::Search(f) => search(bytes(f), path_env.unwrap_or(DEFAULT_PATH), out),
         Target::Fd(fd) => {
             readlink_fd(fd, out)
-                && is_compiler_name(basename(out.path()))
+                && is_cached_program_name(basename(out.path()))
                 && is_exec_file(out.path_ptr())
         }
     }

@@ -6,7 +6,7 @@ use super::runs::Ended;
 use super::stats::Origin;
 use super::{Agent, Outcome};
 use crate::compiler::{
-    self,
+    self, archiver,
     time_macros::{self, TimeMacros},
 };
 use crate::config;
@@ -345,8 +345,7 @@ impl Agent {
         if !done.output_complete {
             return Err("compiler output too large to keep".into());
         }
-        let obs =
-            observe::analyze(&call.record, &self.stat_cache, &call.search_dirs).map_err(|u| u.0)?;
+        let obs = observe::analyze(&call.record, &self.stat_cache, &call.rules).map_err(|u| u.0)?;
         if let Some(why) = obs.deps.iter().find_map(|d| match &d.state {
             key::DepState::Symlink(target) => self.coverage.link_outside(
                 Path::new(std::ffi::OsStr::from_bytes(&d.path)),
@@ -372,6 +371,14 @@ impl Agent {
             let c = results::capture(out, false).map_err(|e| format!("output unreadable: {e}"))?;
             if let Captured::File(f) = &c {
                 size += f.data.len() as u64;
+                if call.rules.may_rewrite_inputs
+                    && archiver::records_times_or_owners(&f.data) == Some(true)
+                {
+                    return Err(format!(
+                        "archive records member timestamps or owners (ar's U mode): {}",
+                        out.display()
+                    ));
+                }
             }
             captured.push(c);
         }
@@ -424,9 +431,10 @@ impl Agent {
 /// What the analysis of a finished compile needs to know about the call.
 struct Call {
     record: cachefs_mirror::Record,
-    /// Library search directories, listed by crate candidates; none for a
-    /// failed compile (see `observe::analyze`).
-    search_dirs: compiler::rustc::SearchDirs,
+    /// Library search directories (listed by crate candidates; none for a
+    /// failed compile) and whether inputs may be rewritten: see
+    /// `observe::Rules`.
+    rules: observe::Rules,
     /// Prefix of the statistics' reasons, so rustc calls show apart.
     family_label: &'static str,
     /// The clock macros this call's environment fixes; `None` where they
@@ -446,10 +454,13 @@ impl Call {
         };
         Call {
             record,
-            search_dirs,
+            rules: observe::Rules {
+                search_dirs,
+                may_rewrite_inputs: compiler::may_rewrite_inputs(&req.compiler),
+            },
             family_label: compiler::stats_label(&req.compiler),
             clock_fixed: match compiler::family(&req.compiler) {
-                compiler::Family::Rustc => None,
+                compiler::Family::Rustc | compiler::Family::Archiver => None,
                 _ => Some(time_macros::fixed_by_env(
                     Path::new(std::ffi::OsStr::from_bytes(&req.compiler)),
                     &req.env,

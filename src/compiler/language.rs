@@ -1,5 +1,6 @@
 //! Which language a compile is, for the per-language rows of `cachefs stats`:
 //! from the compiler's family and name, `-x`, and the source extensions.
+//! Archive steps (`ar`, `ranlib`) have a row of their own.
 
 use super::{family, Family};
 
@@ -7,11 +8,13 @@ pub const C: &str = "C";
 pub const CXX: &str = "C++";
 pub const RUST: &str = "Rust";
 pub const CUDA: &str = "CUDA";
+pub const ARCHIVE: &str = "archive";
 
 pub fn language(compiler: &[u8], argv: &[Vec<u8>]) -> &'static str {
     match family(compiler) {
         Family::Rustc => return RUST,
         Family::Nvcc => return CUDA,
+        Family::Archiver => return ARCHIVE,
         Family::CFamily => {}
     }
     let args = argv.get(1..).unwrap_or_default();

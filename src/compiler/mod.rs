@@ -3,6 +3,7 @@
 //! inputs the observation cannot see (stdin) or whose outputs are not a
 //! function of their inputs (incremental state).
 
+pub mod archiver;
 pub mod color;
 mod gcc;
 pub mod host_target;
@@ -11,6 +12,14 @@ pub mod rustc;
 pub mod time_macros;
 
 use std::path::Path;
+
+/// Whether the call may depend on a file it then rewrites, keyed on what
+/// the file held before (ranlib indexing the archive it read; see
+/// `cachefs_mirror::Access::Superseded`). Compilers never need it, and
+/// their clock-macro scan sees only files that still exist.
+pub fn may_rewrite_inputs(compiler: &[u8]) -> bool {
+    family(compiler) == Family::Archiver
+}
 
 /// Why a call must run uncached, or `None` if it may be cached.
 pub fn uncacheable_reason(compiler: &[u8], argv: &[Vec<u8>]) -> Option<&'static str> {
@@ -26,6 +35,7 @@ pub fn uncacheable_reason(compiler: &[u8], argv: &[Vec<u8>]) -> Option<&'static 
     host.or_else(|| match family(compiler) {
         Family::Rustc => rustc::uncacheable_reason(args),
         Family::CFamily | Family::Nvcc => gcc::uncacheable_reason(args),
+        Family::Archiver => archiver::uncacheable_reason(compiler, args),
     })
 }
 
@@ -34,10 +44,15 @@ pub enum Family {
     CFamily,
     Rustc,
     Nvcc,
+    /// `ar` and `ranlib` (see `archiver`).
+    Archiver,
 }
 
 pub fn family(compiler: &[u8]) -> Family {
     let name = compiler.rsplit(|&b| b == b'/').next().unwrap_or(compiler);
+    if cachefs_preload::is_archiver_name(name) {
+        return Family::Archiver;
+    }
     let name = String::from_utf8_lossy(name);
     if name.contains("rustc") {
         Family::Rustc
@@ -61,15 +76,16 @@ pub fn single_threaded(compiler: &[u8], argv: &[Vec<u8>]) -> bool {
 pub fn library_search_dirs(compiler: &[u8], argv: &[Vec<u8>], cwd: &Path) -> rustc::SearchDirs {
     match family(compiler) {
         Family::Rustc => rustc::search_dirs(argv.get(1..).unwrap_or_default(), cwd),
-        Family::CFamily | Family::Nvcc => rustc::SearchDirs::default(),
+        Family::CFamily | Family::Nvcc | Family::Archiver => rustc::SearchDirs::default(),
     }
 }
 
-/// Prefix for the statistics' reasons of a call not cached: rustc calls are
-/// counted apart from C compiles.
+/// Prefix for the statistics' reasons of a call not cached: rustc calls and
+/// archive steps are counted apart from C compiles.
 pub fn stats_label(compiler: &[u8]) -> &'static str {
     match family(compiler) {
         Family::Rustc => "rustc: ",
+        Family::Archiver => "ar: ",
         Family::CFamily | Family::Nvcc => "",
     }
 }

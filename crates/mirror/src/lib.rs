@@ -21,6 +21,7 @@ mod passthrough;
 mod processes;
 mod record;
 mod requests;
+mod superseded;
 mod views;
 
 pub use error::MirrorError;

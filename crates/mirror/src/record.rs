@@ -57,6 +57,16 @@ pub enum Access {
     Removed { path: PathBuf },
     /// rename moved `from` to `to` (replacing `to` if it existed).
     Renamed { from: PathBuf, to: PathBuf },
+    /// A file this view had read was about to be truncated or replaced by
+    /// the view itself (ranlib rewrites the archive it read): what it held
+    /// then, so that the caller may key on the content that was read.
+    /// `hash` is the BLAKE3 hash of the whole file; `stamp` is its stamp at
+    /// that moment, to match against the stamp of the read.
+    Superseded {
+        path: PathBuf,
+        stamp: Stamp,
+        hash: [u8; 32],
+    },
     /// An operation the mirror does not support or could not attribute
     /// fully (xattrs writes, a failed real syscall on a write path, ...).
     /// A view with one of these must not be cached.

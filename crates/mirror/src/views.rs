@@ -1,6 +1,7 @@
 //! The view registry: which views are open and what each has recorded.
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::record::{Access, Record};
@@ -15,6 +16,9 @@ struct ViewLog {
     /// Idempotent accesses already recorded: a compile stats the same header
     /// or probes the same missing path many times; once is enough.
     seen: HashSet<Access>,
+    /// Existing files opened for reading and not yet superseded: the ones
+    /// whose content must be kept (as a hash) before the view rewrites them.
+    read: HashSet<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -56,7 +60,30 @@ impl ViewRegistry {
         if is_idempotent(&access) && !log.seen.insert(access.clone()) {
             return;
         }
+        match &access {
+            Access::Open {
+                path,
+                read: true,
+                write: false,
+                created: false,
+                ..
+            } => {
+                log.read.insert(path.clone());
+            }
+            Access::Superseded { path, .. } => {
+                log.read.remove(path);
+            }
+            _ => {}
+        }
         log.record.accesses.push(access);
+    }
+
+    /// Whether the view read `path` (an existing file) and has not yet been
+    /// told what it held before being rewritten.
+    pub fn was_read(&self, id: u64, path: &Path) -> bool {
+        self.open
+            .get(&id)
+            .is_some_and(|log| log.read.contains(path))
     }
 }
 

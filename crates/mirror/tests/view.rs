@@ -479,3 +479,38 @@ fn is_connected_is_the_daemon_s_answer_and_false_right_after_an_abort() {
         "an aborted connection stays aborted"
     );
 }
+
+/// A file the view read and then truncates or renames over is hashed first;
+/// a file it only writes is not.
+#[test]
+fn a_read_file_is_hashed_before_the_view_rewrites_it() {
+    let m = mount(true, TTL);
+    let work = workdir();
+    let w = work.path();
+    for f in ["trunc", "renamed", "untouched"] {
+        std::fs::write(w.join(f), format!("old {f}\n")).unwrap();
+    }
+    let v = m.mirror.open_view();
+    let script = "cat trunc renamed >/dev/null && echo new >trunc && \
+                  echo new >tmp && mv tmp renamed && echo new >untouched";
+    let out = sh(&m.mirror, v, w, script);
+    let rec = m.mirror.close_view(v).unwrap();
+    assert_ok(&out);
+    let superseded: Vec<_> = rec
+        .accesses
+        .iter()
+        .filter_map(|a| match a {
+            Access::Superseded { path, stamp, hash } => Some((path.clone(), stamp.size, *hash)),
+            _ => None,
+        })
+        .collect();
+    let old = |f: &str| *blake3::hash(format!("old {f}\n").as_bytes()).as_bytes();
+    assert_eq!(
+        superseded,
+        vec![
+            (w.join("trunc"), 10, old("trunc")),
+            (w.join("renamed"), 12, old("renamed")),
+        ]
+    );
+    assert_eq!(std::fs::read(w.join("trunc")).unwrap(), b"new\n");
+}

@@ -66,6 +66,9 @@ impl MirrorFs {
             Err(e) => return reply.error(e),
         };
         let mode = Mode::of(flags.0);
+        if mode.write {
+            self.shared.supersede_if_read(node.view, &node.path);
+        }
         let file = match mode.options().open(&node.path) {
             Ok(file) => file,
             Err(e) => {
@@ -97,6 +100,7 @@ impl MirrorFs {
             Err(e) => return reply.error(e),
         };
         let mode = Mode::of(flags);
+        self.shared.supersede_if_read(view, &path);
         let (file, created) = match create(&path, mode, flags, perm) {
             Ok(created) => created,
             Err(e) => {

@@ -148,6 +148,25 @@ impl Shared {
 
     /// Records that the view did something the mirror could not perform or
     /// describe faithfully: such a view must not be cached.
+    /// Before the view truncates or replaces `path`: if it read that file,
+    /// records what the file held (see `Access::Superseded`). Views only:
+    /// a tree mount's records are for inspection, not for keys.
+    fn supersede_if_read(&self, view: u64, path: &Path) {
+        if self.processes.is_some() || !self.views.lock().was_read(view, path) {
+            return;
+        }
+        match crate::superseded::content_before_rewrite(path) {
+            Ok(Some((stamp, hash))) => {
+                let path = path.to_path_buf();
+                self.record(view, Access::Superseded { path, stamp, hash });
+            }
+            // Gone or changing: the view's later write of it stays
+            // unexplained, and the caller refuses it.
+            Ok(None) => {}
+            Err(_) => self.unobservable(view, path, "cannot read a file before it is rewritten"),
+        }
+    }
+
     fn unobservable(&self, view: u64, path: &Path, what: &'static str) {
         let path = path.to_path_buf();
         self.record(view, Access::Unobservable { path, what });

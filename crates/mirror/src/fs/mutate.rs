@@ -189,6 +189,7 @@ impl MirrorFs {
             // copy, which each view records on its own.
             return reply.error(Errno::EXDEV);
         }
+        self.shared.supersede_if_read(view, &to);
         if let Err(e) = rename(&from, &to, flags) {
             self.shared.unobservable(view, &from, "rename failed");
             return reply.error(e);
