@@ -279,8 +279,9 @@ fn agent_killed_at_ten_points() {
         "Makefile",
         "OBJS := $(patsubst %.c,%.o,$(wildcard src/*.c))\nprog.a: $(OBJS)\n\tar rcs $@ $^\n%.o: %.c\n\tgcc -O2 -c $< -o $@\n",
     );
-    sb.sh("make -s -j2 && mkdir -p plain && cp src/*.o plain/ && rm -f src/*.o prog.a");
+    sb.sh("make -s -j2 && mkdir -p plain && cp src/*.o prog.a plain/ && rm -f src/*.o prog.a");
     let same_as_plain = |sb: &Sandbox| {
+        assert_eq!(sb.read("prog.a"), sb.read("plain/prog.a"), "prog.a");
         for i in 0..n {
             assert_eq!(
                 sb.read(&format!("src/u{i}.o")),
@@ -317,7 +318,7 @@ fn agent_killed_at_ten_points() {
     sb.zero_stats();
     sb.run_ok("make -s -j2");
     same_as_plain(&sb);
-    assert_eq!(sb.counts(), (n as u64, 0, 0, 0));
+    assert_eq!(sb.counts(), (n as u64 + 1, 0, 0, 0), "the objects and ar");
 }
 
 /// The cache directory on a tiny filesystem that fills up: builds complete

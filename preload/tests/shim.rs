@@ -141,10 +141,11 @@ fn fixture() -> &'static Fixture {
         let probe = compile_c(&dir, "probe", PROBE_C);
         script(&dir.join("bin/gcc"), "echo \"REAL gcc $*\"\nexit 7", 0o755);
         script(
-            &dir.join("bin/gcc-ar"),
-            "echo \"REAL gcc-ar $*\"\nexit 5",
+            &dir.join("bin/gcc-nm"),
+            "echo \"REAL gcc-nm $*\"\nexit 5",
             0o755,
         );
+        script(&dir.join("bin/gcc-ar"), "echo \"REAL gcc-ar $*\"", 0o755);
         script(&dir.join("bin/noexec/gcc"), "exit 0", 0o644);
         fs::write(dir.join("Makefile"), "x.o:\n\tgcc -c x.c\n").unwrap();
         Fixture { dir, driver, probe }
@@ -305,13 +306,17 @@ fn non_compilers_run_unchanged() {
     let r = run(&mut f.driver("posix_spawnp", "echo"));
     assert_eq!((r.code, r.stdout.as_str()), (0, "-c x y.c\n"));
     for mode in ["execvp", "posix_spawnp", "execlp"] {
-        let r = run(&mut f.driver(mode, "gcc-ar"));
+        let r = run(&mut f.driver(mode, "gcc-nm"));
         assert_eq!(
             (r.code, r.stdout.as_str()),
-            (5, "REAL gcc-ar -c x y.c\n"),
+            (5, "REAL gcc-nm -c x y.c\n"),
             "{mode}"
         );
     }
+    // Archivers are cached like compilers.
+    let ar = f.dir.join("bin/gcc-ar").to_string_lossy().into_owned();
+    let r = run(&mut f.driver("execvp", "gcc-ar"));
+    assert_diverted(&r, "argv0-kept", &["-c", "x y.c"], &ar);
     let r = run(f.command("/bin/sh").args(["-c", "exit 3"]));
     assert_eq!(r.code, 3);
 }

@@ -6,7 +6,7 @@
 # target/bench/results-<workload>-<time>.md.
 #
 #   scripts/bench/c-builds.sh [-n ROUNDS] [-j JOBS] [WORKLOAD…]
-#   WORKLOAD: lua (Debian source lua5.4, 36 compiles), zstd (Debian source
+#   WORKLOAD: lua (Debian source lua5.4, 36 compiles, ar, ranlib), zstd (Debian source
 #   libzstd 1.5.4, ~118 compiles), tmux (Debian source tmux 3.3a, autotools,
 #   143 compiles and one link; needs libevent-dev libncurses-dev bison,
 #   installed here when missing), micro (200 generated tiny files, -j1),
@@ -14,7 +14,8 @@
 # Default: lua micro. BENCH_MODES="plain cachefs-cold …" picks modes.
 # Mode `floor` replaces every compile by a copy of what the plain build wrote
 # (scripts/bench/floor-copy.c): what no compiler cache can remove (make, shells,
-# ar, generators). "over floor" ratios compare what each cache itself costs.
+# generators; lua's ar and ranlib are copied too, as cachefs caches them).
+# "over floor" ratios compare what each cache itself costs.
 # Needs: scripts/setup.sh, cargo build --release.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -90,9 +91,13 @@ generate_cuda() {
 
 prepare() {
     COMPILER=gcc
+    FLOOR_VARS=()
     case $1 in
         cuda) generate_cuda; COMPILER=$("$ROOT/scripts/setup-cuda.sh"); TARGET="all"; CLEAN="clean"; J=$JOBS ;;
-        lua) fetch_debian lua5.4 lua; TARGET="linux"; CLEAN="clean"; J=$JOBS ;;
+        # cachefs caches archive steps too, so the floor copies lua's archive
+        # instead of running ar, and skips ranlib (the copy is indexed).
+        lua) fetch_debian lua5.4 lua; TARGET="linux"; CLEAN="clean"; J=$JOBS
+             FLOOR_VARS=("AR=$W/floor-copy -o" "RANLIB=true") ;;
         zstd) fetch_debian libzstd zstd; TARGET=""; CLEAN="clean"; J=$JOBS ;;
         tmux) prepare_tmux; TARGET="tmux"; CLEAN="clean"; J=$JOBS ;;
         micro) generate_micro; TARGET="all"; CLEAN="clean"; J=1 ;;
@@ -127,10 +132,10 @@ stash_outputs() {
 # cpu = the build's process tree plus the cache daemon's share.
 build() {
     local wl=$1 mode=$2 tree=$W/src/$1 cache=$W/cache/$1-${2%-*}
-    local cc=("$COMPILER") runner=()
+    local cc=("$COMPILER") runner=() vars=()
     case $mode in
         plain) touch "$W/before-$wl" ;;
-        floor) cc=("$W/floor-copy"); export CACHEFS_FLOOR_STASH=$W/stash/$wl ;;
+        floor) cc=("$W/floor-copy"); vars=("${FLOOR_VARS[@]}"); export CACHEFS_FLOOR_STASH=$W/stash/$wl ;;
         ccache-*) cc=(ccache "$COMPILER"); export CCACHE_DIR=$cache ;;
         sccache-*) cc=(sccache "$COMPILER"); export SCCACHE_DIR=$cache ;;
         cachefs-*) runner=("$CACHEFS" run); export CACHEFS_DIR=$cache ;;
@@ -148,7 +153,7 @@ build() {
     pid=$(daemon_pid "$mode" "$cache")
     c0=$(daemon_cpu "$pid")
     t0=$(date +%s%N)
-    /usr/bin/time -f "%U %S" -o "$W/cpu" "${runner[@]}" make -s -C "$tree" -j"$J" CC="${cc[*]}" $TARGET \
+    /usr/bin/time -f "%U %S" -o "$W/cpu" "${runner[@]}" make -s -C "$tree" -j"$J" CC="${cc[*]}" "${vars[@]}" $TARGET \
         >"$W/last-$wl-$mode.log" 2>&1 ||
         { echo "build failed: $wl $mode (see $W/last-$wl-$mode.log)" >&2; exit 1; }
     t1=$(date +%s%N)
