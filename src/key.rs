@@ -308,10 +308,18 @@ impl Stamp {
 pub struct StatCache {
     entries: Mutex<HashMap<PathBuf, (Stamp, Digest)>>,
     absent: Mutex<HashMap<PathBuf, Stamp>>,
+    /// Something was learnt since the last `take_dirty` (see
+    /// `stat_cache_file`, which keeps both maps across agent restarts).
+    dirty: std::sync::atomic::AtomicBool,
     /// Per device: whether its file system is known to update a directory's
     /// mtime and ctime whenever an entry is added, removed or renamed.
     dir_stamps_trusted: Mutex<HashMap<u64, bool>>,
 }
+
+/// A file the stat cache hashed, with the stamp the hash is valid for.
+pub type HashedFile = (PathBuf, Stamp, Digest);
+/// A path found absent, with the stamp its directory had then.
+pub type AbsentPath = (PathBuf, Stamp);
 
 /// Local file systems whose directory timestamps follow POSIX: ext2/3/4
 /// (one magic number), xfs, btrfs, tmpfs, overlayfs. Others (FUSE, network
@@ -325,6 +333,50 @@ const DIR_STAMP_FILESYSTEMS: &[statfs::FsType] = &[
 ];
 
 impl StatCache {
+    fn mark_dirty(&self) {
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Hashed files and absent paths known.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap().len() + self.absent.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether anything was learnt since the last call.
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Both maps, for saving: hashed files and paths found absent, each with
+    /// the stamp it is valid for.
+    pub fn export(&self) -> (Vec<HashedFile>, Vec<AbsentPath>) {
+        let files = self.entries.lock().unwrap();
+        let files = files
+            .iter()
+            .map(|(p, (s, d))| (p.clone(), *s, *d))
+            .collect();
+        let absent = self.absent.lock().unwrap();
+        let absent = absent.iter().map(|(p, s)| (p.clone(), *s)).collect();
+        (files, absent)
+    }
+
+    /// A cache holding what `export` gave: every entry is still checked
+    /// against the file's stamp before use, as a learnt one is.
+    pub fn import(
+        files: Vec<(PathBuf, Stamp, Digest)>,
+        absent: Vec<(PathBuf, Stamp)>,
+    ) -> StatCache {
+        StatCache {
+            entries: Mutex::new(files.into_iter().map(|(p, s, d)| (p, (s, d))).collect()),
+            absent: Mutex::new(absent.into_iter().collect()),
+            ..StatCache::default()
+        }
+    }
+
     /// Hash of the regular file at `path` (not following a final symlink),
     /// with the stamp it had. `None` if it is missing or not a regular file.
     pub fn file_hash(&self, path: &Path) -> std::io::Result<Option<(Stamp, Hash)>> {
@@ -358,6 +410,7 @@ impl StatCache {
                 .lock()
                 .unwrap()
                 .insert(path.to_path_buf(), (stamp, digest));
+            self.mark_dirty();
         }
         Ok(Some((stamp, digest)))
     }
@@ -386,6 +439,7 @@ impl StatCache {
                     .lock()
                     .unwrap()
                     .insert(path.to_path_buf(), stamp);
+                self.mark_dirty();
             }
             _ => {}
         }

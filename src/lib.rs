@@ -14,6 +14,7 @@ pub mod observe;
 pub mod protocol;
 pub mod runlog;
 pub mod scratch;
+pub mod stat_cache_file;
 pub mod tree_record;
 pub mod view;
 pub mod view_coverage;

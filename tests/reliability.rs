@@ -508,3 +508,57 @@ fn an_agent_started_under_taskset_serves_every_cpu() {
     sb.run_ok("gcc -c a.c -o a.o && gcc -c a.c -o b.o");
     assert_eq!(sb.counts(), (2, 2, 0, 0));
 }
+
+/// The stat cache outlives its agent (`$CACHEFS_DIR/stat-cache`): the next
+/// agent loads what the last one hashed; a damaged file is ignored with a
+/// warning and costs only rehashing.
+#[test]
+fn the_stat_cache_outlives_the_agent_and_a_damaged_one_is_ignored() {
+    let sb = Sandbox::new();
+    example_project(&sb);
+    sb.run_ok("make -s -j2");
+    let built = example_outputs(&sb);
+    let restart = |sb: &Sandbox| {
+        assert!(sb.cachefs().arg("stop").status().unwrap().success());
+        let start = sb
+            .cachefs()
+            .env("RUST_LOG", "cachefs=info")
+            .arg("start")
+            .status();
+        assert!(start.unwrap().success());
+        std::fs::read_to_string(sb.cache.join("agent.log")).unwrap()
+    };
+    let log = restart(&sb);
+    let loaded = log
+        .lines()
+        .rev()
+        .find_map(|l| {
+            l.split("loaded ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no stat cache loaded:\n{log}"));
+    assert!(loaded > 20, "the compilers' files at least: {loaded}");
+    sb.sh("make -s clean");
+    sb.zero_stats();
+    sb.run_ok("make -s -j2");
+    assert_eq!(sb.counts(), (22, 0, 0, 0));
+    assert_eq!(example_outputs(&sb), built);
+
+    let file = sb.cache.join("stat-cache");
+    sb.cachefs().arg("stop").status().unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&file, &bytes).unwrap();
+    let log = restart(&sb);
+    assert!(log.contains("ignored the saved stat cache"), "{log}");
+    sb.sh("make -s clean");
+    sb.zero_stats();
+    sb.run_ok("make -s -j2");
+    assert_eq!(sb.counts(), (22, 0, 0, 0));
+    assert_eq!(example_outputs(&sb), built);
+}

@@ -160,6 +160,19 @@ impl Agent {
             }
         };
         let binds = top_level_binds();
+        let stat_file = crate::stat_cache_file::path_in(&config.dir);
+        let (stat_cache, unusable) = crate::stat_cache_file::load(&stat_file);
+        match unusable {
+            Some(why) => log::warn!(
+                "ignored the saved stat cache {} ({why}); inputs are hashed anew",
+                stat_file.display()
+            ),
+            None => log::info!(
+                "loaded {} stat cache entries from {}",
+                stat_cache.len(),
+                stat_file.display()
+            ),
+        }
         Ok(Agent {
             config,
             store,
@@ -167,7 +180,7 @@ impl Agent {
             observation,
             coverage: crate::view_coverage::Coverage::of_root(&binds),
             binds,
-            stat_cache: StatCache::default(),
+            stat_cache,
             stats,
             manifest_lock: Mutex::new(()),
             pending: pending::PendingSaves::default(),
@@ -303,6 +316,18 @@ impl Agent {
         }
     }
 
+    /// Saves the stat cache if it learnt anything (see `stat_cache_file`).
+    fn save_stat_cache(&self) {
+        if !self.stat_cache.take_dirty() {
+            return;
+        }
+        let path = crate::stat_cache_file::path_in(&self.config.dir);
+        match crate::stat_cache_file::save(&self.stat_cache, &path) {
+            Ok(n) => log::debug!("saved {n} stat cache entries to {}", path.display()),
+            Err(e) => log::warn!("cannot save the stat cache to {}: {e}", path.display()),
+        }
+    }
+
     fn flush_stats(&self) {
         if let Some(bytes) = self.stats.take_dirty() {
             if let Err(e) = self.store.put_meta("stats", &bytes) {
@@ -317,6 +342,7 @@ impl Agent {
     fn shutdown(&self, why: &str) -> ! {
         log::info!("agent {} exiting: {why}", std::process::id());
         self.flush_stats();
+        self.save_stat_cache();
         self.store.close_for_exit();
         let _ = std::fs::remove_file(self.config.socket_path());
         for lane in self.lanes.iter() {
@@ -366,6 +392,7 @@ fn spawn_housekeeping(agent: Arc<Agent>) {
                 if let Err(e) = agent.store.flush() {
                     log::warn!("cannot flush the store: {e}");
                 }
+                agent.save_stat_cache();
             }
             if quiet && last.elapsed() >= agent.config.idle_timeout {
                 agent.shutdown("idle timeout");

@@ -29,6 +29,16 @@ impl TimeMacros {
         self.0 == 0
     }
 
+    /// The names as bits, for the saved stat cache.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// Bits that name none of the three: `None`.
+    pub fn from_bits(bits: u8) -> Option<TimeMacros> {
+        (bits & !7 == 0).then_some(TimeMacros(bits))
+    }
+
     pub fn union(self, other: TimeMacros) -> TimeMacros {
         TimeMacros(self.0 | other.0)
     }
