@@ -71,18 +71,10 @@ pub fn serve(config: Config) -> Result<bool> {
         agent.config.dir.display()
     );
     spawn_housekeeping(agent.clone());
-    let connections = {
-        let agent = agent.clone();
-        workers::Workers::new(move |s| agent.serve_connection(s))
-    };
-    for stream in listener.incoming() {
-        match stream {
-            Ok(s) => connections.dispatch(s),
-            Err(e) => log::warn!("accept on the agent socket failed: {e}"),
-        }
-    }
-    drop(lock);
-    Ok(true)
+    // The agent ends by `shutdown` (process exit), which keeps the lock held
+    // to the last moment.
+    let _lock = lock;
+    workers::serve(listener, move |s| agent.serve_connection(s))
 }
 
 fn take_lock(dir: &Path) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
