@@ -187,11 +187,14 @@ for wl in "${WORKLOADS[@]}"; do
     echo "== $wl: $ROUNDS rounds of ${MODES[*]} (-j$J)" >&2
     if [[ " ${MODES[*]} " == *" floor "* ]]; then
         gcc -O2 -static -o "$W/floor-copy" "$ROOT/scripts/bench/floor-copy.c"
-        [ -d "$W/stash/$wl" ] || build "$wl" plain >/dev/null
+        [ -d "$W/stash/$wl" ] || (build "$wl" plain >/dev/null)
     fi
     # Warm caches once so that every warm mode has something to hit.
     for m in ccache-warm cachefs-warm sccache-warm; do
-        [[ " ${MODES[*]} " == *" $m "* ]] && build "$wl" "${m%-warm}-cold" >/dev/null
+        # In a subshell, as every timed build is: build() exports its cache
+        # variables, and one leaking into the next mode's environment would
+        # change cachefs's key (the whole environment, less volatile names).
+        [[ " ${MODES[*]} " == *" $m "* ]] && (build "$wl" "${m%-warm}-cold" >/dev/null)
     done
     results=$W/times-$wl.tsv
     : >"$results"

@@ -17,11 +17,14 @@ for line in open(path):
 
 
 def ratio(times, a, b):
+    if a not in times or b not in times:
+        return float("nan")
     pairs = [times[a][r] / times[b][r] for r in times[a] if r in times[b] and times[b][r] > 0]
     return statistics.median(pairs) if pairs else float("nan")
 
 
-print(f"### {workload}, -j{jobs}, {len(wall['plain'])} rounds (medians; ratios are medians of per-round ratios)\n")
+rounds = max(len(v) for v in wall.values())
+print(f"### {workload}, -j{jobs}, {rounds} rounds (medians; ratios are medians of per-round ratios)\n")
 print("| mode | wall s | wall × plain | cpu s | cpu × plain |")
 print("|---|---|---|---|---|")
 for mode in wall:
