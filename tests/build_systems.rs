@@ -54,6 +54,54 @@ fn cmake_ninja_rebuild_is_all_hits() {
     assert_eq!(sb.sh("build/gen").stdout, expected_sum(24).as_bytes());
 }
 
+/// CMake's static libraries: its Makefiles and ninja both remove the
+/// archive, run `ar qc` and then `ranlib`; both steps hit on a rebuild, and
+/// the archive is the plain build's, byte for byte.
+#[test]
+fn cmake_static_libraries_hit_with_both_generators() {
+    if !have("cmake") || !have("ninja") {
+        panic!("cmake and ninja are required: run scripts/setup.sh");
+    }
+    for (generator, clean) in [
+        ("Ninja", "ninja -C build -t clean"),
+        ("Unix Makefiles", "make -s -C build clean"),
+    ] {
+        let sb = Sandbox::new();
+        generate(&sb, 8);
+        sb.write(
+            "CMakeLists.txt",
+            "cmake_minimum_required(VERSION 3.13)\nproject(gen C)\n\
+             file(GLOB LIB_SRCS src/f*.c src/twice.c)\nadd_library(parts STATIC ${LIB_SRCS})\n\
+             target_include_directories(parts PUBLIC include)\n\
+             add_executable(gen src/main.c)\ntarget_link_libraries(gen parts)\n",
+        );
+        sb.sh(&format!(
+            "cmake -S . -B build -G '{generator}' -DCMAKE_BUILD_TYPE=Release >/dev/null"
+        ));
+        sb.sh("cmake --build build >/dev/null");
+        let plain = sb.read("build/libparts.a");
+        sb.sh(&format!("{clean} >/dev/null"));
+        sb.run_ok("cmake --build build");
+        assert_eq!(sb.read("build/libparts.a"), plain, "{generator}: cold");
+        sb.sh(&format!("{clean} >/dev/null"));
+        sb.zero_stats();
+        let out = sb.run_ok("cmake --build build");
+        let s = sb.stats();
+        assert_eq!(
+            (s["misses"].as_u64(), s["uncacheable"].as_u64()),
+            (Some(0), Some(0)),
+            "{generator}: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            s["languages"]["archive"]["hits"], 2,
+            "{generator}: ar qc and ranlib: {s}"
+        );
+        assert_eq!(sb.read("build/libparts.a"), plain, "{generator}: warm");
+        assert_eq!(sb.sh("build/gen").stdout, expected_sum(8).as_bytes());
+    }
+}
+
 #[test]
 fn build_completes_when_the_agent_is_killed_midway() {
     let sb = Sandbox::new();
