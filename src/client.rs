@@ -81,6 +81,13 @@ pub fn run(call: Call) -> ! {
     if crate::config::switch_on(disabled.as_deref().map(OsStrExt::as_bytes)) {
         fall_back(&call, "CACHEFS_DISABLE is set", Cause::Policy, None);
     }
+    let no_archives = std::env::var_os(crate::config::ENV_NO_ARCHIVES);
+    if crate::config::switch_on(no_archives.as_deref().map(OsStrExt::as_bytes))
+        && crate::compiler::family(call.compiler.as_os_str().as_bytes())
+            == crate::compiler::Family::Archiver
+    {
+        fall_back(&call, "CACHEFS_NO_ARCHIVES is set", Cause::Policy, None);
+    }
     let run_id = std::env::var(ENV_RUN_ID).ok();
     let config = Config::from_env();
     crate::logging::init_to(config.as_ref().ok().and_then(|c| c.log.as_deref()));

@@ -29,6 +29,9 @@ pub const ENV_RECACHE: &str = "CACHEFS_RECACHE";
 /// Per call: look up, but store nothing (a miss runs the compiler uncached).
 pub const ENV_READONLY: &str = "CACHEFS_READONLY";
 pub const ENV_RUN_ID: &str = "CACHEFS_RUN_ID";
+/// Per call: run `ar` and `ranlib` directly (as with CACHEFS_DISABLE), for
+/// a build that wants only its compiles cached.
+pub const ENV_NO_ARCHIVES: &str = "CACHEFS_NO_ARCHIVES";
 
 /// Whether a switch variable is on: set, and not empty, `0`, `false`, `no`
 /// or `off`.

@@ -624,6 +624,19 @@ fn static_library_steps_are_cached_and_right() {
     assert_eq!(sb.counts(), (0, 2, 0, 0));
     assert_eq!(sb.sh("ar t one.a").stdout, b"f3.o\nf1.o\n");
 
+    // CACHEFS_NO_ARCHIVES leaves archive steps to run as they are.
+    sb.zero_stats();
+    sb.run_ok("CACHEFS_NO_ARCHIVES=1 make -s clean prog 2>/dev/null");
+    assert_eq!(
+        sb.stats()["requests"],
+        6,
+        "5 compiles and the link, no ar or ranlib"
+    );
+    assert_eq!(
+        library_outputs(&sb)[0],
+        std::fs::read(before.join("libf.a")).unwrap()
+    );
+
     // Timestamps in the archive (U mode) would differ on every run.
     sb.zero_stats();
     sb.run_ok("ar rcU timed.a f1.o && ar t timed.a >/dev/null");
