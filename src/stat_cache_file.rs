@@ -19,9 +19,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"cfsstat1";
-/// More entries than this are not saved (the file would take long to load
-/// and most of it would be stale): the cache is relearnt instead.
-const MAX_ENTRIES: usize = 1_000_000;
+/// More entries than this are not saved (the file, ~100 bytes an entry,
+/// would take long to load): the cache is relearnt instead.
+const MAX_ENTRIES: usize = 300_000;
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
@@ -56,9 +56,23 @@ pub fn path_in(cache_dir: &Path) -> PathBuf {
 }
 
 /// Writes the cache to `path` atomically (a temporary file renamed over
-/// it). Returns how many entries were written.
+/// it), leaving out entries that no longer hold (a file changed or gone, a
+/// directory that gained or lost entries), so that the file does not grow
+/// with every file ever hashed. Returns how many entries were written.
 pub fn save(cache: &StatCache, path: &Path) -> std::io::Result<usize> {
     let (files, absent) = cache.export();
+    let files: Vec<_> = files
+        .into_iter()
+        .filter(|(p, s, _)| current_stamp(p) == Some(*s))
+        .collect();
+    let mut dirs = std::collections::HashMap::new();
+    let absent: Vec<_> = absent
+        .into_iter()
+        .filter(|(p, s)| {
+            let dir = p.parent().unwrap_or(Path::new("/")).to_path_buf();
+            *dirs.entry(dir).or_insert_with_key(|d| current_stamp(d)) == Some(*s)
+        })
+        .collect();
     let n = files.len() + absent.len();
     if n > MAX_ENTRIES {
         let _ = std::fs::remove_file(path);
@@ -87,6 +101,10 @@ pub fn save(cache: &StatCache, path: &Path) -> std::io::Result<usize> {
     std::fs::write(&tmp, &data)?;
     std::fs::rename(&tmp, path)?;
     Ok(n)
+}
+
+fn current_stamp(path: &Path) -> Option<Stamp> {
+    std::fs::symlink_metadata(path).ok().map(|m| Stamp::of(&m))
 }
 
 /// The cache saved at `path`; empty if there is none. A file that cannot be
@@ -170,6 +188,14 @@ mod tests {
         std::fs::write(&b, "int c;\n").unwrap();
         let (_, now) = loaded.file_digest(&b).unwrap().unwrap();
         assert_eq!(now.hash, *blake3::hash(b"int c;\n").as_bytes());
+
+        // Entries that no longer hold are not saved again.
+        std::fs::remove_file(&a).unwrap();
+        assert_eq!(
+            save(&loaded, &file).unwrap(),
+            0,
+            "a is gone, b's entry is stale"
+        );
     }
 
     #[test]
