@@ -504,6 +504,15 @@ mod tests {
         assert!(key::validate(&precise, &cache).is_ok());
     }
 
+    /// The rules of an `ar` or `ranlib` call.
+    const ARCHIVER: Rules = Rules {
+        search_dirs: SearchDirs {
+            by_name: Vec::new(),
+            by_hash: Vec::new(),
+        },
+        may_rewrite_inputs: true,
+    };
+
     fn rewrite_of(p: &Path, before: &[u8], stamp: cachefs_mirror::Stamp) -> Vec<Access> {
         vec![
             Access::Superseded {
@@ -535,11 +544,7 @@ mod tests {
         accesses.extend(rewrite_of(&lib, b"!<arch>\nunindexed", read_stamp));
         let record = Record { accesses };
         let cache = StatCache::default();
-        let archiver = Rules {
-            may_rewrite_inputs: true,
-            ..Rules::default()
-        };
-        let obs = analyze(&record, &cache, &archiver).unwrap();
+        let obs = analyze(&record, &cache, &ARCHIVER).unwrap();
         assert_eq!(obs.outputs, vec![lib.clone()]);
         let paths: Vec<_> = obs.deps.iter().map(|d| d.path.clone()).collect();
         assert_eq!(
@@ -570,11 +575,7 @@ mod tests {
         other.size += 1;
         let mut accesses = vec![read(&lib)];
         accesses.extend(rewrite_of(&lib, b"!<arch>\nchanged", other));
-        let rules = Rules {
-            may_rewrite_inputs: true,
-            ..Rules::default()
-        };
-        let why = analyze(&Record { accesses }, &StatCache::default(), &rules).unwrap_err();
+        let why = analyze(&Record { accesses }, &StatCache::default(), &ARCHIVER).unwrap_err();
         assert!(why.0.starts_with("writes a file it also read"), "{why:?}");
     }
 
@@ -606,11 +607,7 @@ mod tests {
         };
         std::fs::write(&lib, b"!<arch>\n").unwrap();
         let cache = StatCache::default();
-        let archiver = Rules {
-            may_rewrite_inputs: true,
-            ..Rules::default()
-        };
-        let obs = analyze(&record, &cache, &archiver).unwrap();
+        let obs = analyze(&record, &cache, &ARCHIVER).unwrap();
         assert_eq!(obs.outputs, vec![lib.clone()]);
         assert_eq!(obs.deps.len(), 1);
         assert_eq!(obs.deps[0].state, DepState::Absent);

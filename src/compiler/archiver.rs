@@ -186,21 +186,16 @@ mod tests {
     fn the_system_ar_writes_deterministic_archives() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("m.txt"), b"member\n").unwrap();
-        let ok = std::process::Command::new("ar")
-            .args(["rc", "lib.a", "m.txt"])
-            .current_dir(dir.path())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let data = std::fs::read(dir.path().join("lib.a")).unwrap();
-        assert_eq!(records_times_or_owners(&data), Some(false));
-        let ok = std::process::Command::new("ar")
-            .args(["rcU", "lib-u.a", "m.txt"])
-            .current_dir(dir.path())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let data = std::fs::read(dir.path().join("lib-u.a")).unwrap();
-        assert_eq!(records_times_or_owners(&data), Some(true));
+        let archive = |key: &str, name: &str| {
+            let ok = std::process::Command::new("ar")
+                .args([key, name, "m.txt"])
+                .current_dir(dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            records_times_or_owners(&std::fs::read(dir.path().join(name)).unwrap())
+        };
+        assert_eq!(archive("rc", "lib.a"), Some(false));
+        assert_eq!(archive("rcU", "lib-u.a"), Some(true));
     }
 }
