@@ -204,6 +204,46 @@ pub fn runs_dir(cache_dir: &Path) -> PathBuf {
     cache_dir.join("runs")
 }
 
+fn saving_marker(cache_dir: &Path, id: &str) -> PathBuf {
+    runs_dir(cache_dir).join(format!(".{id}.saving"))
+}
+
+/// A marker older than this belongs to an agent that died while writing.
+const STALE_SAVING: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a reader waits for runs being written.
+const WAIT_FOR_SAVES: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Announces that the run's file is about to be written (the agent answers
+/// `cachefs run` first, then writes): readers wait until `save` is done.
+pub fn mark_saving(cache_dir: &Path, id: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(runs_dir(cache_dir))?;
+    std::fs::write(saving_marker(cache_dir, id), b"")
+}
+
+/// Waits while a run's file is being written (a fresh marker is there).
+fn wait_for_saves(cache_dir: &Path) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < WAIT_FOR_SAVES && any_saving(cache_dir) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn any_saving(cache_dir: &Path) -> bool {
+    let Ok(dir) = std::fs::read_dir(runs_dir(cache_dir)) else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let fresh = || {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age < STALE_SAVING)
+        };
+        e.file_name().to_string_lossy().ends_with(".saving") && fresh()
+    })
+}
+
 /// Writes a run atomically and drops the oldest beyond KEEP_RUNS.
 pub fn save(cache_dir: &Path, run: &RunRecord) -> std::io::Result<()> {
     let dir = runs_dir(cache_dir);
@@ -215,10 +255,11 @@ pub fn save(cache_dir: &Path, run: &RunRecord) -> std::io::Result<()> {
         serde_json::to_vec(run).map_err(std::io::Error::other)?,
     )?;
     std::fs::rename(&tmp, &path)?;
+    let _ = std::fs::remove_file(saving_marker(cache_dir, &run.id));
     // The run just written and those of live `cachefs mount`s are kept even
     // when they are the oldest: a mount saves its record again and again
     // while newer runs pile up.
-    let mut others: Vec<String> = list_ids(cache_dir)
+    let mut others: Vec<String> = ids_in(cache_dir)
         .into_iter()
         .filter(|id| *id != run.id && !live_marker(cache_dir, id).exists())
         .collect();
@@ -229,8 +270,14 @@ pub fn save(cache_dir: &Path, run: &RunRecord) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Run ids, oldest first (ids start with the start time in milliseconds).
+/// Run ids, oldest first (ids start with the start time in milliseconds),
+/// once the runs being written are there.
 pub fn list_ids(cache_dir: &Path) -> Vec<String> {
+    wait_for_saves(cache_dir);
+    ids_in(cache_dir)
+}
+
+fn ids_in(cache_dir: &Path) -> Vec<String> {
     let mut ids: Vec<String> = std::fs::read_dir(runs_dir(cache_dir))
         .map(|d| {
             d.flatten()
@@ -260,6 +307,9 @@ pub fn started_unix_ms(id: &str) -> u64 {
 }
 
 pub fn load(cache_dir: &Path, id: &str) -> Result<RunRecord, String> {
+    if saving_marker(cache_dir, id).exists() {
+        wait_for_saves(cache_dir);
+    }
     let path = runs_dir(cache_dir).join(format!("{id}.json"));
     let bytes =
         std::fs::read(&path).map_err(|e| format!("cannot read run {}: {e}", path.display()))?;
@@ -418,5 +468,41 @@ mod tests {
         assert_eq!(run.step_index().len(), run.compiles.len());
         let _ = run.steps();
         let _ = run.step_of(6);
+    }
+
+    /// The agent answers `cachefs run` before it writes the run's file:
+    /// a reader started at once waits for it; a marker left by an agent
+    /// that died while writing holds nobody up for long.
+    #[test]
+    fn readers_wait_for_a_run_being_written_but_not_for_a_stale_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().to_path_buf();
+        let run = RunRecord {
+            id: new_run_id(),
+            ..RunRecord::default()
+        };
+        mark_saving(&cache, &run.id).unwrap();
+        let writer = {
+            let (cache, run) = (cache.clone(), run.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                save(&cache, &run).unwrap();
+            })
+        };
+        assert_eq!(list_ids(&cache), vec![run.id.clone()]);
+        writer.join().unwrap();
+        assert!(!saving_marker(&cache, &run.id).exists());
+
+        mark_saving(&cache, "1-dead").unwrap();
+        let old = std::time::SystemTime::now() - 2 * STALE_SAVING;
+        std::fs::File::options()
+            .write(true)
+            .open(saving_marker(&cache, "1-dead"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let start = std::time::Instant::now();
+        assert_eq!(list_ids(&cache), vec![run.id.clone()]);
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
     }
 }

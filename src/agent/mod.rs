@@ -230,12 +230,24 @@ impl Agent {
                     Response::Stats(self.stats_report(zero))
                 }
                 Request::RunSummary { run_id, ended } => {
-                    if let Some((command, cwd)) = ended {
-                        // Final counts: the run's last saves have finished.
-                        self.pending.wait_idle();
-                        self.runs.finish(&self.config.dir, &run_id, command, cwd);
-                    }
-                    Response::Summary(self.stats.run_summary(&run_id))
+                    let Some((command, cwd)) = ended else {
+                        protocol::write_frame(
+                            stream,
+                            &Response::Summary(self.stats.run_summary(&run_id)),
+                        )?;
+                        continue;
+                    };
+                    // Final counts: the run's last saves have finished. The
+                    // run log (megabytes for a big build) is written after the
+                    // reply, so that `cachefs run` ends at once; readers wait
+                    // for it (`runlog::mark_saving`).
+                    self.pending.wait_idle();
+                    let run = self.runs.take(&self.config.dir, &run_id, command, cwd);
+                    let reply = Response::Summary(self.stats.run_summary(&run_id));
+                    let sent = protocol::write_frame(stream, &reply);
+                    self.runs.save(&self.config.dir, &run);
+                    sent?;
+                    continue;
                 }
                 Request::Clear => self.clear(),
                 Request::Ping => Response::Pong {

@@ -25,24 +25,32 @@ impl RunRecorder {
         }
     }
 
-    /// Writes the run's file; its compiles leave memory.
-    pub fn finish(&self, cache_dir: &Path, id: &str, command: Vec<String>, cwd: String) {
+    /// Ends the run: its record leaves memory, and its file is announced
+    /// as being written (`runlog::mark_saving`), so that readers wait for it.
+    pub fn take(&self, cache_dir: &Path, id: &str, command: Vec<String>, cwd: String) -> RunRecord {
         let compiles = self.runs.lock().unwrap().remove(id).unwrap_or_default();
-        let started_unix_ms = runlog::started_unix_ms(id);
-        let run = RunRecord {
+        if let Err(e) = runlog::mark_saving(cache_dir, id) {
+            log::warn!("cannot mark the run log of {id} as being written: {e}");
+        }
+        RunRecord {
             id: id.to_string(),
             command,
             cwd,
-            started_unix_ms,
+            started_unix_ms: runlog::started_unix_ms(id),
             compiles,
             kind: String::new(),
-        };
+        }
+    }
+
+    /// Writes a run taken with `take`.
+    pub fn save(&self, cache_dir: &Path, run: &RunRecord) {
         let saving = std::time::Instant::now();
-        if let Err(e) = runlog::save(cache_dir, &run) {
-            log::warn!("cannot write the run log of {id}: {e}");
+        if let Err(e) = runlog::save(cache_dir, run) {
+            log::warn!("cannot write the run log of {}: {e}", run.id);
         }
         log::debug!(
-            "run log of {id} ({} compiles) written in {:?}",
+            "run log of {} ({} compiles) written in {:?}",
+            run.id,
             run.compiles.len(),
             saving.elapsed()
         );
