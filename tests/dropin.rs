@@ -84,6 +84,10 @@ fn install_script_leaves_a_working_cachefs() {
             "no ok line for {check}:\n{report}"
         );
     }
+    assert!(
+        report.contains("ar writes deterministic archives"),
+        "{report}"
+    );
     // The installed binary uses the installed shim, not the build tree's.
     let shim = prefix.join("lib/cachefs/libcachefs_preload.so");
     assert!(report.contains(&shim.display().to_string()), "{report}");
@@ -451,4 +455,34 @@ fn progress_shows_a_live_line_on_a_terminal() {
         text.contains("cachefs: 1 compiles: 0 hits, 1 misses"),
         "{text:?}"
     );
+}
+
+/// `cachefs doctor` tries `ar` and says whether archive steps can be cached:
+/// not with an `ar` that stores timestamps by default.
+#[test]
+fn doctor_says_whether_archive_steps_can_be_cached() {
+    let sb = Sandbox::new();
+    let doctor = |path: &str| {
+        let out = sb
+            .cachefs()
+            .arg("doctor")
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        stdout(&out)
+            .lines()
+            .find(|l| l.contains("archives"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let path = std::env::var("PATH").unwrap();
+    assert!(doctor(&path).contains("deterministic"), "{}", doctor(&path));
+    sb.write(
+        "bin/ar",
+        "#!/bin/sh\nop=$1; shift; exec /usr/bin/ar \"${op}U\" \"$@\"\n",
+    );
+    sb.sh("chmod +x bin/ar");
+    let stamped = format!("{}:{path}", sb.path("bin").display());
+    let line = doctor(&stamped);
+    assert!(line.starts_with("ok") && line.contains("U mode"), "{line}");
 }
