@@ -220,6 +220,20 @@ pub fn mark_saving(cache_dir: &Path, id: &str) -> std::io::Result<()> {
     std::fs::write(saving_marker(cache_dir, id), b"")
 }
 
+/// Drops the markers of runs whose agent died while writing them: called by
+/// an agent that has just taken the cache directory's lock, so no other
+/// agent is writing there.
+pub fn clear_saving_markers(cache_dir: &Path) {
+    let Ok(dir) = std::fs::read_dir(runs_dir(cache_dir)) else {
+        return;
+    };
+    for e in dir.flatten() {
+        if e.file_name().to_string_lossy().ends_with(".saving") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Waits while a run's file is being written (a fresh marker is there).
 fn wait_for_saves(cache_dir: &Path) {
     let start = std::time::Instant::now();
@@ -504,5 +518,10 @@ mod tests {
         let start = std::time::Instant::now();
         assert_eq!(list_ids(&cache), vec![run.id.clone()]);
         assert!(start.elapsed() < std::time::Duration::from_secs(1));
+
+        // A fresh agent clears what a killed one left.
+        mark_saving(&cache, "2-killed").unwrap();
+        clear_saving_markers(&cache);
+        assert!(!any_saving(&cache));
     }
 }

@@ -63,6 +63,7 @@ pub fn serve(config: Config) -> Result<bool> {
         return Ok(false);
     };
     let listener = bind_socket(&config.socket_path())?;
+    crate::runlog::clear_saving_markers(&config.dir);
     let _ = std::fs::write(config.dir.join("agent.pid"), std::process::id().to_string());
     let agent = Arc::new(Agent::open(config)?);
     log::info!(
