@@ -77,12 +77,10 @@ pub fn is_executable(p: &Path) -> bool {
 pub fn run(call: Call) -> ! {
     // SAFETY: single-threaded at this point; nothing else reads the environment.
     unsafe { std::env::remove_var(ENV_COMPILER) };
-    let disabled = std::env::var_os(ENV_DISABLE);
-    if crate::config::switch_on(disabled.as_deref().map(OsStrExt::as_bytes)) {
+    if crate::config::switch_set(ENV_DISABLE) {
         fall_back(&call, "CACHEFS_DISABLE is set", Cause::Policy, None);
     }
-    let no_archives = std::env::var_os(crate::config::ENV_NO_ARCHIVES);
-    if crate::config::switch_on(no_archives.as_deref().map(OsStrExt::as_bytes))
+    if crate::config::switch_set(crate::config::ENV_NO_ARCHIVES)
         && crate::compiler::family(call.compiler.as_os_str().as_bytes())
             == crate::compiler::Family::Archiver
     {

@@ -43,6 +43,12 @@ pub fn switch_on(value: Option<&[u8]>) -> bool {
 }
 
 /// The switch `name` in a call's environment.
+/// `switch_on` of this process's own variable `name`.
+pub fn switch_set(name: &str) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    switch_on(std::env::var_os(name).as_deref().map(OsStrExt::as_bytes))
+}
+
 pub fn switch_in(env: &[(Vec<u8>, Vec<u8>)], name: &str) -> bool {
     switch_on(
         env.iter()

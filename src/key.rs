@@ -366,10 +366,7 @@ impl StatCache {
 
     /// A cache holding what `export` gave: every entry is still checked
     /// against the file's stamp before use, as a learnt one is.
-    pub fn import(
-        files: Vec<(PathBuf, Stamp, Digest)>,
-        absent: Vec<(PathBuf, Stamp)>,
-    ) -> StatCache {
+    pub fn import(files: Vec<HashedFile>, absent: Vec<AbsentPath>) -> StatCache {
         StatCache {
             entries: Mutex::new(files.into_iter().map(|(p, s, d)| (p, (s, d))).collect()),
             absent: Mutex::new(absent.into_iter().collect()),

@@ -66,7 +66,7 @@ pub struct Rules {
     /// compile (its error message may name any file it rejected), so that
     /// every listing counts in full.
     pub search_dirs: SearchDirs,
-    /// See `compiler::may_rewrite_inputs`.
+    /// See `compiler::Family::may_rewrite_inputs`.
     pub may_rewrite_inputs: bool,
 }
 
@@ -75,16 +75,15 @@ struct Analysis {
     seen: BTreeMap<PathBuf, Seen>,
     /// What read files held right before the compile rewrote them
     /// (`Access::Superseded`), while the read is the last thing seen there.
-    superseded: BTreeMap<PathBuf, (cachefs_mirror::Stamp, key::Hash)>,
+    superseded: BTreeMap<PathBuf, key::Hash>,
     /// What a call that may rewrite its inputs saw at paths before it
     /// wrote them: files by the content it read, or absent, or there.
     replaced_inputs: BTreeMap<PathBuf, Seen>,
-    may_rewrite_inputs: bool,
+    rules: Rules,
     written: HashSet<PathBuf>,
     outputs: BTreeSet<PathBuf>,
     created_dirs: BTreeSet<PathBuf>,
     removed_foreign: BTreeSet<PathBuf>,
-    search_dirs: SearchDirs,
     /// `lib<crate>` of every crate file opened (not written) whose
     /// candidates matter: the crates the compile loaded (see
     /// `compiler::rustc::loaded_crate_stem`).
@@ -97,8 +96,7 @@ pub fn analyze(
     rules: &Rules,
 ) -> Result<Observation, Uncacheable> {
     let mut a = Analysis {
-        search_dirs: rules.search_dirs.clone(),
-        may_rewrite_inputs: rules.may_rewrite_inputs,
+        rules: rules.clone(),
         ..Analysis::default()
     };
     for access in &record.accesses {
@@ -152,7 +150,7 @@ impl Analysis {
             Access::Renamed { from, to } => self.rename(from, to),
             Access::Superseded { path, stamp, hash } => {
                 if matches!(self.seen.get(path), Some(Seen::Read(read)) if read == stamp) {
-                    self.superseded.insert(path.clone(), (*stamp, *hash));
+                    self.superseded.insert(path.clone(), *hash);
                 }
                 Ok(())
             }
@@ -237,15 +235,15 @@ impl Analysis {
     /// compile read it, which makes its result depend on that old content.
     fn write(&mut self, path: &Path) -> Result<(), Uncacheable> {
         match self.seen.get(path) {
-            Some(Seen::Read(read)) => match self.superseded.get(path) {
-                Some((stamp, hash)) if self.may_rewrite_inputs && stamp == read => {
+            Some(Seen::Read(_)) => match self.superseded.get(path) {
+                Some(hash) if self.rules.may_rewrite_inputs => {
                     let hash = Seen::ReadBeforeRewrite(*hash);
                     self.replaced_inputs.insert(path.to_path_buf(), hash);
                 }
                 _ => return fail("writes a file it also read", path),
             },
             Some(Seen::Listed) => return fail("writes a file it also read", path),
-            Some(seen) if self.may_rewrite_inputs => {
+            Some(seen) if self.rules.may_rewrite_inputs => {
                 self.replaced_inputs
                     .insert(path.to_path_buf(), seen.clone());
             }
@@ -340,12 +338,12 @@ impl Analysis {
     fn listing_state(&self, dir: &Path) -> Result<DepState, Uncacheable> {
         let created = |name: &std::ffi::OsStr| self.written.contains(&dir.join(name));
         let vanished = |_| fail("listed directory vanished", dir);
-        if self.search_dirs.by_name.iter().any(|d| d == dir) {
+        if self.rules.search_dirs.by_name.iter().any(|d| d == dir) {
             let stems: Vec<Vec<u8>> = self.crate_stems.iter().cloned().collect();
             let hash = key::candidates_hash(dir, &stems, &created).or_else(vanished)?;
             return Ok(DepState::Candidates { stems, hash });
         }
-        if self.search_dirs.by_hash.iter().any(|d| d == dir) {
+        if self.rules.search_dirs.by_hash.iter().any(|d| d == dir) {
             return Ok(DepState::Exists(Kind::Dir));
         }
         let hash = key::listing_hash(dir, &created).or_else(vanished)?;

@@ -6,7 +6,7 @@ use super::runs::Ended;
 use super::stats::Origin;
 use super::{Agent, Outcome};
 use crate::compiler::{
-    self, archiver,
+    self,
     time_macros::{self, TimeMacros},
 };
 use crate::config;
@@ -295,7 +295,7 @@ impl Agent {
             Ok(c) => c,
             Err(reason) => {
                 log::info!("not cached: {reason}");
-                let why = format!("{}{}", call.family_label, category(&reason));
+                let why = format!("{}{}", call.family.stats_label(), category(&reason));
                 self.stats.reclassify_miss(run, Outcome::Uncacheable(&why));
                 self.runs
                     .add(run.run, rec.ended("uncacheable", Some(&reason)));
@@ -371,13 +371,8 @@ impl Agent {
             let c = results::capture(out, false).map_err(|e| format!("output unreadable: {e}"))?;
             if let Captured::File(f) = &c {
                 size += f.data.len() as u64;
-                if call.rules.may_rewrite_inputs
-                    && archiver::records_times_or_owners(&f.data) == Some(true)
-                {
-                    return Err(format!(
-                        "archive records member timestamps or owners (ar's U mode): {}",
-                        out.display()
-                    ));
+                if let Some(why) = call.family.output_uncacheable_reason(&f.data) {
+                    return Err(format!("{why}: {}", out.display()));
                 }
             }
             captured.push(c);
@@ -435,8 +430,7 @@ struct Call {
     /// failed compile) and whether inputs may be rewritten: see
     /// `observe::Rules`.
     rules: observe::Rules,
-    /// Prefix of the statistics' reasons, so rustc calls show apart.
-    family_label: &'static str,
+    family: compiler::Family,
     /// The clock macros this call's environment fixes; `None` where they
     /// mean nothing (rustc).
     clock_fixed: Option<TimeMacros>,
@@ -452,14 +446,15 @@ impl Call {
             ),
             _ => compiler::rustc::SearchDirs::default(),
         };
+        let family = compiler::family(&req.compiler);
         Call {
             record,
             rules: observe::Rules {
                 search_dirs,
-                may_rewrite_inputs: compiler::may_rewrite_inputs(&req.compiler),
+                may_rewrite_inputs: family.may_rewrite_inputs(),
             },
-            family_label: compiler::stats_label(&req.compiler),
-            clock_fixed: match compiler::family(&req.compiler) {
+            family,
+            clock_fixed: match family {
                 compiler::Family::Rustc | compiler::Family::Archiver => None,
                 _ => Some(time_macros::fixed_by_env(
                     Path::new(std::ffi::OsStr::from_bytes(&req.compiler)),

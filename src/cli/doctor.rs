@@ -77,42 +77,22 @@ fn report(name: &str, verdict: Verdict) {
 /// writes deterministic archives by default (see `compiler::archiver`).
 /// Never a failure: archive steps then run uncached, compiles are cached.
 fn archives() -> Verdict {
-    let off = std::env::var_os(crate::config::ENV_NO_ARCHIVES);
-    if crate::config::switch_on(off.as_deref().map(std::os::unix::ffi::OsStrExt::as_bytes)) {
+    if crate::config::switch_set(crate::config::ENV_NO_ARCHIVES) {
         return Ok(format!(
             "{} is set: ar and ranlib run uncached",
             crate::config::ENV_NO_ARCHIVES
         ));
     }
-    let Ok(dir) = tempfile_dir() else {
-        return Ok("could not try ar (no temporary directory)".into());
-    };
-    let member = dir.join("member");
-    let archive = dir.join("probe.a");
-    let made = std::fs::write(&member, b"cachefs\n").is_ok()
-        && Command::new("ar")
-            .arg("rc")
-            .arg(&archive)
-            .arg(&member)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-    let verdict = match std::fs::read(&archive).ok().filter(|_| made) {
-        None => Ok("no working ar on PATH".into()),
-        Some(data) => match crate::compiler::archiver::records_times_or_owners(&data) {
-            Some(false) => Ok("ar writes deterministic archives: ar and ranlib are cached".into()),
-            _ => Ok("ar stores timestamps by default (U mode): archive steps run uncached; add D to the ar flags to cache them".into()),
-        },
-    };
-    let _ = std::fs::remove_dir_all(&dir);
-    verdict
-}
-
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("cachefs-doctor-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    let tried = std::fs::create_dir_all(&dir)
+        .ok()
+        .and_then(|()| crate::compiler::archiver::try_ar(&dir, "rc"));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(match tried {
+        None => "no working ar on PATH".into(),
+        Some(false) => "ar writes deterministic archives: ar and ranlib are cached".into(),
+        Some(true) => "ar stores timestamps by default (U mode): archive steps run uncached; add D to the ar flags to cache them".into(),
+    })
 }
 
 fn dev_fuse() -> Verdict {

@@ -95,6 +95,23 @@ pub fn records_times_or_owners(data: &[u8]) -> Option<bool> {
     (at <= data.len() + 1).then_some(false)
 }
 
+/// Runs the `ar` on PATH with operation `key` on one small member inside
+/// `dir` and says whether the archive it wrote holds timestamps or owners;
+/// `None` if no `ar` ran or it wrote no archive. For `cachefs doctor`.
+pub fn try_ar(dir: &std::path::Path, key: &str) -> Option<bool> {
+    let archive = format!("probe-{key}.a");
+    std::fs::write(dir.join("member"), b"cachefs\n").ok()?;
+    let ran = std::process::Command::new("ar")
+        .args([key, &archive, "member"])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    ran.success().then_some(())?;
+    records_times_or_owners(&std::fs::read(dir.join(archive)).ok()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,17 +202,7 @@ mod tests {
     #[test]
     fn the_system_ar_writes_deterministic_archives() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("m.txt"), b"member\n").unwrap();
-        let archive = |key: &str, name: &str| {
-            let ok = std::process::Command::new("ar")
-                .args([key, name, "m.txt"])
-                .current_dir(dir.path())
-                .status()
-                .unwrap();
-            assert!(ok.success());
-            records_times_or_owners(&std::fs::read(dir.path().join(name)).unwrap())
-        };
-        assert_eq!(archive("rc", "lib.a"), Some(false));
-        assert_eq!(archive("rcU", "lib-u.a"), Some(true));
+        assert_eq!(try_ar(dir.path(), "rc"), Some(false));
+        assert_eq!(try_ar(dir.path(), "rcU"), Some(true));
     }
 }

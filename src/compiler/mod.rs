@@ -13,14 +13,6 @@ pub mod time_macros;
 
 use std::path::Path;
 
-/// Whether the call may depend on a file it then rewrites, keyed on what
-/// the file held before (ranlib indexing the archive it read; see
-/// `cachefs_mirror::Access::Superseded`). Compilers never need it, and
-/// their clock-macro scan sees only files that still exist.
-pub fn may_rewrite_inputs(compiler: &[u8]) -> bool {
-    family(compiler) == Family::Archiver
-}
-
 /// Why a call must run uncached, or `None` if it may be cached.
 pub fn uncacheable_reason(compiler: &[u8], argv: &[Vec<u8>]) -> Option<&'static str> {
     let args = argv.get(1..).unwrap_or_default();
@@ -80,12 +72,29 @@ pub fn library_search_dirs(compiler: &[u8], argv: &[Vec<u8>], cwd: &Path) -> rus
     }
 }
 
-/// Prefix for the statistics' reasons of a call not cached: rustc calls and
-/// archive steps are counted apart from C compiles.
-pub fn stats_label(compiler: &[u8]) -> &'static str {
-    match family(compiler) {
-        Family::Rustc => "rustc: ",
-        Family::Archiver => "ar: ",
-        Family::CFamily | Family::Nvcc => "",
+impl Family {
+    /// Prefix for the statistics' reasons of a call not cached: rustc calls
+    /// and archive steps are counted apart from C compiles.
+    pub fn stats_label(self) -> &'static str {
+        match self {
+            Family::Rustc => "rustc: ",
+            Family::Archiver => "ar: ",
+            Family::CFamily | Family::Nvcc => "",
+        }
+    }
+
+    /// Whether the call may depend on a file it then rewrites, keyed on what
+    /// the file held before (ranlib indexing the archive it read; see
+    /// `cachefs_mirror::Access::Superseded`). Compilers never need it, and
+    /// their clock-macro scan sees only files that still exist.
+    pub fn may_rewrite_inputs(self) -> bool {
+        self == Family::Archiver
+    }
+
+    /// Why an output of a finished call makes it uncacheable, by its bytes:
+    /// an archive that records timestamps (see `archiver`).
+    pub fn output_uncacheable_reason(self, data: &[u8]) -> Option<&'static str> {
+        (self == Family::Archiver && archiver::records_times_or_owners(data) == Some(true))
+            .then_some("archive records member timestamps or owners (ar's U mode)")
     }
 }

@@ -24,8 +24,8 @@ pub(crate) fn content_before_rewrite(path: &Path) -> io::Result<Option<(Stamp, [
         .open(path)
     {
         Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        // Gone, or a symlink (O_NOFOLLOW): no file content the view read.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP)) => return Ok(None),
         Err(e) => return Err(e),
     };
     let before = file.metadata()?;
