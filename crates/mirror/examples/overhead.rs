@@ -21,13 +21,10 @@ const HELLO: &str = "#include <stdio.h>\nint main(void) { puts(\"hello\"); retur
 const GCC: [&str; 5] = ["-O2", "-c", "hello.c", "-o", "hello.o"];
 
 fn main() {
-    let arg = |i: usize, default: usize| {
-        std::env::args()
-            .nth(i)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(default)
-    };
-    let (runs, threads) = (arg(1, 10), arg(2, MirrorOptions::default().threads));
+    let (runs, threads) = (
+        common::arg(1, 10),
+        common::arg(2, MirrorOptions::default().threads),
+    );
     let work = common::workdir();
     std::fs::write(work.path().join("hello.c"), HELLO).unwrap();
     let w = work.path();

@@ -53,13 +53,7 @@ const PHASES: [&str; 3] = [
 ];
 
 fn main() {
-    let arg = |i: usize, default: usize| {
-        std::env::args()
-            .nth(i)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(default)
-    };
-    let (n, rounds) = (arg(1, 2000), arg(2, 7));
+    let (n, rounds) = (common::arg(1, 2000), common::arg(2, 7));
     let work = common::workdir();
     let w = work.path();
     std::fs::write(w.join("probe.c"), PROBE).unwrap();

@@ -34,6 +34,14 @@ pub fn mount_with(options: MirrorOptions) -> Mounted {
     Mounted { mirror, dir }
 }
 
+/// The examples' numeric argument `i`, or `default`.
+pub fn arg(i: usize, default: usize) -> usize {
+    std::env::args()
+        .nth(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A scratch directory under the real /tmp.
 pub fn workdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
