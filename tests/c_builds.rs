@@ -504,6 +504,39 @@ fn wrapper_modes_cache_like_run() {
     assert_eq!(sb.read("a.o"), sb.read("b.o"));
 }
 
+/// Builds run compilers with stdout or stderr closed (`2>&-`). The client
+/// has its own start-up instead of std's (src/main.rs): such compiles are
+/// still cached, restored byte for byte, and warnings are replayed where
+/// stderr is open.
+#[test]
+fn compiles_with_closed_stdout_or_stderr_are_cached() {
+    let sb = Sandbox::new();
+    sb.write("w.c", "int w(int x) { int unused; return x; }\n");
+    let cachefs = cachefs_bin();
+    let compile = |redirect: &str| {
+        let script = format!("{} gcc -Wall -c w.c -o w.o {redirect}", cachefs.display());
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("CACHEFS_DIR", &sb.cache)
+            .current_dir(&sb.project)
+            .output()
+            .unwrap()
+    };
+    sb.zero_stats();
+    assert!(compile("2>&-").status.success());
+    let want = sb.read("w.o");
+    for redirect in ["2>&-", ">&-", ">&- 2>&-"] {
+        sb.sh("rm w.o");
+        assert!(compile(redirect).status.success(), "{redirect}");
+        assert_eq!(sb.read("w.o"), want, "{redirect}");
+    }
+    sb.sh("rm w.o");
+    let out = compile("");
+    assert!(stderr(&out).contains("unused"), "the warning is replayed");
+    assert_eq!(sb.counts(), (4, 1, 0, 0));
+}
+
 #[test]
 fn a_compile_that_overwrites_its_own_input_is_not_cached() {
     let sb = Sandbox::new();
