@@ -32,6 +32,9 @@ pub const ENV_RUN_ID: &str = "CACHEFS_RUN_ID";
 /// Per call: run `ar` and `ranlib` directly (as with CACHEFS_DISABLE), for
 /// a build that wants only its compiles cached.
 pub const ENV_NO_ARCHIVES: &str = "CACHEFS_NO_ARCHIVES";
+/// Test only: milliseconds the agent's mirror holds each liveness probe
+/// (`tests/reliability.rs`, an agent killed meanwhile).
+pub const ENV_TEST_PROBE_DELAY_MS: &str = "CACHEFS_TEST_PROBE_DELAY_MS";
 
 /// Whether a switch variable is on: set, and not empty, `0`, `false`, `no`
 /// or `off`.

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 
 pub const MAGIC: [u8; 4] = *b"CFS\x01";
 /// 2: `StatsReport` gained `local_hits`, `remote_hits` and `remote`.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Larger frames are refused before any allocation: a malformed length must
 /// not make the agent allocate gigabytes.
 pub const MAX_FRAME: u32 = 256 << 20;
@@ -146,11 +146,14 @@ pub enum Response {
     /// Run the compile inside the view: bind `view_root/<top>` over `/<top>`
     /// for every top-level directory in `binds`.
     /// `cpus`: run the compile on these CPUs, those of the daemon thread
-    /// serving its view (empty: anywhere; see `agent::lanes`).
+    /// serving its view (empty: anywhere; see `agent::lanes`). `probe`:
+    /// look this path up once the compile has ended, before `Finished`
+    /// (`cachefs_mirror::Mirror::new_probe`: the agent may not).
     Miss {
         view_root: Bytes,
         binds: Vec<Bytes>,
         cpus: Vec<u32>,
+        probe: Bytes,
     },
     /// Run the compiler directly, unobserved (uncacheable or no observation).
     RunPlain {

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 fn project(sb: &Sandbox, n: usize) -> String {
     let mut build = String::new();
@@ -319,6 +320,100 @@ fn agent_killed_at_ten_points() {
     sb.run_ok("make -s -j2");
     same_as_plain(&sb);
     assert_eq!(sb.counts(), (n as u64 + 1, 0, 0, 0), "the objects and ar");
+}
+
+/// An agent killed while its daemon holds a finished compile's liveness
+/// probe exits at once, and the build completes. The probe is looked up by
+/// the client: an agent thread waiting on the agent's own mount could never
+/// be killed, so the agent stayed a zombie holding `/dev/fuse`, and the
+/// build hung (seen once in `agent_killed_at_ten_points`).
+#[test]
+fn an_agent_killed_while_answering_a_probe_exits_and_the_build_completes() {
+    let sb = Sandbox::new();
+    sb.write("p.c", "int p(int x) { return x + 7; }\n");
+    sb.sh("gcc -O2 -c p.c -o plain.o");
+    let started = sb
+        .cachefs()
+        .arg("start")
+        .env("CACHEFS_TEST_PROBE_DELAY_MS", "60000")
+        .env("RUST_LOG", "cachefs_mirror=info")
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{}", stderr(&started));
+    let pid = std::fs::read_to_string(sb.cache.join("agent.pid")).unwrap();
+    let pid = pid.trim().to_string();
+    let mut build = sb
+        .cachefs()
+        .args(["run", "sh", "-c", "gcc -O2 -c p.c -o p.o"])
+        .spawn()
+        .unwrap();
+    let log = sb.cache.join("agent.log");
+    let held = || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("liveness probe"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !held() {
+        assert!(
+            Instant::now() < deadline,
+            "the compile never probed the mirror"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = build.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            abort_mirrors_under(&sb.cache);
+            panic!("the build hangs after the agent was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "the build failed after the agent was killed"
+    );
+    assert_eq!(sb.read("p.o"), sb.read("plain.o"));
+    // Gone, or a zombie without threads left (reaping is its parent's).
+    let exited = || {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+        state.map_or(true, |s| s.contains(") Z ") && threads <= 1)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !exited() {
+        if Instant::now() > deadline {
+            abort_mirrors_under(&sb.cache);
+            panic!("the killed agent never exited");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Aborts the FUSE connection of every mount under `dir` (a failing test's
+/// clean-up: a stuck mount would hang the sandbox's `cachefs stop`). Reads
+/// /proc/self/mountinfo, since a stat of a stuck mount would hang too.
+fn abort_mirrors_under(dir: &std::path::Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(dev), Some(at)) = (fields.get(2), fields.get(4)) else {
+            continue;
+        };
+        let Some((major, minor)) = dev.split_once(':') else {
+            continue;
+        };
+        if !std::path::Path::new(at).starts_with(dir) {
+            continue;
+        }
+        let (major, minor): (u64, u64) = (major.parse().unwrap_or(0), minor.parse().unwrap_or(0));
+        let abort = format!("/sys/fs/fuse/connections/{}/abort", (major << 20) | minor);
+        let _ = std::fs::write(abort, "1");
+    }
 }
 
 /// The cache directory on a tiny filesystem that fills up: builds complete

@@ -110,10 +110,12 @@ impl Agent {
         } else {
             Vec::new()
         };
+        let probe = mirror.new_probe();
         let miss = Response::Miss {
             view_root: mirror.view_root(view).as_os_str().as_bytes().to_vec(),
             binds: self.binds.clone(),
             cpus,
+            probe: probe.path.as_os_str().as_bytes().to_vec(),
         };
         if let Err(e) = protocol::write_frame(stream, &miss) {
             mirror.close_view(view);
@@ -123,11 +125,11 @@ impl Agent {
         }
         let next = protocol::read_frame::<Request, _>(stream);
         let record = mirror.close_view(view);
-        if !mirror.is_connected() {
+        if !mirror.probe_answered(&probe) {
             // The mirror died under the compile (the compile may have failed
-            // on ENOTCONN, or succeeded with accesses left unrecorded): its
-            // result is not to be trusted, so the client compiles again,
-            // uncached.
+            // on ENOTCONN, or succeeded with accesses left unrecorded), or
+            // the client did not probe it: the result is not to be trusted,
+            // so the client compiles again, uncached.
             self.stats
                 .reclassify_miss(run, Outcome::Error("observation lost mid-compile"));
             let message = "the FUSE mirror stopped during the compile".to_string();

@@ -133,8 +133,13 @@ impl Agent {
             .with_context(|| format!("cannot open the cache store in {}", config.dir.display()))?;
         let store = TieredStore::new(store, remote::open_from_env(&config));
         let stats = stats::Stats::load(store.get_meta("stats").ok().flatten());
+        let probe_delay = std::env::var(crate::config::ENV_TEST_PROBE_DELAY_MS)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::ZERO, Duration::from_millis);
         let options = MirrorOptions {
             hide: vec![config.dir.clone()],
+            probe_delay,
             ..MirrorOptions::default()
         };
         let (lanes, observation) = match lanes::Lanes::mount(&config.dir, &options) {

@@ -25,7 +25,7 @@ mod superseded;
 mod views;
 
 pub use error::MirrorError;
-pub use mount::{is_stale, Mirror, MirrorStats};
+pub use mount::{is_stale, Mirror, MirrorStats, Probe};
 pub use options::MirrorOptions;
 pub use processes::{IgnoreCommand, ProcessRecord};
 pub use record::{Access, Kind, Record, Stamp};

@@ -29,6 +29,21 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stale mounts detached from one path before giving up.
 const MAX_STALE: usize = 8;
 
+/// A liveness probe of a mirror of views: see [`Mirror::new_probe`].
+/// Dropping it forgets it.
+pub struct Probe {
+    n: u64,
+    /// The path to look up.
+    pub path: PathBuf,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.shared.probes.lock().remove(&self.n);
+    }
+}
+
 /// A mounted mirror. Dropping it unmounts.
 #[derive(Debug)]
 pub struct Mirror {
@@ -97,12 +112,9 @@ impl Mirror {
         let mountpoint = prepare_mountpoint(mountpoint)?;
         let hide = hide_set(&mountpoint, &options.hide);
         let (root, processes) = tree.unzip();
-        let shared = Arc::new(Shared::new(
-            options.ttl,
-            hide,
-            options.passthrough,
-            processes,
-        ));
+        let mut shared = Shared::new(options.ttl, hide, options.passthrough, processes);
+        shared.probe_delay = options.probe_delay;
+        let shared = Arc::new(shared);
         if let Some(root) = &root {
             let view = shared.views.lock().open();
             shared.inodes.lock().pin_root(view, root);
@@ -174,31 +186,40 @@ impl Mirror {
             .is_some_and(|r| !r.thread.is_finished())
     }
 
-    /// Whether the kernel still delivered a request to the daemon after this
-    /// call began: the daemon itself answers a probe, so the answer is never
-    /// the kernel's (cached attributes, or an error that is not ENOTCONN).
-    /// A connection once aborted stays aborted, so a probe answered after a
-    /// compile ended proves the compile saw a live mirror throughout. Any
-    /// probe answered since counts: its number was drawn after ours. A tree
-    /// mount's root is the user's tree, where no name is reserved: it is
-    /// asked whether its root still lists.
-    pub fn is_connected(&self) -> bool {
-        if !self.is_alive() {
-            return false;
-        }
-        if self.shared.processes.is_some() {
-            return !is_stale(&self.mountpoint);
-        }
+    /// A liveness probe for a process other than this one to look up, after
+    /// a compile in one of this mirror's views has ended: a name in the
+    /// mount's root that only the daemon itself answers (ENOENT, which the
+    /// kernel does not cache). See [`Mirror::probe_answered`].
+    ///
+    /// Never look it up from this process: a thread waiting on its own
+    /// process's mount cannot be killed once the daemon holds the request,
+    /// so a SIGKILL landing then left the agent a zombie forever, its
+    /// `/dev/fuse` open, and every compile in the mount hung (seen in
+    /// `reliability::agent_killed_at_ten_points`: one agent thread in
+    /// `request_wait_answer`, a gcc waiting on a lookup, its client on the
+    /// agent's socket).
+    pub fn new_probe(&self) -> Probe {
         let n = self.probes_sent.fetch_add(1, Ordering::SeqCst) + 1;
-        let name = format!("{PROBE_PREFIX}{n}");
-        let answered = matches!(
-            std::fs::symlink_metadata(self.mountpoint.join(&name)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound
-        );
+        self.shared.probes.lock().insert(n, false);
+        Probe {
+            n,
+            path: self.mountpoint.join(format!("{PROBE_PREFIX}{n}")),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Whether the daemon answered this very probe and still runs. A
+    /// connection once aborted stays aborted, so a probe answered after a
+    /// compile ended proves the compile saw a live mirror throughout.
+    /// (Another compile's probe answered meanwhile proves nothing of this
+    /// one's: the connection may have been aborted after it.)
+    pub fn probe_answered(&self, probe: &Probe) -> bool {
         // The failed lookup left a negative dentry, one per miss for the
         // agent's life: drop it now.
-        let _ = self.notifier.inval_entry(INodeNo::ROOT, OsStr::new(&name));
-        answered && self.shared.probe_answered.load(Ordering::SeqCst) >= n
+        let name = probe.path.file_name().unwrap_or_default();
+        let _ = self.notifier.inval_entry(INodeNo::ROOT, name);
+        let answered = self.shared.probes.lock().get(&probe.n) == Some(&true);
+        answered && self.is_alive()
     }
 
     /// The connection's number under /sys/fs/fuse/connections (fusectl),

@@ -24,6 +24,9 @@ pub struct MirrorOptions {
     /// inter-processor interrupt (70 µs per round trip against 6.5 µs on one
     /// vCPU of the VM measured in DESIGN.md).
     pub cpus: Vec<usize>,
+    /// How long the daemon holds each liveness probe before answering it:
+    /// zero except in the test of an agent killed meanwhile.
+    pub probe_delay: Duration,
 }
 
 impl Default for MirrorOptions {
@@ -34,6 +37,7 @@ impl Default for MirrorOptions {
             passthrough: true,
             ttl: Duration::from_secs(60),
             cpus: Vec::new(),
+            probe_delay: Duration::ZERO,
         }
     }
 }

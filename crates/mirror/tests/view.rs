@@ -444,24 +444,40 @@ fn eventually(
     }
 }
 
-/// `is_connected` is the daemon's own answer: true from many threads at
-/// once while it serves, false as soon as the connection is aborted (before
-/// the daemon thread has noticed), and the probes are not recorded in views.
+/// A probe counts only when the daemon answered that very probe: looked up
+/// by other processes (as the client does; never by the daemon's own
+/// process), many at once, it is answered while the daemon serves; one
+/// nobody looked up is not, even when a later one was; after an abort none
+/// is, before the daemon thread has noticed and ever after. Probes are not
+/// recorded in views.
 #[test]
-fn is_connected_is_the_daemon_s_answer_and_false_right_after_an_abort() {
+fn a_probe_counts_only_when_the_daemon_answered_it() {
     let m = mount(true, TTL);
     let v = m.mirror.open_view();
+    let look_up = |probe: &cachefs_mirror::Probe| {
+        let out = Command::new("stat").arg(&probe.path).output().unwrap();
+        assert!(!out.status.success(), "a probe never exists");
+    };
     std::thread::scope(|s| {
         for _ in 0..4 {
             s.spawn(|| {
-                for _ in 0..50 {
-                    assert!(m.mirror.is_connected());
+                for _ in 0..10 {
+                    let probe = m.mirror.new_probe();
+                    look_up(&probe);
+                    assert!(m.mirror.probe_answered(&probe));
                 }
             });
         }
     });
     let rec = m.mirror.close_view(v).unwrap();
     assert!(rec.accesses.is_empty(), "{:?}", rec.accesses);
+    let (mine, later) = (m.mirror.new_probe(), m.mirror.new_probe());
+    look_up(&later);
+    assert!(m.mirror.probe_answered(&later));
+    assert!(
+        !m.mirror.probe_answered(&mine),
+        "a probe nobody looked up, though a later one was answered"
+    );
 
     let id = m.mirror.connection().expect("the mirror's fusectl number");
     let abort = PathBuf::from(format!("/sys/fs/fuse/connections/{id}/abort"));
@@ -473,11 +489,14 @@ fn is_connected_is_the_daemon_s_answer_and_false_right_after_an_abort() {
     }
     assert!(abort.exists(), "no FUSE control file {}", abort.display());
     std::fs::write(&abort, "1").unwrap();
-    assert!(!m.mirror.is_connected());
-    assert!(
-        !m.mirror.is_connected(),
-        "an aborted connection stays aborted"
-    );
+    for _ in 0..2 {
+        let probe = m.mirror.new_probe();
+        look_up(&probe);
+        assert!(
+            !m.mirror.probe_answered(&probe),
+            "an aborted connection stays aborted"
+        );
+    }
 }
 
 /// A file the view read and then truncates or renames over is hashed first;

@@ -43,9 +43,14 @@ impl MirrorFs {
             .and_then(|s| s.strip_prefix(super::PROBE_PREFIX))
             .and_then(|n| n.parse().ok())
         {
-            self.shared
-                .probe_answered
-                .fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+            let delay = self.shared.probe_delay;
+            if !delay.is_zero() {
+                log::info!("liveness probe {n} held for {delay:?} before its answer");
+                std::thread::sleep(delay);
+            }
+            if let Some(answered) = self.shared.probes.lock().get_mut(&n) {
+                *answered = true;
+            }
             return Err(Errno::ENOENT);
         }
         let id: u64 = name

@@ -11,10 +11,10 @@ mod lookup;
 mod mutate;
 
 use std::cell::Cell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -62,9 +62,10 @@ pub(crate) struct Shared {
     want_passthrough: bool,
     pub passthrough: AtomicBool,
     mounted_at: SystemTime,
-    /// The highest liveness probe (see `Mirror::is_connected`) the daemon
-    /// has answered.
-    pub probe_answered: AtomicU64,
+    /// The liveness probes handed out and not yet dropped (see
+    /// `Mirror::new_probe`), each with whether the daemon has answered it.
+    pub probes: Mutex<HashMap<u64, bool>>,
+    pub probe_delay: Duration,
 }
 
 /// A name looked up in the root of a mirror of views to prove the daemon
@@ -96,7 +97,8 @@ impl Shared {
             want_passthrough,
             passthrough: AtomicBool::new(false),
             mounted_at: SystemTime::now(),
-            probe_answered: AtomicU64::new(0),
+            probes: Mutex::default(),
+            probe_delay: Duration::ZERO,
         }
     }
 
