@@ -11,10 +11,13 @@
 //! hit 0.1–0.17 ms faster (DESIGN.md, "Hit path"). Arguments and the
 //! environment still reach std (glibc hands them to its init array). What
 //! of that start-up matters here is done below as std does it.
-#![no_main]
+// Under `cargo test` the test harness brings its own `main`.
+#![cfg_attr(not(test), no_main)]
+#![cfg_attr(test, allow(dead_code))]
 
 use std::os::unix::process::CommandExt;
 
+#[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     keep_stdio_open();
@@ -22,7 +25,10 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
     // EPIPE instead of killing the client; a compiler exec'd by std's
     // `Command` gets SIGPIPE back at its default.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    start()
+    // A panic unwinding out of this extern "C" function would abort; std's
+    // start-up prints it and exits 101, and so does this.
+    let _ = std::panic::catch_unwind(|| -> () { start() });
+    101
 }
 
 /// A closed stdin, stdout or stderr gets /dev/null, as std's start-up does:
