@@ -484,15 +484,8 @@ fn non_compiler_commands_are_untouched() {
 fn wrapper_modes_cache_like_run() {
     let sb = Sandbox::new();
     sb.write("x.c", "int x(void) { return 3; }\n");
-    let cachefs = cachefs_bin();
     let wrapped = |cmd: &str| {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(cmd.replace("CACHEFS", &cachefs.to_string_lossy()))
-            .env("CACHEFS_DIR", &sb.cache)
-            .current_dir(&sb.project)
-            .output()
-            .unwrap();
+        let out = sb.sh_wrapped(cmd);
         assert!(out.status.success(), "{cmd}: {}", stderr(&out));
     };
     sb.zero_stats();
@@ -512,17 +505,8 @@ fn wrapper_modes_cache_like_run() {
 fn compiles_with_closed_stdout_or_stderr_are_cached() {
     let sb = Sandbox::new();
     sb.write("w.c", "int w(int x) { int unused; return x; }\n");
-    let cachefs = cachefs_bin();
-    let compile = |redirect: &str| {
-        let script = format!("{} gcc -Wall -c w.c -o w.o {redirect}", cachefs.display());
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .env("CACHEFS_DIR", &sb.cache)
-            .current_dir(&sb.project)
-            .output()
-            .unwrap()
-    };
+    let compile =
+        |redirect: &str| sb.sh_wrapped(&format!("CACHEFS gcc -Wall -c w.c -o w.o {redirect}"));
     sb.zero_stats();
     assert!(compile("2>&-").status.success());
     let want = sb.read("w.o");

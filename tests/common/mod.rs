@@ -64,6 +64,19 @@ impl Sandbox {
             .unwrap()
     }
 
+    /// `sh -c SCRIPT` in the project directory with this sandbox's cache,
+    /// `CACHEFS` in the script standing for the cachefs binary (wrapper
+    /// mode: `CACHEFS gcc -c x.c`). Not checked: the caller looks.
+    pub fn sh_wrapped(&self, script: &str) -> Output {
+        Command::new("sh")
+            .arg("-c")
+            .arg(script.replace("CACHEFS", &cachefs_bin().to_string_lossy()))
+            .env("CACHEFS_DIR", &self.cache)
+            .current_dir(&self.project)
+            .output()
+            .unwrap()
+    }
+
     /// A plain shell command in the project directory, without cachefs.
     pub fn sh(&self, script: &str) -> Output {
         let out = Command::new("sh")

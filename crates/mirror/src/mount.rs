@@ -112,9 +112,7 @@ impl Mirror {
         let mountpoint = prepare_mountpoint(mountpoint)?;
         let hide = hide_set(&mountpoint, &options.hide);
         let (root, processes) = tree.unzip();
-        let mut shared = Shared::new(options.ttl, hide, options.passthrough, processes);
-        shared.probe_delay = options.probe_delay;
-        let shared = Arc::new(shared);
+        let shared = Arc::new(Shared::new(&options, hide, processes));
         if let Some(root) = &root {
             let view = shared.views.lock().open();
             shared.inodes.lock().pin_root(view, root);

@@ -75,9 +75,8 @@ pub(crate) const PROBE_PREFIX: &str = ".cachefs-alive-";
 
 impl Shared {
     pub fn new(
-        ttl: Duration,
+        options: &crate::options::MirrorOptions,
         hide: HashSet<PathBuf>,
-        want_passthrough: bool,
         processes: Option<ProcessTable>,
     ) -> Shared {
         Shared {
@@ -85,20 +84,20 @@ impl Shared {
             views: Mutex::default(),
             files: Mutex::default(),
             dirs: Mutex::default(),
-            ttl,
+            ttl: options.ttl,
             negative_ttl: if processes.is_some() {
                 Duration::ZERO
             } else {
-                ttl
+                options.ttl
             },
             processes: processes.map(Mutex::new),
             requests: RequestCounts::default(),
             hide,
-            want_passthrough,
+            want_passthrough: options.passthrough,
             passthrough: AtomicBool::new(false),
             mounted_at: SystemTime::now(),
             probes: Mutex::default(),
-            probe_delay: Duration::ZERO,
+            probe_delay: options.probe_delay,
         }
     }
 
