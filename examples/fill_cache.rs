@@ -8,7 +8,7 @@
 //!   cargo run --release --example fill_cache -- DIR FROM TO
 //! adds entries FROM..TO (so a cache can be grown in steps).
 
-use cachefs::key::{Dep, DepSet, DepState, Manifest};
+use cachefs::entry::{Dep, DepSet, DepState, Manifest};
 use cachefs_store::LocalStore;
 use std::path::Path;
 use std::time::Instant;

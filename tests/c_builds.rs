@@ -121,7 +121,7 @@ fn compiles_that_read_the_clock_macros_are_not_cached() {
 /// `-march=native` output depends on the CPU (cpuid, no file access): the
 /// key holds the host CPU's identity, so the same machine still hits and a
 /// shared cache never gives one CPU's object to another (unit test
-/// `key::tests::key1_of_a_native_cpu_compile_is_the_cpu_s`).
+/// `entry::key1::tests::key1_of_a_native_cpu_compile_is_the_cpu_s`).
 #[test]
 fn march_native_hits_on_the_same_machine_and_keys_apart_from_generic() {
     let sb = Sandbox::new();

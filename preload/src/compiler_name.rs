@@ -2,31 +2,60 @@
 //! decides (argv is irrelevant), and the name is the basename of the path as exec'd, not of its
 //! symlink target: `/usr/bin/cc` matches as `cc`.
 
-const COMPILERS: [&[u8]; 8] = [
-    b"gcc", b"g++", b"cc", b"c++", b"clang", b"clang++", b"rustc", b"nvcc",
+/// How the cache treats a program (the root crate's `compiler` module
+/// holds what each family means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// gcc, clang and their C++ drivers.
+    CFamily,
+    Rustc,
+    Nvcc,
+    /// `ar` and `ranlib`: static-library steps, pure functions of the objects they read once
+    /// `ar`'s deterministic mode (Debian's default) zeroes timestamps and owners, and as slow as
+    /// a compile hit would be fast (they load the LTO plugins).
+    Archiver,
+}
+
+/// Every program the shim diverts, by name stem, with its family: the one table of compiler
+/// names. A stem matches as itself, with a version suffix (`gcc-12`, `llvm-ar-14`) and with a
+/// target prefix (`x86_64-linux-gnu-gcc`, `gcc-ar`, `llvm-ar`).
+const PROGRAMS: [(&[u8], Family); 10] = [
+    (b"gcc", Family::CFamily),
+    (b"g++", Family::CFamily),
+    (b"cc", Family::CFamily),
+    (b"c++", Family::CFamily),
+    (b"clang", Family::CFamily),
+    (b"clang++", Family::CFamily),
+    (b"rustc", Family::Rustc),
+    (b"nvcc", Family::Nvcc),
+    (b"ar", Family::Archiver),
+    (b"ranlib", Family::Archiver),
 ];
 
-/// Static-library steps: pure functions of the objects they read once `ar`'s deterministic mode
-/// (Debian's default) zeroes timestamps and owners, and as slow as a compile hit would be fast
-/// (they load the LTO plugins). `gcc-ar`, `llvm-ar` and target-prefixed names match by prefix.
-const ARCHIVERS: [&[u8]; 2] = [b"ar", b"ranlib"];
+/// The family of a program name (a basename), or `None` for a program the shim leaves alone.
+pub fn family_of_name(name: &[u8]) -> Option<Family> {
+    let stem = strip_version(name);
+    PROGRAMS
+        .iter()
+        .find(|(p, _)| stem == *p || is_prefixed(stem, p))
+        .map(|&(_, family)| family)
+}
 
 /// What the shim diverts to the client: a compiler or an archiver.
 pub fn is_cached_program_name(name: &[u8]) -> bool {
-    is_compiler_name(name) || is_archiver_name(name)
+    family_of_name(name).is_some()
 }
 
 /// `ar`, `ranlib`, `gcc-ar`, `gcc-ranlib-12`, `llvm-ar-14`, `x86_64-linux-gnu-ar`: yes.
 pub fn is_archiver_name(name: &[u8]) -> bool {
-    let stem = strip_version(name);
-    ARCHIVERS.iter().any(|a| stem == *a || is_prefixed(stem, a))
+    family_of_name(name) == Some(Family::Archiver)
 }
 
 /// `gcc`, `gcc-12`, `clang++-14`, `x86_64-linux-gnu-gcc-12`, `aarch64-linux-gnu-g++`: yes.
 /// `gcc-ar`, `cc1`, `collect2`, `as`, `ld`, `clang-cpp`, `clang-tidy`: no.
-pub fn is_compiler_name(name: &[u8]) -> bool {
-    let stem = strip_version(name);
-    COMPILERS.iter().any(|c| stem == *c || is_prefixed(stem, c))
+#[cfg(test)]
+fn is_compiler_name(name: &[u8]) -> bool {
+    family_of_name(name).is_some_and(|f| f != Family::Archiver)
 }
 
 /// The last path component (the whole string when it has no '/').
@@ -155,6 +184,23 @@ mod tests {
             assert!(!is_cached_program_name(name.as_bytes()));
         }
         assert!(is_cached_program_name(b"gcc-12"));
+    }
+
+    #[test]
+    fn each_name_has_one_family() {
+        for (name, family) in [
+            ("gcc-12", Family::CFamily),
+            ("x86_64-linux-gnu-g++", Family::CFamily),
+            ("clang++-14", Family::CFamily),
+            ("rustc", Family::Rustc),
+            ("rustc-1.70", Family::Rustc),
+            ("nvcc", Family::Nvcc),
+            ("x86_64-linux-gnu-gcc-ar-12", Family::Archiver),
+            ("llvm-ranlib-14", Family::Archiver),
+        ] {
+            assert_eq!(family_of_name(name.as_bytes()), Some(family), "{name}");
+        }
+        assert_eq!(family_of_name(b"rustc-wrapper"), None);
     }
 
     #[test]

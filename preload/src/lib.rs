@@ -55,7 +55,7 @@ mod real;
 #[cfg(test)]
 mod test_util;
 
-pub use compiler_name::{is_archiver_name, is_cached_program_name};
+pub use compiler_name::{family_of_name, is_archiver_name, is_cached_program_name, Family};
 
 /// Where the build put `libcachefs_preload.so` (an absolute path on the build machine; a copy also
 /// sits beside the binaries in Cargo's profile directory, e.g. `target/debug/`).

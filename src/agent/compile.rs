@@ -1,99 +1,156 @@
-//! One compile request: look for a hit; on a miss, hand out a view, wait for
-//! the client to finish, then store what the view observed.
+//! One compile request, as a conversation with its client: a hit is
+//! answered at once; a miss that may be observed gets a view, and the
+//! agent waits for the client to report the compile finished (`finish`
+//! stores what the view observed); anything else is told to run the
+//! compiler itself, uncached.
 
-use super::results::{self, CachedResult, Captured};
-use super::runs::Ended;
+use super::call::{category, reply, Served};
+use super::runs::{self, Ended};
 use super::stats::Origin;
 use super::{Agent, Outcome};
-use crate::compiler::{
-    self,
-    time_macros::{self, TimeMacros},
-};
+use crate::compiler;
 use crate::config;
-use crate::key::{self, DepSet, Hash, Manifest};
-use crate::observe;
-use crate::protocol::{self, CompileRequest, Exit, Finished, Request, Response};
-use crate::runlog::{CompileRecord, MissReason};
+use crate::entry::{key1, CachedResult, Dep, Hash};
+use crate::protocol::{self, CompileRequest, Request, Response};
+use crate::runlog::CompileRecord;
 use anyhow::Result;
+use cachefs_mirror::Record;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-/// Results larger than this share of the cache are not worth evicting
-/// everything else for.
-const MAX_RESULT_SHARE: u64 = 4;
+/// Why a call is answered "run the compiler yourself, uncached", and so how
+/// it is counted and logged. No warning: a policy, not a failure.
+enum Plain {
+    /// Counted under the reason itself (short, naming no path).
+    Uncacheable(&'static str),
+    /// Counted under the reason's category (the reason names a path).
+    UncacheableAt(String),
+    /// CACHEFS_READONLY: a miss, compiled and not stored.
+    ReadOnly,
+    /// Counted as an error of this kind, logged with the reason.
+    Error(&'static str, String),
+}
 
 impl Agent {
     pub(super) fn compile(&self, req: CompileRequest, stream: &mut UnixStream) -> Result<()> {
-        let run_id = req.run_id.clone();
-        let run = Origin {
-            run: run_id.as_deref(),
-            language: compiler::language::language(&req.compiler, &req.argv),
+        let family = compiler::family(&req.compiler);
+        let call = Served {
+            req: &req,
+            family,
+            run: Origin {
+                run: req.run_id.as_deref(),
+                language: compiler::language::language(family, &req.compiler, &req.argv),
+            },
         };
-        let mut rec = super::runs::record_of(&req);
-        if let Some(reason) = compiler::uncacheable_reason(&req.compiler, &req.argv) {
-            let outcome = Outcome::Uncacheable(reason);
-            return self.run_plain(stream, run, rec, outcome, "uncacheable", reason.into());
-        }
-        let compiler = Path::new(std::ffi::OsStr::from_bytes(&req.compiler));
-        let compiler_hash = match self.stat_cache.resolved_file_hash(compiler) {
-            Ok(h) => h,
-            Err(e) => {
-                let outcome = Outcome::Error("cannot hash the compiler");
-                let reason = format!("cannot hash the compiler {}: {e}", compiler.display());
-                return self.run_plain(stream, run, rec, outcome, "error", reason);
-            }
+        let run = call.run;
+        let mut rec = runs::record_of(&req);
+        let key = match self.key_of(&call) {
+            Ok(key) => key,
+            Err(plain) => return self.run_plain(stream, run, rec, plain),
         };
-        let identified = std::time::Instant::now();
-        let key = key::key1(&req, &compiler_hash);
-        rec.key = super::runs::hex(&key);
+        rec.key = runs::hex(&key);
         // Only a `cachefs run` keeps a log: a wrapper-mode hit skips the copy.
         let logged = run.run.is_some();
-        let keyed = std::time::Instant::now();
-        let lookup = if config::switch_in(&req.env, config::ENV_RECACHE) {
-            Err(MissReason::Recache)
-        } else {
-            self.lookup(&key, logged)
-        };
-        log::debug!(
-            "key1 in {:?}, lookup (manifest, deps, restore) in {:?}",
-            keyed - identified,
-            keyed.elapsed()
-        );
-        if let Ok((hit, remote, deps)) = lookup {
-            if logged {
-                super::runs::fill_deps(&mut rec, &deps);
-                rec.written = hit.output_paths();
-            }
-            self.runs.add(run.run, rec.ended("hit", None));
-            self.stats.record(
-                run,
-                Outcome::Hit {
-                    saved_ms: hit.compile_ms,
-                    remote,
-                },
-            );
-            return reply(
-                stream,
-                Response::Hit {
-                    stdout: hit.stdout,
-                    stderr: hit.stderr,
-                    exit: hit.exit,
-                },
-            );
+        match self.look_up_call(&req, &key, logged) {
+            Ok((hit, remote, deps)) => return self.answer_hit(stream, run, rec, hit, remote, deps),
+            Err(reason) => rec.miss = Some(reason),
         }
-        rec.miss = lookup.err();
+        if let Some(plain) = self.refuse_to_observe(&req) {
+            return self.run_plain(stream, run, rec, plain);
+        }
+        self.observe_miss(&call, &key, rec, stream)
+    }
+
+    /// key1 of a call that may be cached at all.
+    fn key_of(&self, call: &Served) -> Result<Hash, Plain> {
+        let req = call.req;
+        if let Some(reason) = compiler::uncacheable_reason(call.family, &req.compiler, &req.argv) {
+            return Err(Plain::Uncacheable(reason));
+        }
+        let compiler = Path::new(std::ffi::OsStr::from_bytes(&req.compiler));
+        let compiler_hash = self.stat_cache.resolved_file_hash(compiler).map_err(|e| {
+            let reason = format!("cannot hash the compiler {}: {e}", compiler.display());
+            Plain::Error("cannot hash the compiler", reason)
+        })?;
+        Ok(key1::key1(req, &compiler_hash))
+    }
+
+    fn answer_hit(
+        &self,
+        stream: &mut UnixStream,
+        run: Origin,
+        mut rec: CompileRecord,
+        hit: CachedResult,
+        remote: bool,
+        deps: Vec<Dep>,
+    ) -> Result<()> {
+        if run.run.is_some() {
+            runs::fill_deps(&mut rec, &deps);
+            rec.written = hit.output_paths();
+        }
+        self.runs.add(run.run, rec.ended("hit", None));
+        let saved_ms = hit.compile_ms;
+        self.stats.record(run, Outcome::Hit { saved_ms, remote });
+        let (stdout, stderr, exit) = (hit.stdout, hit.stderr, hit.exit);
+        reply(
+            stream,
+            Response::Hit {
+                stdout,
+                stderr,
+                exit,
+            },
+        )
+    }
+
+    /// Why a miss must not be observed and stored, if it must not.
+    fn refuse_to_observe(&self, req: &CompileRequest) -> Option<Plain> {
         // Only a miss needs it: what argv, cwd and environment name is part
         // of key1, so nothing outside the tree was ever stored under it.
         let cwd = Path::new(std::ffi::OsStr::from_bytes(&req.cwd));
         if let Some(reason) = self.coverage.call_outside(&req.argv, cwd, &req.env) {
-            let outcome = Outcome::Uncacheable(category(&reason));
-            return self.run_plain(stream, run, rec, outcome, "uncacheable", reason.clone());
+            return Some(Plain::UncacheableAt(reason));
         }
-        if config::switch_in(&req.env, config::ENV_READONLY) {
-            let reason = "CACHEFS_READONLY: a miss is compiled, not stored".to_string();
-            return self.run_plain(stream, run, rec, Outcome::Miss, "miss", reason);
-        }
+        config::switch_in(&req.env, config::ENV_READONLY).then_some(Plain::ReadOnly)
+    }
+
+    /// Answers "run the compiler yourself, uncached", counted and logged as
+    /// `plain` says.
+    fn run_plain(
+        &self,
+        stream: &mut UnixStream,
+        run: Origin,
+        rec: CompileRecord,
+        plain: Plain,
+    ) -> Result<()> {
+        let (outcome, logged, reason) = match &plain {
+            Plain::Uncacheable(r) => (Outcome::Uncacheable(r), "uncacheable", r.to_string()),
+            Plain::UncacheableAt(r) => {
+                (Outcome::Uncacheable(category(r)), "uncacheable", r.clone())
+            }
+            Plain::ReadOnly => (
+                Outcome::Miss,
+                "miss",
+                "CACHEFS_READONLY: a miss is compiled, not stored".to_string(),
+            ),
+            Plain::Error(what, r) => (Outcome::Error(what), "error", r.clone()),
+        };
+        self.stats.record(run, outcome);
+        self.runs.add(run.run, rec.ended(logged, Some(&reason)));
+        let warn = false;
+        reply(stream, Response::RunPlain { reason, warn })
+    }
+
+    /// Hands the client a view on a lane's mirror and waits for it to say
+    /// the compile is over; then the view's record is the compile's.
+    fn observe_miss(
+        &self,
+        call: &Served,
+        key: &Hash,
+        rec: CompileRecord,
+        stream: &mut UnixStream,
+    ) -> Result<()> {
+        let (req, run) = (call.req, call.run);
         let Some(taken) = self.lanes.take() else {
             self.stats
                 .record(run, Outcome::Error("observation unavailable"));
@@ -105,7 +162,7 @@ impl Agent {
         let mirror = &taken.lane.mirror;
         let view = mirror.open_view();
         self.stats.record(run, Outcome::Miss);
-        let cpus = if compiler::single_threaded(&req.compiler, &req.argv) {
+        let cpus = if compiler::single_threaded(call.family, &req.argv) {
             taken.lane.cpus.iter().map(|&c| c as u32).collect()
         } else {
             Vec::new()
@@ -138,17 +195,25 @@ impl Agent {
         // The compile is over: its lane can take the next one while this
         // result is analysed and stored.
         drop(taken);
-        match (next, record) {
+        self.client_done(call, key, rec, stream, next, record)
+    }
+
+    /// What the client said once its compile was over.
+    fn client_done(
+        &self,
+        call: &Served,
+        key: &Hash,
+        rec: CompileRecord,
+        stream: &mut UnixStream,
+        said: Result<Request, protocol::ProtocolError>,
+        record: Option<Record>,
+    ) -> Result<()> {
+        let run = call.run;
+        match (said, record) {
             (Ok(Request::Finished(done)), Some(record)) => {
-                let tmpdir = req
-                    .env
-                    .iter()
-                    .find(|(k, _)| k == b"TMPDIR")
-                    .map(|(_, v)| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(v)));
-                let scratch = crate::scratch::scratch_dirs(tmpdir.as_deref());
-                let record = crate::scratch::without_scratch_listings(&record, &scratch);
-                let call = Call::new(&req, &done, record);
-                self.finish(&key, run, done, &call, stream, rec)
+                let record = without_scratch_listings(call.req, record);
+                let analysed = super::finish::Call::new(call, &done, record);
+                self.finish(key, run, done, &analysed, stream, rec)
             }
             (Ok(Request::Abandon { reason }), _) => {
                 log::warn!("client could not enter the view: {reason}");
@@ -163,318 +228,18 @@ impl Agent {
             }
         }
     }
-
-    /// Answers "run the compiler yourself, uncached", counted as `outcome`
-    /// and logged as `logged` with `reason`; no warning (a policy, not a failure).
-    fn run_plain(
-        &self,
-        stream: &mut UnixStream,
-        run: Origin,
-        rec: CompileRecord,
-        outcome: Outcome,
-        logged: &str,
-        reason: String,
-    ) -> Result<()> {
-        self.stats.record(run, outcome);
-        self.runs.add(run.run, rec.ended(logged, Some(&reason)));
-        let warn = false;
-        reply(stream, Response::RunPlain { reason, warn })
-    }
-
-    /// The first stored dep set that still holds, with its outputs restored:
-    /// local dep sets first, then the shared remote tier's; otherwise what
-    /// changed since the most recent one. The bool says the hit came (at
-    /// least in part) from the remote tier.
-    /// The dep set's deps come back only when `with_deps` (for the run log).
-    fn lookup(
-        &self,
-        key: &Hash,
-        with_deps: bool,
-    ) -> Result<(CachedResult, bool, Vec<key::Dep>), MissReason> {
-        self.pending.wait_for(key);
-        let reading = std::time::Instant::now();
-        let local = self
-            .store
-            .get_manifest(key)
-            .ok()
-            .flatten()
-            .and_then(|b| Manifest::decode(&b));
-        log::debug!("manifest read and decoded in {:?}", reading.elapsed());
-        let mut reason = MissReason::NoEntry;
-        if let Some(m) = &local {
-            match self.first_valid(key, m, false, with_deps) {
-                Ok(hit) => return Ok(hit),
-                Err(r) => reason = r,
-            }
-        }
-        let Some(remote) = self.remote_manifest(key) else {
-            return Err(reason);
-        };
-        self.first_valid(key, &remote, true, with_deps)
-            .map_err(|r| {
-                if reason == MissReason::NoEntry {
-                    r
-                } else {
-                    reason
-                }
-            })
-    }
-
-    fn first_valid(
-        &self,
-        key: &Hash,
-        manifest: &Manifest,
-        remote_manifest: bool,
-        with_deps: bool,
-    ) -> Result<(CachedResult, bool, Vec<key::Dep>), MissReason> {
-        let mut reason = MissReason::NoEntry;
-        for set in &manifest.sets {
-            let validating = std::time::Instant::now();
-            let valid = key::validate(set, &self.stat_cache);
-            log::debug!(
-                "{} deps checked in {:?}",
-                set.deps.len(),
-                validating.elapsed()
-            );
-            if let Err(m) = valid {
-                log::debug!(
-                    "dep set rejected: {} is no longer {}",
-                    m.path.display(),
-                    m.expected
-                );
-                if reason == MissReason::NoEntry {
-                    reason = super::runs::changed(&m, &self.stat_cache);
-                }
-                continue;
-            }
-            let Some((result, remote_result)) = self.result_tiered(key, &set.result) else {
-                continue;
-            };
-            let restoring = std::time::Instant::now();
-            let restored = results::restore(&result, &self.store, key);
-            log::debug!("outputs restored in {:?}", restoring.elapsed());
-            match restored {
-                Ok(remote_blobs) => {
-                    let remote = remote_manifest || remote_result || remote_blobs;
-                    if remote_manifest || remote_result {
-                        self.keep_remote_hit(key, set, &result);
-                    }
-                    let deps = if with_deps {
-                        set.deps.clone()
-                    } else {
-                        Vec::new()
-                    };
-                    return Ok((result, remote, deps));
-                }
-                Err(e) => {
-                    log::warn!("cached result unusable, compiling instead: {e}");
-                    if !remote_result {
-                        let _ = self.store.remove_result(&set.result);
-                    }
-                }
-            }
-        }
-        Err(reason)
-    }
-
-    fn finish(
-        &self,
-        key: &Hash,
-        run: Origin,
-        done: Finished,
-        call: &Call,
-        stream: &mut UnixStream,
-        mut rec: CompileRecord,
-    ) -> Result<()> {
-        let started = std::time::Instant::now();
-        let captured = self.capture(&done, call);
-        log::debug!(
-            "analysed {} accesses in {:?}",
-            call.record.accesses.len(),
-            started.elapsed()
-        );
-        let captured = match captured {
-            Ok(c) => c,
-            Err(reason) => {
-                log::info!("not cached: {reason}");
-                let why = format!("{}{}", call.family.stats_label(), category(&reason));
-                self.stats.reclassify_miss(run, Outcome::Uncacheable(&why));
-                self.runs
-                    .add(run.run, rec.ended("uncacheable", Some(&reason)));
-                return reply(stream, Response::Stored);
-            }
-        };
-        // Outputs and input hashes are in memory now: the build may go on
-        // (and touch those files) while we write the cache entry.
-        // A lookup of the same key meanwhile waits for the entry rather
-        // than miss because it is still being written.
-        let _pending = self.pending.hold(*key);
-        let (deps, captured) = captured;
-        super::runs::fill_deps(&mut rec, &deps);
-        rec.written = captured
-            .iter()
-            .map(results::Captured::path_string)
-            .collect();
-        // Recorded before the client is released: its run may end (and its
-        // log be written) right after.
-        self.runs.add(run.run, rec.ended("miss", None));
-        reply(stream, Response::Stored)?;
-        let saving = std::time::Instant::now();
-        let saved = self.save(key, deps, captured, &done);
-        log::debug!("saved in {:?}", saving.elapsed());
-        if let Err(e) = saved {
-            log::warn!("cannot store a compile result: {e}");
-            self.stats
-                .reclassify_miss(run, Outcome::Error("store write failed"));
-        }
-        Ok(())
-    }
-
-    fn capture(
-        &self,
-        done: &Finished,
-        call: &Call,
-    ) -> Result<(Vec<key::Dep>, Vec<Captured>), String> {
-        if let Exit::Signal(s) = done.exit {
-            return Err(format!("compiler killed by signal {s}"));
-        }
-        // The shell's and the loader's "could not run it" (a missing program
-        // or shared library): the machine's state at that moment, not a
-        // result of the sources, and possibly the mirror's doing.
-        if let Exit::Code(c @ (126 | 127)) = done.exit {
-            return Err(format!("compiler could not start: exit {c}"));
-        }
-        if !done.output_complete {
-            return Err("compiler output too large to keep".into());
-        }
-        let obs = observe::analyze(&call.record, &self.stat_cache, &call.rules).map_err(|u| u.0)?;
-        if let Some(why) = obs.deps.iter().find_map(|d| match &d.state {
-            key::DepState::Symlink(target) => self.coverage.link_outside(
-                Path::new(std::ffi::OsStr::from_bytes(&d.path)),
-                Path::new(std::ffi::OsStr::from_bytes(target)),
-            ),
-            _ => None,
-        }) {
-            return Err(why);
-        }
-        if let Some(why) = call
-            .clock_fixed
-            .and_then(|fixed| time_macros::uncacheable_reason(&obs.clock, fixed))
-        {
-            return Err(why);
-        }
-        let mut captured = Vec::new();
-        for dir in &obs.created_dirs {
-            captured
-                .push(results::capture(dir, true).map_err(|e| format!("output vanished: {e}"))?);
-        }
-        let mut size = (done.stdout.len() + done.stderr.len()) as u64;
-        for out in &obs.outputs {
-            let c = results::capture(out, false).map_err(|e| format!("output unreadable: {e}"))?;
-            if let Captured::File(f) = &c {
-                size += f.data.len() as u64;
-                if let Some(why) = call.family.output_uncacheable_reason(&f.data) {
-                    return Err(format!("{why}: {}", out.display()));
-                }
-            }
-            captured.push(c);
-        }
-        if size > self.config.cache_size / MAX_RESULT_SHARE {
-            return Err(format!("result too large: {size} bytes"));
-        }
-        Ok((obs.deps, captured))
-    }
-
-    fn save(
-        &self,
-        key: &Hash,
-        deps: Vec<key::Dep>,
-        captured: Vec<Captured>,
-        done: &Finished,
-    ) -> Result<()> {
-        let outputs = results::store_outputs(&self.store, captured, key)?;
-        let result = CachedResult {
-            outputs,
-            stdout: done.stdout.clone(),
-            stderr: done.stderr.clone(),
-            exit: done.exit,
-            compile_ms: done.wall_ms,
-        };
-        let id = result.id();
-        let encoded = result.encode();
-        self.store.put_result(&id, &encoded, &result.blobs())?;
-        let _guard = self.manifest_lock.lock().unwrap();
-        let mut manifest = self
-            .store
-            .get_manifest(key)?
-            .and_then(|b| Manifest::decode(&b))
-            .unwrap_or_default();
-        let unreachable = manifest.add(DepSet { deps, result: id });
-        let manifest = manifest.encode();
-        self.store.put_manifest(key, &manifest)?;
-        // A result id covers the compile's time, so a result belongs to one
-        // key (a result two keys share by chance costs the other a miss):
-        // one this manifest dropped is garbage, not left for eviction.
-        for old in unreachable {
-            if let Err(e) = self.store.remove_result(&old) {
-                log::warn!("cannot remove a replaced result: {e}");
-            }
-        }
-        self.push_remote(key, &id, &encoded, &manifest);
-        Ok(())
-    }
 }
 
-/// What the analysis of a finished compile needs to know about the call.
-struct Call {
-    record: cachefs_mirror::Record,
-    /// Library search directories (listed by crate candidates; none for a
-    /// failed compile) and whether inputs may be rewritten: see
-    /// `observe::Rules`.
-    rules: observe::Rules,
-    family: compiler::Family,
-    /// The clock macros this call's environment fixes; `None` where they
-    /// mean nothing (rustc).
-    clock_fixed: Option<TimeMacros>,
-}
-
-impl Call {
-    fn new(req: &CompileRequest, done: &Finished, record: cachefs_mirror::Record) -> Call {
-        let search_dirs = match done.exit {
-            Exit::Code(0) => compiler::library_search_dirs(
-                &req.compiler,
-                &req.argv,
-                Path::new(std::ffi::OsStr::from_bytes(&req.cwd)),
-            ),
-            _ => compiler::rustc::SearchDirs::default(),
-        };
-        let family = compiler::family(&req.compiler);
-        Call {
-            record,
-            rules: observe::Rules {
-                search_dirs,
-                may_rewrite_inputs: family.may_rewrite_inputs(),
-            },
-            family,
-            clock_fixed: match family {
-                compiler::Family::Rustc | compiler::Family::Archiver => None,
-                _ => Some(time_macros::fixed_by_env(
-                    Path::new(std::ffi::OsStr::from_bytes(&req.compiler)),
-                    &req.env,
-                )),
-            },
-        }
-    }
-}
-
-fn reply(stream: &mut UnixStream, response: Response) -> Result<()> {
-    protocol::write_frame(stream, &response)?;
-    Ok(())
-}
-
-/// Statistics count reasons by kind, without the path that triggered them.
-fn category(reason: &str) -> &str {
-    reason.split(':').next().unwrap_or(reason)
+/// The record without listings of the call's scratch directories (see
+/// `observe::scratch`).
+fn without_scratch_listings(req: &CompileRequest, record: Record) -> Record {
+    let tmpdir = req
+        .env
+        .iter()
+        .find(|(k, _)| k == b"TMPDIR")
+        .map(|(_, v)| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(v)));
+    let scratch = crate::observe::scratch::scratch_dirs(tmpdir.as_deref());
+    crate::observe::scratch::without_scratch_listings(&record, &scratch)
 }
 
 /// A call's argv for log lines.

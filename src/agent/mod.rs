@@ -2,18 +2,22 @@
 //! allows one process), serves the FUSE mirror, keeps the stat cache and the
 //! statistics, and answers clients on a unix socket inside the cache dir.
 
+mod call;
 mod compile;
+mod finish;
 mod lanes;
+mod lookup;
 mod pending;
 mod remote;
-mod results;
 mod runs;
 mod stats;
 mod workers;
 
 use crate::config::Config;
-use crate::key::StatCache;
+use crate::entry::manifest::ManifestWriter;
+use crate::observe::coverage::Coverage;
 use crate::protocol::{self, Request, Response};
+use crate::stat_cache::{self, StatCache};
 use anyhow::{bail, Context, Result};
 use cachefs_mirror::MirrorOptions;
 use cachefs_store::{LocalStore, TieredStore};
@@ -41,10 +45,10 @@ pub struct Agent {
     observation: String,
     binds: Vec<Vec<u8>>,
     /// What those binds let a view observe.
-    coverage: crate::view_coverage::Coverage,
+    coverage: Coverage,
     stat_cache: StatCache,
     stats: stats::Stats,
-    manifest_lock: Mutex<()>,
+    manifests: ManifestWriter,
     pending: pending::PendingSaves,
     runs: runs::RunRecorder,
     last_activity: Mutex<Instant>,
@@ -158,8 +162,8 @@ impl Agent {
             }
         };
         let binds = top_level_binds();
-        let stat_file = crate::stat_cache_file::path_in(&config.dir);
-        let (stat_cache, unusable) = crate::stat_cache_file::load(&stat_file);
+        let stat_file = stat_cache::file::path_in(&config.dir);
+        let (stat_cache, unusable) = stat_cache::file::load(&stat_file);
         match unusable {
             Some(why) => log::warn!(
                 "ignored the saved stat cache {} ({why}); inputs are hashed anew",
@@ -176,11 +180,11 @@ impl Agent {
             store,
             lanes,
             observation,
-            coverage: crate::view_coverage::Coverage::of_root(&binds),
+            coverage: Coverage::of_root(&binds),
             binds,
             stat_cache,
             stats,
-            manifest_lock: Mutex::new(()),
+            manifests: ManifestWriter::default(),
             pending: pending::PendingSaves::default(),
             runs: runs::RunRecorder::default(),
             last_activity: Mutex::new(Instant::now()),
@@ -326,13 +330,13 @@ impl Agent {
         }
     }
 
-    /// Saves the stat cache if it learnt anything (see `stat_cache_file`).
+    /// Saves the stat cache if it learnt anything (see `stat_cache::file`).
     fn save_stat_cache(&self) {
         if !self.stat_cache.take_dirty() {
             return;
         }
-        let path = crate::stat_cache_file::path_in(&self.config.dir);
-        match crate::stat_cache_file::save(&self.stat_cache, &path) {
+        let path = stat_cache::file::path_in(&self.config.dir);
+        match stat_cache::file::save(&self.stat_cache, &path) {
             Ok(n) => log::debug!("saved {n} stat cache entries to {}", path.display()),
             Err(e) => log::warn!("cannot save the stat cache to {}: {e}", path.display()),
         }

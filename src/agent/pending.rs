@@ -1,6 +1,6 @@
 //! Keys whose results are being written after the client was released.
 
-use crate::key::Hash;
+use crate::entry::Hash;
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;

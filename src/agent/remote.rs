@@ -1,15 +1,18 @@
 //! The agent's side of the shared cache: which remote tier (if any) the environment names
 //! when the agent starts, and copying a remote hit's manifest and result into the local store.
 
-use super::results::CachedResult;
 use super::Agent;
-use crate::key::{DepSet, Hash, Manifest};
-use cachefs_store::remote::{Kind, Remote, RemoteConfig};
+use crate::entry::{CachedResult, DepSet, Hash, Manifest};
+use cachefs_store::remote::{Kind, Remote};
 
 /// The configured remote tier (CACHEFS_* variables over the config file's `[remote]`); a bad setting is logged and the agent runs local-only (a
 /// cache setting must never break a build).
 pub fn open_from_env(config: &crate::config::Config) -> Option<Remote> {
-    match RemoteConfig::from_settings(|v| config.setting(v)).and_then(|c| c.open()) {
+    let opened = config
+        .remote()
+        .map_err(|e| e.to_string())
+        .and_then(|c| c.open().map_err(|e| e.to_string()));
+    match opened {
         Ok(Some(remote)) => {
             log::info!(
                 "shared cache: {} ({} servers){}",
@@ -50,19 +53,7 @@ impl Agent {
         let kept = self
             .store
             .put_result(&set.result, &result.encode(), &result.blobs())
-            .and_then(|()| {
-                let _guard = self.manifest_lock.lock().unwrap();
-                let mut manifest = self
-                    .store
-                    .get_manifest(key)?
-                    .and_then(|b| Manifest::decode(&b))
-                    .unwrap_or_default();
-                let unreachable = manifest.add(set.clone());
-                self.store.put_manifest(key, &manifest.encode())?;
-                unreachable
-                    .iter()
-                    .try_for_each(|old| self.store.remove_result(old))
-            });
+            .and_then(|()| self.manifests.add(&self.store, key, set.clone()));
         if let Err(e) = kept {
             log::warn!("cannot copy a remote hit into the local store: {e}");
         }

@@ -1,9 +1,11 @@
 //! The agent's side of the run log: a record per compile of each `cachefs
 //! run`, kept in memory until the run ends, then written to `runs/`.
 
-use crate::key::{self, Dep, DepState, Mismatch, StatCache};
+use crate::entry::validate::Mismatch;
+use crate::entry::{Dep, DepState};
 use crate::protocol::CompileRequest;
 use crate::runlog::{self, CompileRecord, MissReason, RunRecord};
+use crate::stat_cache::StatCache;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -69,7 +71,7 @@ pub fn record_of(req: &CompileRequest) -> CompileRecord {
         env: req
             .env
             .iter()
-            .filter(|(k, _)| !key::is_volatile_env(k))
+            .filter(|(k, _)| !crate::entry::key1::is_volatile_env(k))
             .map(|(k, v)| (lossy(k), lossy(v)))
             .collect(),
         unix_ms: runlog::now_unix_ms(),

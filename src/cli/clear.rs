@@ -1,7 +1,7 @@
 //! `cachefs clear`: empty the local cache (ccache's `-C`).
 
-use super::lifecycle::{request, start_agent};
 use super::stats::human;
+use crate::client::{request, start_agent};
 use crate::config::Config;
 use crate::protocol::{Request, Response};
 use anyhow::{bail, Result};

@@ -1,7 +1,7 @@
 //! `cachefs doctor`: checks each thing cachefs needs, says what to fix, and
 //! exits non-zero when something is broken.
 
-use super::lifecycle::{request, start_agent};
+use crate::client::{request, start_agent};
 use crate::config::Config;
 use crate::protocol::{Request, Response};
 use std::os::unix::process::CommandExt;
@@ -197,9 +197,7 @@ fn store_and_mount(config: &Config) -> (Verdict, Verdict) {
 /// The shared tier as the agent sees it: configured but not in use, or a
 /// server that keeps failing, is a problem; no shared tier at all is fine.
 fn remote_tier(config: &Config) -> Verdict {
-    let configured = ["CACHEFS_MEMCACHED", "CACHEFS_REDIS"]
-        .iter()
-        .any(|v| config.setting(v).is_some());
+    let configured = config.remote_configured();
     let report = match request(config, &Request::Stats { zero: false }) {
         Ok(Response::Stats(r)) => r,
         _ => {

@@ -2,7 +2,7 @@
 //! agent wrote (no agent needed).
 
 use crate::config::Config;
-use crate::graph::{self, Filter};
+use crate::runlog::graph::{self, Filter};
 use crate::runlog::{self, CompileRecord, MissReason};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeSet;

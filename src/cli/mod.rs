@@ -5,11 +5,12 @@ mod config;
 mod doctor;
 mod generate;
 mod inspect;
-pub mod lifecycle;
+mod lifecycle;
 mod mount;
 mod progress;
 mod run;
 mod stats;
+mod summary;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;

@@ -7,11 +7,11 @@
 //! long as the agent's idle timeout. Its state file in `mounts/` tells
 //! `umount` which process to stop.
 
-use super::lifecycle::{process_running, spawn_daemon};
+use crate::client::{process_running, spawn_daemon};
 use crate::config::Config;
 use crate::fuse_mounts;
 use crate::runlog;
-use crate::tree_record::{self, Layout};
+use crate::runlog::tree_record::{self, Layout};
 use anyhow::{anyhow, bail, Context, Result};
 use cachefs_mirror::{Mirror, MirrorOptions};
 use serde::{Deserialize, Serialize};

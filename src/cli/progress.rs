@@ -1,6 +1,6 @@
 //! `cachefs run --progress`: one live line on a terminal while the build runs.
 
-use super::run::run_summary;
+use super::summary::run_summary;
 use crate::config::Config;
 use anyhow::Result;
 use std::io::{IsTerminal, Write};

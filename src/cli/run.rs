@@ -1,9 +1,8 @@
 //! `cachefs run CMD…`: run a build with the shim preloaded so that every
 //! compiler call in it goes through the cache, then print one summary line.
 
-use super::lifecycle::{request, start_agent};
+use crate::client::start_agent;
 use crate::config::{Config, ENV_CLIENT, ENV_DIR, ENV_RUN_ID};
-use crate::protocol::{Request, Response, RunSummary};
 use anyhow::{Context, Result};
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -56,7 +55,7 @@ pub fn run(command: Vec<OsString>, progress: bool) -> Result<i32> {
         child.wait()?
     };
     if agent_up {
-        print_summary(&config, &run_id, &command);
+        super::summary::print_summary(&config, &run_id, &command);
     }
     let _ = std::fs::remove_file(config.dir.join(format!("warned-{run_id}")));
     Ok(status
@@ -115,45 +114,4 @@ fn preload_value(shim: &Path) -> OsString {
         value.push(existing);
     }
     value
-}
-
-/// This run's counts so far, as the agent has them; with `ended`, the run's
-/// command is over and the agent also writes its run log.
-pub fn run_summary(config: &Config, run_id: &str, ended: Option<&[OsString]>) -> RunSummary {
-    let ended = ended.map(|command| {
-        let command = command
-            .iter()
-            .map(|c| c.to_string_lossy().into_owned())
-            .collect();
-        let cwd = std::env::current_dir()
-            .map(|d| d.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        (command, cwd)
-    });
-    match request(
-        config,
-        &Request::RunSummary {
-            run_id: run_id.into(),
-            ended,
-        },
-    ) {
-        Ok(Response::Summary(s)) => s,
-        _ => RunSummary::default(),
-    }
-}
-
-fn print_summary(config: &Config, run_id: &str, command: &[OsString]) {
-    let mut s = run_summary(config, run_id, Some(command));
-    let unreachable = super::stats::fallbacks_for_run(&config.dir, run_id);
-    s.compiles += unreachable;
-    s.errors += unreachable;
-    eprintln!(
-        "cachefs: {} compiles: {} hits, {} misses, {} uncacheable, {} errors; {:.1} s saved",
-        s.compiles,
-        s.hits,
-        s.misses,
-        s.uncacheable,
-        s.errors,
-        s.time_saved_ms as f64 / 1000.0
-    );
 }

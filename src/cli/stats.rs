@@ -1,6 +1,6 @@
 //! `cachefs stats [--json] [--zero]`.
 
-use super::lifecycle::{request, start_agent};
+use crate::client::{request, start_agent};
 use crate::config::Config;
 use crate::protocol::{Request, Response, StatsReport};
 use anyhow::{bail, Result};

@@ -8,7 +8,7 @@
 //! removed unless the compiler would have colored it itself: stderr a
 //! terminal and `TERM` neither unset nor `dumb` (gcc's rule for `auto`).
 
-use super::{family, Family};
+use super::Family;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 
@@ -43,8 +43,8 @@ const LEFT_ALONE_WITH: [&[u8]; 16] = [
 ];
 
 /// Whether to run this call with `ALWAYS` added after argv[0].
-pub fn adds_color(compiler: &[u8], argv: &[OsString]) -> bool {
-    family(compiler) == Family::CFamily
+pub fn adds_color(family: Family, argv: &[OsString]) -> bool {
+    family == Family::CFamily
         && !argv.iter().skip(1).any(|a| {
             let a = a.as_bytes();
             a == b"-v" || a == b"-###" || LEFT_ALONE_WITH.iter().any(|f| a.starts_with(f))
@@ -96,6 +96,10 @@ pub fn strip(text: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    fn adds(compiler: &[u8], argv: &[OsString]) -> bool {
+        adds_color(crate::compiler::family(compiler), argv)
+    }
+
     fn v(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()
     }
@@ -113,11 +117,8 @@ mod tests {
 
     #[test]
     fn color_is_added_unless_the_build_settled_it() {
-        assert!(adds_color(b"/usr/bin/gcc", &v(&["gcc", "-c", "a.c"])));
-        assert!(adds_color(
-            b"/usr/bin/clang++",
-            &v(&["clang++", "-c", "a.cc"])
-        ));
+        assert!(adds(b"/usr/bin/gcc", &v(&["gcc", "-c", "a.c"])));
+        assert!(adds(b"/usr/bin/clang++", &v(&["clang++", "-c", "a.cc"])));
         for settled in [
             "-fno-diagnostics-color",
             "-fdiagnostics-color=never",
@@ -130,13 +131,10 @@ mod tests {
             "-###",
             "@args.rsp",
         ] {
-            assert!(!adds_color(
-                b"/usr/bin/gcc",
-                &v(&["gcc", settled, "-c", "a.c"])
-            ));
+            assert!(!adds(b"/usr/bin/gcc", &v(&["gcc", settled, "-c", "a.c"])));
         }
-        assert!(!adds_color(b"/usr/bin/rustc", &v(&["rustc", "a.rs"])));
-        assert!(!adds_color(b"/x/nvcc", &v(&["nvcc", "-c", "k.cu"])));
+        assert!(!adds(b"/usr/bin/rustc", &v(&["rustc", "a.rs"])));
+        assert!(!adds(b"/x/nvcc", &v(&["nvcc", "-c", "k.cu"])));
         assert_eq!(
             with_color(&v(&["gcc", "-c", "a.c"])),
             v(&["gcc", ALWAYS, "-c", "a.c"])

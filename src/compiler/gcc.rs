@@ -1,5 +1,5 @@
 //! gcc and clang argument lists (nvcc shares the stdin rule). Paths outside
-//! the observed tree (`-o /dev/tty`) are `view_coverage`'s.
+//! the observed tree (`-o /dev/tty`) are `observe::coverage`'s.
 
 /// Reads its source from stdin: the observation cannot see those bytes.
 fn reads_stdin(args: &[Vec<u8>]) -> bool {

@@ -2,7 +2,7 @@
 //! from the compiler's family and name, `-x`, and the source extensions.
 //! Archive steps (`ar`, `ranlib`) have a row of their own.
 
-use super::{family, Family};
+use super::Family;
 
 pub const C: &str = "C";
 pub const CXX: &str = "C++";
@@ -10,8 +10,8 @@ pub const RUST: &str = "Rust";
 pub const CUDA: &str = "CUDA";
 pub const ARCHIVE: &str = "archive";
 
-pub fn language(compiler: &[u8], argv: &[Vec<u8>]) -> &'static str {
-    match family(compiler) {
+pub fn language(family: Family, compiler: &[u8], argv: &[Vec<u8>]) -> &'static str {
+    match family {
         Family::Rustc => return RUST,
         Family::Nvcc => return CUDA,
         Family::Archiver => return ARCHIVE,
@@ -68,7 +68,11 @@ mod tests {
             .chain(args.iter().copied())
             .map(|s| s.as_bytes().to_vec())
             .collect();
-        language(compiler.as_bytes(), &argv)
+        language(
+            super::super::family(compiler.as_bytes()),
+            compiler.as_bytes(),
+            &argv,
+        )
     }
 
     #[test]

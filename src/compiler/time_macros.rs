@@ -11,7 +11,7 @@
 //! `__TIMESTAMP__`. A mention in a comment counts too: the scan does not
 //! parse C, so it errs on the side of running the compiler.
 
-use super::{family, Family};
+use super::Family;
 use memchr::memmem;
 use std::path::{Path, PathBuf};
 
@@ -135,9 +135,9 @@ fn scan(bytes: &[u8]) -> TimeMacros {
 /// The names whose value `env` fixes for this compiler: gcc takes `__DATE__`
 /// and `__TIME__` from `SOURCE_DATE_EPOCH` (clang 14, Debian 12's, does not;
 /// nvcc's steps are not all gcc). `__TIMESTAMP__` is never fixed.
-pub fn fixed_by_env(compiler: &Path, env: &[(Vec<u8>, Vec<u8>)]) -> TimeMacros {
+pub fn fixed_by_env(family: Family, compiler: &Path, env: &[(Vec<u8>, Vec<u8>)]) -> TimeMacros {
     let epoch_set = env.iter().any(|(k, _)| k == b"SOURCE_DATE_EPOCH");
-    if epoch_set && is_gcc(compiler) {
+    if epoch_set && family == Family::CFamily && is_gcc(compiler) {
         TimeMacros::DATE.union(TimeMacros::TIME)
     } else {
         TimeMacros::NONE
@@ -152,10 +152,7 @@ fn is_gcc(compiler: &Path) -> bool {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    use std::os::unix::ffi::OsStrExt;
-    family(compiler.as_os_str().as_bytes()) == Family::CFamily
-        && (name.contains("gcc") || name.contains("g++"))
-        && !name.contains("clang")
+    (name.contains("gcc") || name.contains("g++")) && !name.contains("clang")
 }
 
 /// Why a compile that read `found` must not be cached, if it must not.
@@ -173,6 +170,11 @@ pub fn uncacheable_reason(clock: &ClockUse, fixed: TimeMacros) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fixed(compiler: &Path, env: &[(Vec<u8>, Vec<u8>)]) -> TimeMacros {
+        let family = crate::compiler::family(compiler.as_os_str().as_encoded_bytes());
+        fixed_by_env(family, compiler, env)
+    }
 
     fn scan_in_chunks(bytes: &[u8], size: usize) -> TimeMacros {
         let mut s = Scanner::default();
@@ -217,13 +219,10 @@ mod tests {
         let env = vec![(b"SOURCE_DATE_EPOCH".to_vec(), b"0".to_vec())];
         let both = TimeMacros::DATE.union(TimeMacros::TIME);
         let p = Path::new;
-        assert_eq!(fixed_by_env(p("/usr/bin/gcc"), &env), both);
-        assert_eq!(
-            fixed_by_env(p("/usr/bin/x86_64-linux-gnu-g++-12"), &env),
-            both
-        );
-        assert_eq!(fixed_by_env(p("/usr/bin/clang"), &env), TimeMacros::NONE);
-        assert_eq!(fixed_by_env(p("/usr/bin/gcc"), &[]), TimeMacros::NONE);
+        assert_eq!(fixed(p("/usr/bin/gcc"), &env), both);
+        assert_eq!(fixed(p("/usr/bin/x86_64-linux-gnu-g++-12"), &env), both);
+        assert_eq!(fixed(p("/usr/bin/clang"), &env), TimeMacros::NONE);
+        assert_eq!(fixed(p("/usr/bin/gcc"), &[]), TimeMacros::NONE);
         let mut clock = ClockUse::default();
         clock.add(TimeMacros::NONE, p("a.h"));
         clock.add(TimeMacros::TIME, p("t.c"));

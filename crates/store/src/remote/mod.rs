@@ -20,16 +20,6 @@ use std::time::Duration;
 /// Bumped whenever the layout of remote values or of what the agent stores changes, so
 /// that agents of incompatible versions never read each other's entries.
 pub const FORMAT_VERSION: u32 = 1;
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
-
-pub const ENV_MEMCACHED: &str = "CACHEFS_MEMCACHED";
-pub const ENV_REDIS: &str = "CACHEFS_REDIS";
-pub const ENV_READ_ONLY: &str = "CACHEFS_REMOTE_READ_ONLY";
-pub const ENV_REMOTE_KEY: &str = "CACHEFS_REMOTE_KEY";
-pub const ENV_TIMEOUT: &str = "CACHEFS_REMOTE_TIMEOUT";
-/// Seconds a Redis entry lives (`EX`); 0 or unset leaves eviction to `maxmemory-policy`.
-pub const ENV_REDIS_EXPIRY: &str = "CACHEFS_REDIS_EXPIRY";
-
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     #[error("remote cache setting invalid: {0}")]
@@ -107,7 +97,8 @@ pub struct RemoteReport {
     pub writes_pending: u64,
 }
 
-/// Remote settings, read from the environment when the agent starts.
+/// Remote settings (the root crate's `config` reads them from its file and
+/// the environment).
 #[derive(Debug, Clone, Default)]
 pub struct RemoteConfig {
     pub memcached: Vec<String>,
@@ -115,59 +106,18 @@ pub struct RemoteConfig {
     pub read_only: bool,
     pub timeout: Duration,
     pub redis_expiry_s: u64,
-    /// MAC key derived from CACHEFS_REMOTE_KEY: entries are authenticated.
+    /// MAC key derived from the configured secret: entries are authenticated.
     pub key: chunking::Seal,
 }
 
 impl RemoteConfig {
-    pub fn from_env() -> Result<RemoteConfig, RemoteError> {
-        Self::from_settings(|name| std::env::var(name).ok())
-    }
-
-    /// From any source of `CACHEFS_*` settings (the environment, or the
-    /// environment over the config file).
-    pub fn from_settings(
-        get: impl Fn(&str) -> Option<String>,
-    ) -> Result<RemoteConfig, RemoteError> {
-        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let timeout = match var(ENV_TIMEOUT) {
-            None => DEFAULT_TIMEOUT,
-            Some(v) => parse_duration(&v).ok_or_else(|| {
-                RemoteError::Config(format!(
-                    "{ENV_TIMEOUT}={v:?}: expected milliseconds like 100 or 100ms, or seconds like 1s"
-                ))
-            })?,
-        };
-        let redis_expiry_s = match var(ENV_REDIS_EXPIRY) {
-            None => 0,
-            Some(v) => v.trim().trim_end_matches('s').parse().map_err(|_| {
-                RemoteError::Config(format!("{ENV_REDIS_EXPIRY}={v:?}: expected seconds"))
-            })?,
-        };
-        Ok(RemoteConfig {
-            memcached: var(ENV_MEMCACHED)
-                .map(|v| {
-                    v.split([' ', ','])
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            redis: var(ENV_REDIS),
-            read_only: var(ENV_READ_ONLY).is_some_and(|v| v != "0"),
-            timeout,
-            redis_expiry_s,
-            key: var(ENV_REMOTE_KEY).map(|k| chunking::seal_from_secret(k.trim())),
-        })
-    }
-
     /// The configured tier, or None when no remote is configured.
     pub fn open(&self) -> Result<Option<Remote>, RemoteError> {
         let tier: Box<dyn RemoteTier> = if !self.memcached.is_empty() {
             if self.redis.is_some() {
-                return Err(RemoteError::Config(format!(
-                    "both {ENV_MEMCACHED} and {ENV_REDIS} are set: choose one"
-                )));
+                return Err(RemoteError::Config(
+                    "both a memcached pool and a Redis server are configured: choose one".into(),
+                ));
             }
             Box::new(Memcached::new(&self.memcached, self.timeout)?)
         } else if let Some(url) = &self.redis {
@@ -177,23 +127,6 @@ impl RemoteConfig {
         };
         Ok(Some(Remote::new(tier, self.read_only).with_key(self.key)))
     }
-}
-
-/// `100`, `100ms` (milliseconds) or `1s`, `0.5s`.
-fn parse_duration(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Some(ms) = v.strip_suffix("ms") {
-        return ms.trim().parse().ok().map(Duration::from_millis);
-    }
-    if let Some(s) = v.strip_suffix('s') {
-        return s
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|s| *s >= 0.0)
-            .map(Duration::from_secs_f64);
-    }
-    v.parse().ok().map(Duration::from_millis)
 }
 
 /// What a remote value is: its key prefix, so kinds never collide.

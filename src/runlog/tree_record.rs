@@ -2,7 +2,7 @@
 //! mount did, as run-log records (the format `deps`, `graph` and `explain`
 //! read), with paths as the processes saw them (under the mountpoint).
 
-use crate::runlog::{CompileRecord, RunRecord, MOUNT_KIND};
+use super::{CompileRecord, RunRecord, MOUNT_KIND};
 use cachefs_mirror::{Access, ProcessRecord};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -8,17 +8,22 @@
 //! at start. An entry is only ever used while the file's stamp (device,
 //! inode, size, mtime and ctime to the nanosecond; ctime cannot be set back
 //! by anyone but the clock) is what it was when hashed, exactly as in one
-//! agent's lifetime. The file carries the key format version and a BLAKE3
+//! agent's lifetime. The file carries its format version and a BLAKE3
 //! checksum: one that is damaged, truncated or from another version is
 //! ignored, and the cache is relearnt.
 
+use super::{Stamp, StatCache};
 use crate::compiler::time_macros::TimeMacros;
-use crate::key::{Digest, Stamp, StatCache, FORMAT_VERSION};
+use crate::digest::Digest;
 use serde::{Deserialize, Serialize};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"cfsstat1";
+/// Bumped when what a saved entry means changes (the stamp, or what a
+/// `Digest` holds). It was the key format's version (2) until the two were
+/// parted: a new key format need not throw away what the stat cache knows.
+const FORMAT_VERSION: u32 = 2;
 /// More entries than this are not saved (the file, ~100 bytes an entry,
 /// would take long to load): the cache is relearnt instead.
 const MAX_ENTRIES: usize = 300_000;

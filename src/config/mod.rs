@@ -3,6 +3,9 @@
 //! remembers where it came from (`cachefs config`), and an unusable one is an
 //! error naming the file and key or the variable.
 
+mod remote;
+
+use remote::RemoteFile;
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -134,57 +137,6 @@ struct FileConfig {
     remote: Option<RemoteFile>,
 }
 
-/// `[remote]`: the shared cache, the same settings as the `CACHEFS_*`
-/// variables of the same meaning (which override them).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RemoteFile {
-    memcached: Option<toml::Value>,
-    redis: Option<String>,
-    read_only: Option<bool>,
-    timeout: Option<toml::Value>,
-    redis_expiry: Option<toml::Value>,
-    key: Option<String>,
-}
-
-impl RemoteFile {
-    /// Each key as the value its variable would have.
-    fn as_settings(&self) -> Vec<(&'static str, String)> {
-        let text = |v: &toml::Value| match v {
-            toml::Value::String(s) => s.clone(),
-            toml::Value::Array(a) => a
-                .iter()
-                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
-                .collect::<Vec<_>>()
-                .join(" "),
-            other => other.to_string(),
-        };
-        let mut out = Vec::new();
-        if let Some(v) = &self.memcached {
-            out.push(("CACHEFS_MEMCACHED", text(v)));
-        }
-        if let Some(v) = &self.redis {
-            out.push(("CACHEFS_REDIS", v.clone()));
-        }
-        if let Some(v) = self.read_only {
-            out.push((
-                "CACHEFS_REMOTE_READ_ONLY",
-                if v { "1" } else { "0" }.to_string(),
-            ));
-        }
-        if let Some(v) = &self.timeout {
-            out.push(("CACHEFS_REMOTE_TIMEOUT", text(v)));
-        }
-        if let Some(v) = &self.redis_expiry {
-            out.push(("CACHEFS_REDIS_EXPIRY", text(v)));
-        }
-        if let Some(v) = &self.key {
-            out.push(("CACHEFS_REMOTE_KEY", v.clone()));
-        }
-        out
-    }
-}
-
 impl Config {
     /// Defaults, then the config file, then the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -193,61 +145,41 @@ impl Config {
             Some(path) => read_file(path)?,
             None => None,
         };
-        let file_source = || Source::File(file.clone().unwrap_or_default());
         let parsed = parsed.unwrap_or_default();
         let mut origins = Vec::new();
 
-        let (dir, src) = if let Some(d) = env_non_empty(ENV_DIR) {
-            (PathBuf::from(d), Source::Env(ENV_DIR))
-        } else if let Some(d) = &parsed.dir {
-            (expand_home(d), file_source())
-        } else {
-            (default_cache_dir()?, Source::Default)
-        };
+        let layers = Layers { file: &file };
+        let (dir, src) = layers.pick(
+            (ENV_DIR, |v| Ok(PathBuf::from(v))),
+            ("dir", parsed.dir.as_ref(), |p| Ok(expand_home(p))),
+            default_cache_dir,
+        )?;
         let dir = std::path::absolute(&dir).unwrap_or(dir);
         origins.push(("dir", dir.display().to_string(), src));
 
-        let (cache_size, src) = if let Some(v) = env_non_empty(ENV_CACHE_SIZE) {
-            let s = v.to_string_lossy().into_owned();
-            let n = parse_size(&s).map_err(|reason| ConfigError::Invalid {
-                var: ENV_CACHE_SIZE,
-                value: s,
-                reason,
-            })?;
-            (n, Source::Env(ENV_CACHE_SIZE))
-        } else if let Some(v) = &parsed.cache_size {
-            let n =
-                size_from_toml(v).map_err(|reason| invalid_key(&file, "cache_size", v, reason))?;
-            (n, file_source())
-        } else {
-            (DEFAULT_CACHE_SIZE, Source::Default)
-        };
+        let (cache_size, src) = layers.pick(
+            (ENV_CACHE_SIZE, |v| parse_size(&v.to_string_lossy())),
+            ("cache_size", parsed.cache_size.as_ref(), size_from_toml),
+            || Ok(DEFAULT_CACHE_SIZE),
+        )?;
         origins.push(("cache_size", cache_size.to_string(), src));
 
-        let (idle_timeout, src) = if let Some(v) = env_non_empty(ENV_IDLE_TIMEOUT) {
-            let s = v.to_string_lossy().into_owned();
-            let d = parse_seconds(&s).map_err(|reason| ConfigError::Invalid {
-                var: ENV_IDLE_TIMEOUT,
-                value: s,
-                reason,
-            })?;
-            (d, Source::Env(ENV_IDLE_TIMEOUT))
-        } else if let Some(v) = &parsed.idle_timeout {
-            let d = seconds_from_toml(v)
-                .map_err(|reason| invalid_key(&file, "idle_timeout", v, reason))?;
-            (d, file_source())
-        } else {
-            (DEFAULT_IDLE_TIMEOUT, Source::Default)
-        };
+        let (idle_timeout, src) = layers.pick(
+            (ENV_IDLE_TIMEOUT, |v| parse_seconds(&v.to_string_lossy())),
+            (
+                "idle_timeout",
+                parsed.idle_timeout.as_ref(),
+                seconds_from_toml,
+            ),
+            || Ok(DEFAULT_IDLE_TIMEOUT),
+        )?;
         origins.push(("idle_timeout", idle_timeout.as_secs().to_string(), src));
 
-        let (log, src) = if let Some(v) = env_non_empty(ENV_LOG) {
-            (Some(PathBuf::from(v)), Source::Env(ENV_LOG))
-        } else if let Some(p) = &parsed.log {
-            (Some(expand_home(p)), file_source())
-        } else {
-            (None, Source::Default)
-        };
+        let (log, src) = layers.pick(
+            (ENV_LOG, |v| Ok(Some(PathBuf::from(v)))),
+            ("log", parsed.log.as_ref(), |p| Ok(Some(expand_home(p)))),
+            || Ok(None),
+        )?;
         let log_text = log
             .as_ref()
             .map_or("stderr".into(), |p| p.display().to_string());
@@ -262,9 +194,9 @@ impl Config {
             let src = if env_non_empty(var).is_some() {
                 Source::Env(var)
             } else {
-                file_source()
+                Source::File(file.clone().unwrap_or_default())
             };
-            let shown = if *var == "CACHEFS_REMOTE_KEY" {
+            let shown = if *var == remote::ENV_REMOTE_KEY {
                 "(secret)".to_string()
             } else {
                 value.clone()
@@ -283,21 +215,64 @@ impl Config {
         })
     }
 
-    /// A `CACHEFS_*` setting: the environment, else the config file.
-    pub fn setting(&self, var: &str) -> Option<String> {
-        std::env::var(var)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .or_else(|| {
-                self.remote_file
-                    .iter()
-                    .find(|(k, _)| *k == var)
-                    .map(|(_, v)| v.clone())
-            })
-    }
-
     pub fn socket_path(&self) -> PathBuf {
         self.dir.join("agent.sock")
+    }
+}
+
+/// A setting's value from a variable (`OsString`, as set) or a key of the
+/// config file (as parsed), each with its parser.
+type FromEnv<T> = (&'static str, fn(std::ffi::OsString) -> Result<T, String>);
+type FromFile<'a, F, T> = (&'static str, Option<&'a F>, fn(&F) -> Result<T, String>);
+
+/// The layers every setting is read through: the environment over the
+/// config file over the default.
+struct Layers<'a> {
+    file: &'a Option<PathBuf>,
+}
+
+impl Layers<'_> {
+    /// One setting, with where its value came from; an unusable value is an
+    /// error naming its variable or its file and key.
+    fn pick<F: FileValue, T>(
+        &self,
+        (var, from_env): FromEnv<T>,
+        (key, in_file, from_file): FromFile<'_, F, T>,
+        default: impl FnOnce() -> Result<T, ConfigError>,
+    ) -> Result<(T, Source), ConfigError> {
+        if let Some(v) = env_non_empty(var) {
+            let value = v.to_string_lossy().into_owned();
+            let parsed =
+                from_env(v).map_err(|reason| ConfigError::Invalid { var, value, reason })?;
+            return Ok((parsed, Source::Env(var)));
+        }
+        if let Some(v) = in_file {
+            let parsed = from_file(v).map_err(|reason| ConfigError::InvalidKey {
+                file: self.file.clone().unwrap_or_default(),
+                key,
+                value: v.shown(),
+                reason,
+            })?;
+            return Ok((parsed, Source::File(self.file.clone().unwrap_or_default())));
+        }
+        Ok((default()?, Source::Default))
+    }
+}
+
+/// A config file value as an error message shows it.
+trait FileValue {
+    fn shown(&self) -> String;
+}
+
+impl FileValue for toml::Value {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl FileValue for PathBuf {
+    fn shown(&self) -> String {
+        self.display().to_string()
     }
 }
 
@@ -335,20 +310,6 @@ fn read_file(path: &Path) -> Result<Option<FileConfig>, ConfigError> {
             file: path.to_path_buf(),
             reason: e.to_string().trim_end().to_string(),
         })
-}
-
-fn invalid_key(
-    file: &Option<PathBuf>,
-    key: &'static str,
-    value: &toml::Value,
-    reason: String,
-) -> ConfigError {
-    ConfigError::InvalidKey {
-        file: file.clone().unwrap_or_default(),
-        key,
-        value: value.to_string(),
-        reason,
-    }
 }
 
 /// `~/x` in the config file means under $HOME.

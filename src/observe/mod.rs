@@ -25,9 +25,14 @@
 //!   the files read from it: cargo writes other crates into those
 //!   directories while the compile runs (see `compiler::rustc`).
 
+pub mod coverage;
+pub mod scratch;
+
 use crate::compiler::rustc::SearchDirs;
 use crate::compiler::time_macros::ClockUse;
-use crate::key::{self, Dep, DepState, Kind, StatCache};
+use crate::digest::{self, Digest, Hash};
+use crate::entry::{Dep, DepState, Kind};
+use crate::stat_cache::{Stamp, StatCache};
 use cachefs_mirror::{Access, Record};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -55,7 +60,7 @@ enum Seen {
     Listed,
     Link(PathBuf),
     /// Read, then rewritten by the compile: the content it read.
-    ReadBeforeRewrite(key::Hash),
+    ReadBeforeRewrite(Hash),
 }
 
 /// What the caller knows of the call that changes the rules.
@@ -66,7 +71,7 @@ pub struct Rules {
     /// compile (its error message may name any file it rejected), so that
     /// every listing counts in full.
     pub search_dirs: SearchDirs,
-    /// See `compiler::Family::may_rewrite_inputs`.
+    /// See `compiler::may_rewrite_inputs`.
     pub may_rewrite_inputs: bool,
 }
 
@@ -75,7 +80,7 @@ struct Analysis {
     seen: BTreeMap<PathBuf, Seen>,
     /// What read files held right before the compile rewrote them
     /// (`Access::Superseded`), while the read is the last thing seen there.
-    superseded: BTreeMap<PathBuf, key::Hash>,
+    superseded: BTreeMap<PathBuf, Hash>,
     /// What a call that may rewrite its inputs saw at paths before it
     /// wrote them: files by the content it read, or absent, or there.
     replaced_inputs: BTreeMap<PathBuf, Seen>,
@@ -340,13 +345,13 @@ impl Analysis {
         let vanished = |_| fail("listed directory vanished", dir);
         if self.rules.search_dirs.by_name.iter().any(|d| d == dir) {
             let stems: Vec<Vec<u8>> = self.crate_stems.iter().cloned().collect();
-            let hash = key::candidates_hash(dir, &stems, &created).or_else(vanished)?;
+            let hash = digest::candidates_hash(dir, &stems, &created).or_else(vanished)?;
             return Ok(DepState::Candidates { stems, hash });
         }
         if self.rules.search_dirs.by_hash.iter().any(|d| d == dir) {
             return Ok(DepState::Exists(Kind::Dir));
         }
-        let hash = key::listing_hash(dir, &created).or_else(vanished)?;
+        let hash = digest::listing_hash(dir, &created).or_else(vanished)?;
         Ok(DepState::Listing(hash))
     }
 
@@ -366,7 +371,7 @@ impl Analysis {
         path: &Path,
         opened: &cachefs_mirror::Stamp,
         cache: &StatCache,
-    ) -> Result<key::Digest, Uncacheable> {
+    ) -> Result<Digest, Uncacheable> {
         match cache.file_digest(path) {
             Ok(Some((now, digest))) if same_file(opened, &now) => Ok(digest),
             Ok(Some(_)) => fail("input changed during the compile", path),
@@ -379,7 +384,7 @@ impl Analysis {
     }
 }
 
-fn same_file(opened: &cachefs_mirror::Stamp, now: &key::Stamp) -> bool {
+fn same_file(opened: &cachefs_mirror::Stamp, now: &Stamp) -> bool {
     opened.dev == now.dev
         && opened.ino == now.ino
         && opened.size == now.size
@@ -399,10 +404,12 @@ fn kind_of(k: cachefs_mirror::Kind) -> Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::validate::validate;
+    use crate::entry::DepSet;
     use cachefs_mirror::{Access, Record};
 
     fn stamp_of(p: &Path) -> cachefs_mirror::Stamp {
-        let s = key::Stamp::of(&std::fs::symlink_metadata(p).unwrap());
+        let s = Stamp::of(&std::fs::symlink_metadata(p).unwrap());
         cachefs_mirror::Stamp {
             dev: s.dev,
             ino: s.ino,
@@ -449,8 +456,8 @@ mod tests {
         }
     }
 
-    fn set(obs: Observation) -> key::DepSet {
-        key::DepSet {
+    fn set(obs: Observation) -> DepSet {
+        DepSet {
             deps: obs.deps,
             result: [0; 32],
         }
@@ -472,7 +479,7 @@ mod tests {
         let record = rustc_like_record(&deps, &sysroot);
         let precise = set(analyze(&record, &cache, &by_name(&deps)).unwrap());
         let full = set(analyze(&record, &cache, &Rules::default()).unwrap());
-        assert!(key::validate(&precise, &cache).is_ok());
+        assert!(validate(&precise, &cache).is_ok());
 
         // Files cargo writes for other crates meanwhile, and the rlib that
         // completes foo's rmeta, change nothing for this compile...
@@ -484,22 +491,19 @@ mod tests {
         ] {
             std::fs::write(deps.join(other), "x").unwrap();
         }
-        assert!(key::validate(&precise, &cache).is_ok());
-        assert!(
-            key::validate(&full, &cache).is_err(),
-            "a full listing sees them"
-        );
+        assert!(validate(&precise, &cache).is_ok());
+        assert!(validate(&full, &cache).is_err(), "a full listing sees them");
 
         // ...but a second candidate for a loaded crate would change rustc's
         // choice (or make it fail), including a crate it took from elsewhere.
         for second in ["libfoo-4d.rlib", "libstd-5e.rmeta"] {
             let p = deps.join(second);
             std::fs::write(&p, "x").unwrap();
-            let m = key::validate(&precise, &cache).unwrap_err();
+            let m = validate(&precise, &cache).unwrap_err();
             assert_eq!(m.path, deps);
             std::fs::remove_file(&p).unwrap();
         }
-        assert!(key::validate(&precise, &cache).is_ok());
+        assert!(validate(&precise, &cache).is_ok());
     }
 
     /// The rules of an `ar` or `ranlib` call.
@@ -553,9 +557,9 @@ mod tests {
             ]
         );
         let set = set(obs);
-        assert!(key::validate(&set, &cache).is_ok(), "the unindexed archive");
+        assert!(validate(&set, &cache).is_ok(), "the unindexed archive");
         std::fs::write(&lib, b"!<arch>\nindexed!!!").unwrap();
-        assert!(key::validate(&set, &cache).is_err(), "the indexed one");
+        assert!(validate(&set, &cache).is_err(), "the indexed one");
 
         let compiler = analyze(&record, &cache, &Rules::default()).unwrap_err();
         assert!(

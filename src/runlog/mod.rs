@@ -2,6 +2,9 @@
 //! file per run into `$CACHEFS_DIR/runs/` when the run ends; `cachefs runs`,
 //! `deps`, `graph` and `explain` read them.
 
+pub mod graph;
+pub mod tree_record;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

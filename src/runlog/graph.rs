@@ -5,7 +5,7 @@
 //! it started) is a command, or with `--processes` each process; a "spawn"
 //! edge goes from the step or process that started it.
 
-use crate::runlog::{CompileRecord, RunRecord};
+use super::{CompileRecord, RunRecord};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -1,0 +1,128 @@
+//! Looking a call up: its manifest's dep sets, local first, then the
+//! shared tier's, each validated against the disk; the first that holds has
+//! its outputs restored.
+
+use super::{runs, Agent};
+use crate::config;
+use crate::entry::validate::validate;
+use crate::entry::{restore, CachedResult, Dep, Hash, Manifest};
+use crate::protocol::CompileRequest;
+use crate::runlog::MissReason;
+
+/// A hit: the result (outputs restored), whether any of it came from the
+/// remote tier, and the dep set's deps when asked for (for the run log).
+pub(super) type Hit = (CachedResult, bool, Vec<Dep>);
+
+impl Agent {
+    /// The lookup of a call with key1 `key`, unless the call asks to
+    /// replace its entry (CACHEFS_RECACHE).
+    pub(super) fn look_up_call(
+        &self,
+        req: &CompileRequest,
+        key: &Hash,
+        with_deps: bool,
+    ) -> Result<Hit, MissReason> {
+        if config::switch_in(&req.env, config::ENV_RECACHE) {
+            return Err(MissReason::Recache);
+        }
+        let looking = std::time::Instant::now();
+        let found = self.lookup(key, with_deps);
+        log::debug!(
+            "lookup (manifest, deps, restore) in {:?}",
+            looking.elapsed()
+        );
+        found
+    }
+
+    /// The first stored dep set that still holds, with its outputs restored:
+    /// local dep sets first, then the shared remote tier's; otherwise what
+    /// changed since the most recent one. The bool says the hit came (at
+    /// least in part) from the remote tier.
+    /// The dep set's deps come back only when `with_deps` (for the run log).
+    fn lookup(&self, key: &Hash, with_deps: bool) -> Result<Hit, MissReason> {
+        self.pending.wait_for(key);
+        let reading = std::time::Instant::now();
+        let local = self
+            .store
+            .get_manifest(key)
+            .ok()
+            .flatten()
+            .and_then(|b| Manifest::decode(&b));
+        log::debug!("manifest read and decoded in {:?}", reading.elapsed());
+        let mut reason = MissReason::NoEntry;
+        if let Some(m) = &local {
+            match self.first_valid(key, m, false, with_deps) {
+                Ok(hit) => return Ok(hit),
+                Err(r) => reason = r,
+            }
+        }
+        let Some(remote) = self.remote_manifest(key) else {
+            return Err(reason);
+        };
+        self.first_valid(key, &remote, true, with_deps)
+            .map_err(|r| {
+                if reason == MissReason::NoEntry {
+                    r
+                } else {
+                    reason
+                }
+            })
+    }
+
+    fn first_valid(
+        &self,
+        key: &Hash,
+        manifest: &Manifest,
+        remote_manifest: bool,
+        with_deps: bool,
+    ) -> Result<Hit, MissReason> {
+        let mut reason = MissReason::NoEntry;
+        for set in &manifest.sets {
+            let validating = std::time::Instant::now();
+            let valid = validate(set, &self.stat_cache);
+            log::debug!(
+                "{} deps checked in {:?}",
+                set.deps.len(),
+                validating.elapsed()
+            );
+            if let Err(m) = valid {
+                log::debug!(
+                    "dep set rejected: {} is no longer {}",
+                    m.path.display(),
+                    m.expected
+                );
+                if reason == MissReason::NoEntry {
+                    reason = runs::changed(&m, &self.stat_cache);
+                }
+                continue;
+            }
+            let Some((result, remote_result)) = self.result_tiered(key, &set.result) else {
+                continue;
+            };
+            let restoring = std::time::Instant::now();
+            let restored = restore::restore(&result, &self.store, key);
+            log::debug!("outputs restored in {:?}", restoring.elapsed());
+            match restored {
+                Ok(remote_blobs) => {
+                    let remote = remote_manifest || remote_result || remote_blobs;
+                    if remote_manifest || remote_result {
+                        self.keep_remote_hit(key, set, &result);
+                    }
+                    let deps = if with_deps {
+                        set.deps.clone()
+                    } else {
+                        Vec::new()
+                    };
+                    return Ok((result, remote, deps));
+                }
+                Err(e) => {
+                    log::warn!("cached result unusable, compiling instead: {e}");
+                    if !remote_result {
+                        let _ = self.store.remove_result(&set.result);
+                    }
+                }
+            }
+        }
+        Err(reason)
+    }
+}

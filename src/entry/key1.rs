@@ -1,0 +1,192 @@
+//! key1: what is known of a call before it runs. It names the manifest of
+//! dep sets seen under it (see `manifest`).
+
+use super::FORMAT_VERSION;
+use crate::compiler::host_target;
+use crate::digest::{field, Hash};
+use crate::protocol::CompileRequest;
+
+/// Environment variables that do not change what a compiler produces but do
+/// change between otherwise identical builds (jobserver fds, shells, the
+/// terminal, our own plumbing). Every other variable is part of key1.
+const VOLATILE_ENV: &[&str] = &[
+    "MAKEFLAGS",
+    "MFLAGS",
+    "MAKELEVEL",
+    "MAKEOVERRIDES",
+    "MAKE_TERMOUT",
+    "MAKE_TERMERR",
+    "CARGO_MAKEFLAGS",
+    // Name the wrapper of rustc calls (us, in wrapper mode); rustc does not
+    // read them, and keeping them out lets `RUSTC_WRAPPER=cachefs` and
+    // `cachefs run` share results.
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "PWD",
+    "OLDPWD",
+    "SHLVL",
+    "TERM",
+    "COLORTERM",
+    "_",
+    "LD_PRELOAD",
+    "DISPLAY",
+    "WINDOWID",
+    "XAUTHORITY",
+    "INVOCATION_ID",
+    "JOURNAL_STREAM",
+    "LS_COLORS",
+    "NINJA_STATUS",
+    // Set per login session or per terminal window, read by no compiler: a
+    // build in a new terminal or after a new login must still hit.
+    "DBUS_SESSION_BUS_ADDRESS",
+    "SESSION_MANAGER",
+    "DESKTOP_STARTUP_ID",
+    "WAYLAND_DISPLAY",
+    "WINDOWPATH",
+    "GPG_AGENT_INFO",
+    "VTE_VERSION",
+    "TERM_PROGRAM",
+    "TERM_PROGRAM_VERSION",
+    "TERM_SESSION_ID",
+    "WT_SESSION",
+];
+const VOLATILE_ENV_PREFIXES: &[&str] = &[
+    "CACHEFS_",
+    "SSH_",
+    "TMUX",
+    "STY",
+    "XDG_SESSION_",
+    "XDG_SEAT",
+    "XDG_VTNR",
+    "XDG_ACTIVATION_TOKEN",
+    "GNOME_TERMINAL_",
+    "KONSOLE_",
+    "KITTY_",
+    "ALACRITTY_",
+];
+
+pub fn is_volatile_env(name: &[u8]) -> bool {
+    VOLATILE_ENV.iter().any(|v| v.as_bytes() == name)
+        || VOLATILE_ENV_PREFIXES
+            .iter()
+            .any(|p| name.starts_with(p.as_bytes()))
+}
+
+/// key1 = what is known before the compile runs: the compiler's content, the
+/// name it was called by (clang picks its mode from argv[0]), the arguments,
+/// the working directory and the environment minus volatile variables;
+/// for a compile that targets the host CPU, that CPU's identity.
+pub fn key1(req: &CompileRequest, compiler_hash: &Hash) -> Hash {
+    let host = host_target::targets_host_cpu(&req.argv)
+        .then(|| host_target::host_cpu_identity().unwrap_or_default());
+    key1_on(req, compiler_hash, host)
+}
+
+fn key1_on(req: &CompileRequest, compiler_hash: &Hash, host_cpu: Option<Hash>) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(b"cachefs-key1");
+    h.update(&FORMAT_VERSION.to_le_bytes());
+    h.update(compiler_hash);
+    let argv0 = req.argv.first().map(|a| basename(a)).unwrap_or_default();
+    field(&mut h, argv0);
+    h.update(&(req.argv.len() as u64).to_le_bytes());
+    for a in req.argv.iter().skip(1) {
+        field(&mut h, a);
+    }
+    field(&mut h, &req.cwd);
+    // `-march=native` and kin: what the compiler sees of the CPU.
+    if let Some(cpu) = host_cpu {
+        h.update(b"host-cpu");
+        h.update(&cpu);
+    }
+    let mut env: Vec<_> = req
+        .env
+        .iter()
+        .filter(|(k, _)| !is_volatile_env(k))
+        .collect();
+    env.sort();
+    h.update(&(env.len() as u64).to_le_bytes());
+    for (k, v) in env {
+        field(&mut h, k);
+        field(&mut h, v);
+    }
+    *h.finalize().as_bytes()
+}
+
+fn basename(path: &[u8]) -> &[u8] {
+    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(args: &[&str], env: &[(&str, &str)]) -> CompileRequest {
+        CompileRequest {
+            compiler: b"/usr/bin/gcc".to_vec(),
+            argv: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            cwd: b"/src".to_vec(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+            run_id: None,
+        }
+    }
+
+    #[test]
+    fn key1_ignores_volatile_env_and_argv0_dir() {
+        let h = [7u8; 32];
+        let a = key1(
+            &req(
+                &["gcc", "-c", "x.c"],
+                &[("MAKEFLAGS", "-j2 --jobserver-auth=3,4"), ("CPATH", "/a")],
+            ),
+            &h,
+        );
+        let b = key1(
+            &req(
+                &["/usr/bin/gcc", "-c", "x.c"],
+                &[
+                    ("CPATH", "/a"),
+                    ("PWD", "/x"),
+                    ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/1000/bus"),
+                    ("XDG_SESSION_ID", "4"),
+                    ("GNOME_TERMINAL_SCREEN", "/org/gnome/Terminal/screen/1"),
+                ],
+            ),
+            &h,
+        );
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn key1_of_a_native_cpu_compile_is_the_cpu_s() {
+        let h = [7u8; 32];
+        let native = req(&["gcc", "-O2", "-march=native", "-c", "x.c"], &[]);
+        let (cpu_a, cpu_b) = (Some([1u8; 32]), Some([2u8; 32]));
+        assert_eq!(key1_on(&native, &h, cpu_a), key1_on(&native, &h, cpu_a));
+        assert_ne!(key1_on(&native, &h, cpu_a), key1_on(&native, &h, cpu_b));
+        assert_eq!(key1(&native, &h), key1(&native, &h));
+        let generic = req(&["gcc", "-O2", "-c", "x.c"], &[]);
+        assert_eq!(key1(&generic, &h), key1_on(&generic, &h, None));
+    }
+
+    #[test]
+    fn key1_sees_flags_env_and_argv0_name() {
+        let h = [7u8; 32];
+        let base = key1(&req(&["gcc", "-c", "x.c"], &[]), &h);
+        assert_ne!(base, key1(&req(&["gcc", "-O2", "-c", "x.c"], &[]), &h));
+        assert_ne!(
+            base,
+            key1(&req(&["gcc", "-c", "x.c"], &[("CPATH", "/a")]), &h)
+        );
+        assert_ne!(base, key1(&req(&["clang", "-c", "x.c"], &[]), &h));
+        assert_ne!(base, key1(&req(&["gcc", "-c", "x.c"], &[]), &[8u8; 32]));
+        // Argument boundaries matter: "-c x.c" vs "-cx .c" style merges.
+        assert_ne!(
+            key1(&req(&["gcc", "-DA", "B"], &[]), &h),
+            key1(&req(&["gcc", "-DAB"], &[]), &h)
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! The cache entry, one file per concept, as a lookup meets them:
+//!
+//! - `key1`: what is known of a call before it runs, naming a manifest;
+//! - `manifest`: the dep sets seen under one key1, and how the store's copy
+//!   is updated;
+//! - `dep_set`: the paths a compile touched and what it found there, with
+//!   the result they lead to; `validate`: whether one still holds;
+//! - `result`: what a compile produced; `capture` reads it after a miss,
+//!   `restore` writes it back on a hit.
+//!
+//! The agent drives these; nothing here talks to a client.
+
+pub mod capture;
+pub mod dep_set;
+pub mod key1;
+pub mod manifest;
+pub mod restore;
+pub mod result;
+pub mod validate;
+
+pub use crate::digest::Hash;
+pub use dep_set::{Dep, DepSet, DepState, Kind};
+pub use manifest::Manifest;
+pub use result::CachedResult;
+
+/// Bumped whenever the meaning of a key or a stored record changes, so that
+/// entries from another format are never read as ours.
+pub const FORMAT_VERSION: u32 = 2;

@@ -1,0 +1,81 @@
+//! A cached compile result: the files it wrote, its stdout/stderr and exit
+//! status. `capture` reads one after a miss, `restore` writes one back on a hit.
+
+use crate::digest::Hash;
+use crate::protocol::Exit;
+use serde::{Deserialize, Serialize};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Output {
+    File {
+        #[serde(with = "crate::bytes")]
+        path: Vec<u8>,
+        mode: u32,
+        blob: Hash,
+    },
+    Symlink {
+        #[serde(with = "crate::bytes")]
+        path: Vec<u8>,
+        #[serde(with = "crate::bytes")]
+        target: Vec<u8>,
+    },
+    Dir {
+        #[serde(with = "crate::bytes")]
+        path: Vec<u8>,
+        mode: u32,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CachedResult {
+    pub outputs: Vec<Output>,
+    #[serde(with = "crate::bytes")]
+    pub stdout: Vec<u8>,
+    #[serde(with = "crate::bytes")]
+    pub stderr: Vec<u8>,
+    pub exit: Exit,
+    pub compile_ms: u64,
+}
+
+impl CachedResult {
+    pub fn decode(bytes: &[u8]) -> Option<CachedResult> {
+        postcard::from_bytes(bytes).ok()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("result serialises")
+    }
+
+    pub fn blobs(&self) -> Vec<Hash> {
+        self.outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::File { blob, .. } => Some(*blob),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn output_paths(&self) -> Vec<String> {
+        self.outputs
+            .iter()
+            .map(|o| match o {
+                Output::File { path, .. }
+                | Output::Symlink { path, .. }
+                | Output::Dir { path, .. } => String::from_utf8_lossy(path).into_owned(),
+            })
+            .collect()
+    }
+
+    /// The identity of a result, so identical results share one entry.
+    pub fn id(&self) -> Hash {
+        *blake3::hash(&self.encode()).as_bytes()
+    }
+}
+
+pub(super) fn path_of(bytes: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(bytes))
+}

@@ -1,0 +1,139 @@
+//! Whether a stored dep set still holds: every path checked against the
+//! disk, through the stat cache.
+
+use super::dep_set::{DepSet, DepState, Kind};
+use crate::digest::{candidates, candidates_hash, listing_hash};
+use crate::stat_cache::{DirStamps, StatCache};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Why a stored dep set no longer holds; `cachefs explain` will show these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub path: PathBuf,
+    pub expected: String,
+}
+
+/// Checks every dep against the disk; the first that differs is returned.
+pub fn validate(set: &DepSet, cache: &StatCache) -> Result<(), Mismatch> {
+    let mut dirs = DirStamps::new();
+    for dep in &set.deps {
+        let path = Path::new(OsStr::from_bytes(&dep.path));
+        if !holds(path, &dep.state, cache, &mut dirs) {
+            return Err(Mismatch {
+                path: path.to_path_buf(),
+                expected: describe(path, &dep.state),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A dep state for messages: a search directory's candidates by name.
+fn describe(path: &Path, state: &DepState) -> String {
+    match state {
+        DepState::Candidates { stems, .. } => {
+            let names = candidates(path, stems, &|_| false).unwrap_or_default();
+            let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+            format!(
+                "the same candidates for {} (now: {})",
+                stems.iter().map(|s| text(s)).collect::<Vec<_>>().join(" "),
+                names.iter().map(|s| text(s)).collect::<Vec<_>>().join(" ")
+            )
+        }
+        _ => state.to_string(),
+    }
+}
+
+fn holds(path: &Path, state: &DepState, cache: &StatCache, dirs: &mut DirStamps) -> bool {
+    match state {
+        DepState::File(hash) => matches!(cache.file_hash(path), Ok(Some((_, h))) if h == *hash),
+        DepState::Absent => cache.is_absent(path, dirs),
+        DepState::Exists(kind) => {
+            matches!(std::fs::symlink_metadata(path), Ok(m) if Kind::of(&m) == *kind)
+        }
+        DepState::Symlink(target) => {
+            matches!(std::fs::read_link(path), Ok(t) if t.as_os_str().as_bytes() == target.as_slice())
+        }
+        DepState::Listing(hash) => matches!(listing_hash(path, &|_| false), Ok(h) if h == *hash),
+        DepState::Candidates { stems, hash } => {
+            matches!(candidates_hash(path, stems, &|_| false), Ok(h) if h == *hash)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::dep_set::Dep;
+    use std::os::unix::fs::MetadataExt;
+    use std::time::Duration;
+
+    /// The one-stat-per-directory shortcut for failed probes must still see
+    /// a header that appears later, however it appears.
+    #[test]
+    fn absent_probes_see_files_created_or_renamed_into_a_settled_directory() {
+        let written = tempfile::tempdir().unwrap();
+        let renamed = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let probe = |dir: &tempfile::TempDir| DepSet {
+            deps: vec![Dep {
+                path: dir.path().join("shadow.h").as_os_str().as_bytes().to_vec(),
+                state: DepState::Absent,
+            }],
+            result: [0; 32],
+        };
+        let (a, b) = (probe(&written), probe(&renamed));
+        let cache = StatCache::default();
+        // Directory stamps are trusted only once settled.
+        std::thread::sleep(Duration::from_millis(2100));
+        for set in [&a, &b] {
+            assert!(validate(set, &cache).is_ok());
+            assert!(validate(set, &cache).is_ok());
+        }
+        let dev = std::fs::metadata(written.path()).unwrap().dev();
+        if cache.trusts_dir_stamps(dev, written.path()) {
+            assert_eq!(cache.absent_len(), 2, "shortcut in use");
+        }
+        std::fs::write(written.path().join("shadow.h"), "").unwrap();
+        let other = elsewhere.path().join("shadow.h");
+        std::fs::write(&other, "").unwrap();
+        std::fs::rename(&other, renamed.path().join("shadow.h")).unwrap();
+        for (set, dir) in [(&a, &written), (&b, &renamed)] {
+            let m = validate(set, &cache).unwrap_err();
+            assert_eq!(m.path, dir.path().join("shadow.h"));
+        }
+    }
+
+    #[test]
+    fn validate_checks_each_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.h");
+        std::fs::write(&f, "x").unwrap();
+        let cache = StatCache::default();
+        let (_, h) = cache.file_hash(&f).unwrap().unwrap();
+        let missing = dir.path().join("b.h");
+        let b = |p: &Path| p.as_os_str().as_bytes().to_vec();
+        let set = DepSet {
+            deps: vec![
+                Dep {
+                    path: b(&f),
+                    state: DepState::File(h),
+                },
+                Dep {
+                    path: b(&missing),
+                    state: DepState::Absent,
+                },
+                Dep {
+                    path: b(dir.path()),
+                    state: DepState::Exists(Kind::Dir),
+                },
+            ],
+            result: [0; 32],
+        };
+        assert!(validate(&set, &cache).is_ok());
+        std::fs::write(&missing, "").unwrap();
+        assert_eq!(validate(&set, &cache).unwrap_err().path, missing);
+    }
+}
