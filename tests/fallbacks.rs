@@ -181,6 +181,34 @@ fn the_agent_stops_after_its_idle_timeout() {
     );
 }
 
+/// As in sccache, an idle timeout of 0 means the agent never exits on its
+/// own (it used to exit at its first quiet second).
+#[test]
+fn an_idle_timeout_of_zero_keeps_the_agent_running() {
+    let sb = Sandbox::new();
+    small_project(&sb);
+    let out = sb
+        .cachefs()
+        .args(["run", "sh", "-c", BUILD])
+        .env("CACHEFS_IDLE_TIMEOUT", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let pid = std::fs::read_to_string(sb.cache.join("agent.pid")).unwrap();
+    let alive = || std::path::Path::new(&format!("/proc/{}", pid.trim())).exists();
+    // Past the housekeeping's quiet spell (2 s) and a few of its ticks (1 s).
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert!(alive(), "the agent exited although its idle timeout is 0");
+    let stop = sb.cachefs().arg("stop").output().unwrap();
+    assert!(stop.status.success());
+    // Gone once its new parent has reaped it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(!alive(), "cachefs stop still stops it");
+}
+
 /// A peer speaking another protocol version (an agent from another cachefs
 /// release) gets a clear error and the compile runs uncached.
 #[test]

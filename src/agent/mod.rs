@@ -408,7 +408,9 @@ fn spawn_housekeeping(agent: Arc<Agent>) {
                 }
                 agent.save_stat_cache();
             }
-            if quiet && last.elapsed() >= agent.config.idle_timeout {
+            // 0 means never, as sccache's SCCACHE_IDLE_TIMEOUT=0 does.
+            let timeout = agent.config.idle_timeout;
+            if quiet && !timeout.is_zero() && last.elapsed() >= timeout {
                 agent.shutdown("idle timeout");
             }
         }

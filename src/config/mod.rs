@@ -113,6 +113,7 @@ impl fmt::Display for Source {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub dir: PathBuf,
+    /// Quiet time before the agent exits; zero: never.
     pub idle_timeout: Duration,
     pub cache_size: u64,
     /// Log file for the client and the agent; stderr (the agent's:
