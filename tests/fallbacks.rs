@@ -151,24 +151,37 @@ fn a_malformed_setting_is_named_and_the_build_still_runs() {
     );
 }
 
-#[test]
-fn the_agent_stops_after_its_idle_timeout() {
-    let sb = Sandbox::new();
-    small_project(&sb);
+/// Builds the small project under `cachefs run` with the agent's idle
+/// timeout set to `seconds`; returns a check of whether that agent is alive.
+fn build_with_idle_timeout(sb: &Sandbox, seconds: &str) -> impl Fn() -> bool {
+    small_project(sb);
     let out = sb
         .cachefs()
         .args(["run", "sh", "-c", BUILD])
-        .env("CACHEFS_IDLE_TIMEOUT", "2")
+        .env("CACHEFS_IDLE_TIMEOUT", seconds)
         .output()
         .unwrap();
     assert!(out.status.success());
     let pid = std::fs::read_to_string(sb.cache.join("agent.pid")).unwrap();
-    let alive = || std::path::Path::new(&format!("/proc/{}", pid.trim())).exists();
-    assert!(alive());
+    let proc_dir = format!("/proc/{}", pid.trim());
+    move || std::path::Path::new(&proc_dir).exists()
+}
+
+/// Waits up to 30 s for `alive` to turn false (an exited agent is gone once
+/// its new parent has reaped it).
+fn wait_gone(alive: &impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while alive() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+#[test]
+fn the_agent_stops_after_its_idle_timeout() {
+    let sb = Sandbox::new();
+    let alive = build_with_idle_timeout(&sb, "2");
+    assert!(alive());
+    wait_gone(&alive);
     assert!(!alive(), "the agent outlived its idle timeout");
     assert!(
         !sb.cache.join("agent.sock").exists(),
@@ -186,26 +199,13 @@ fn the_agent_stops_after_its_idle_timeout() {
 #[test]
 fn an_idle_timeout_of_zero_keeps_the_agent_running() {
     let sb = Sandbox::new();
-    small_project(&sb);
-    let out = sb
-        .cachefs()
-        .args(["run", "sh", "-c", BUILD])
-        .env("CACHEFS_IDLE_TIMEOUT", "0")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let pid = std::fs::read_to_string(sb.cache.join("agent.pid")).unwrap();
-    let alive = || std::path::Path::new(&format!("/proc/{}", pid.trim())).exists();
+    let alive = build_with_idle_timeout(&sb, "0");
     // Past the housekeeping's quiet spell (2 s) and a few of its ticks (1 s).
     std::thread::sleep(std::time::Duration::from_secs(5));
     assert!(alive(), "the agent exited although its idle timeout is 0");
     let stop = sb.cachefs().arg("stop").output().unwrap();
     assert!(stop.status.success());
-    // Gone once its new parent has reaped it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while alive() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    wait_gone(&alive);
     assert!(!alive(), "cachefs stop still stops it");
 }
 
