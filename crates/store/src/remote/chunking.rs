@@ -26,6 +26,21 @@ fn whole_hash(value: &[u8], seal: &Seal) -> Hash {
 /// Bytes per chunk: under memcached's default 1 MiB item limit with room for key and header.
 pub const CHUNK_SIZE: usize = 1000 * 1024;
 const MAGIC: &[u8; 4] = b"CFR1";
+/// Magic, total length, whole-value hash, chunk count: what every head starts with.
+pub const HEAD_LEN: usize = 4 + 8 + 32 + 4;
+
+/// The most chunks one value may have: 4000 MiB at `CHUNK_SIZE`. The agent caches results
+/// up to a quarter of the local cache (2.5 GiB at the default 10 GiB), and a remote value is
+/// assembled in memory, so this is also the most one remote read can make the agent hold.
+/// Larger values are not written, and a head that claims more is refused before anything is
+/// allocated (a forged 48-byte head could otherwise ask for 2^32 chunk hashes, 128 GiB).
+pub const MAX_CHUNKS: usize = 4000;
+/// The largest value stored on or read from a remote server.
+pub const MAX_VALUE_LEN: u64 = (MAX_CHUNKS * CHUNK_SIZE) as u64;
+/// The largest item cachefs writes: a head with a value inline (a chunked value's head, 32
+/// bytes per chunk, is smaller). A server that announces a longer item is not read.
+pub const MAX_ITEM_LEN: usize = HEAD_LEN + CHUNK_SIZE;
+const _: () = assert!(32 * MAX_CHUNKS <= CHUNK_SIZE, "a chunked head fits an item");
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChunkError {
@@ -35,6 +50,8 @@ pub enum ChunkError {
     BadChunk(usize),
     #[error("remote value does not match its checksum")]
     BadWhole,
+    #[error("remote head claims a value of {0} bytes, over the limit of {MAX_VALUE_LEN}")]
+    TooLarge(u64),
 }
 
 /// A parsed head item: what the value's chunks must hash to.
@@ -53,7 +70,7 @@ pub fn split<'a>(value: &'a [u8], seal: &Seal) -> (Vec<u8>, Vec<&'a [u8]>) {
     } else {
         value.chunks(CHUNK_SIZE).collect()
     };
-    let mut head = Vec::with_capacity(48 + chunks.len() * 32);
+    let mut head = Vec::with_capacity(HEAD_LEN + chunks.len() * 32);
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&(value.len() as u64).to_le_bytes());
     head.extend_from_slice(&whole_hash(value, seal));
@@ -67,38 +84,51 @@ pub fn split<'a>(value: &'a [u8], seal: &Seal) -> (Vec<u8>, Vec<&'a [u8]>) {
     (head, chunks)
 }
 
+/// Every length in the head is checked against the head's own size and `MAX_VALUE_LEN`
+/// before anything is allocated: the head comes from the server, not necessarily from us.
 pub fn parse_head(head: &[u8]) -> Result<Head, ChunkError> {
     let rest = head.strip_prefix(MAGIC).ok_or(ChunkError::BadHead)?;
     let (len, rest) = take(rest, 8)?;
     let len = u64::from_le_bytes(len.try_into().unwrap());
     let (whole, rest) = take(rest, 32)?;
-    let (n, mut rest) = take(rest, 4)?;
-    let n = u32::from_le_bytes(n.try_into().unwrap()) as usize;
-    if n as u64 != len.div_ceil(CHUNK_SIZE as u64) && n != 0 {
+    let (n, rest) = take(rest, 4)?;
+    let n = u32::from_le_bytes(n.try_into().unwrap());
+    if len > MAX_VALUE_LEN {
+        return Err(ChunkError::TooLarge(len));
+    }
+    if u64::from(n) != chunk_count(len) {
         return Err(ChunkError::BadHead);
     }
-    let mut chunks = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (h, r) = take(rest, 32)?;
-        chunks.push(h.try_into().unwrap());
-        rest = r;
-    }
-    let inline = if n == 0 {
-        if rest.len() as u64 != len {
-            return Err(ChunkError::BadHead);
-        }
-        Some(rest.to_vec())
-    } else if rest.is_empty() {
-        None
+    let (chunks, inline) = if n == 0 {
+        (Vec::new(), Some(rest))
     } else {
-        return Err(ChunkError::BadHead);
+        (
+            rest.chunks_exact(32)
+                .map(|h| h.try_into().unwrap())
+                .collect(),
+            None,
+        )
     };
+    // The inline value has the stated length, or there is one hash per chunk and no more.
+    let expected = if n == 0 { len } else { 32 * u64::from(n) };
+    if rest.len() as u64 != expected {
+        return Err(ChunkError::BadHead);
+    }
     Ok(Head {
         len,
         whole: whole.try_into().unwrap(),
         chunks,
-        inline,
+        inline: inline.map(<[u8]>::to_vec),
     })
+}
+
+/// How many chunks `split` makes of a value of `len` bytes: none when it fits inline.
+fn chunk_count(len: u64) -> u64 {
+    if len <= CHUNK_SIZE as u64 {
+        0
+    } else {
+        len.div_ceil(CHUNK_SIZE as u64)
+    }
 }
 
 fn take(b: &[u8], n: usize) -> Result<(&[u8], &[u8]), ChunkError> {
@@ -108,9 +138,12 @@ fn take(b: &[u8], n: usize) -> Result<(&[u8], &[u8]), ChunkError> {
     Ok(b.split_at(n))
 }
 
-/// Checks one fetched chunk against the head.
+/// Checks one fetched chunk against the head: its length (every chunk but the last is
+/// `CHUNK_SIZE` long), so the chunks of a value cannot add up to more than it, and its hash.
 pub fn verify_chunk(head: &Head, i: usize, data: &[u8]) -> Result<(), ChunkError> {
-    if head.chunks.get(i) != Some(blake3::hash(data).as_bytes()) {
+    let before = (i as u64).saturating_mul(CHUNK_SIZE as u64);
+    let want = head.len.saturating_sub(before).min(CHUNK_SIZE as u64);
+    if data.len() as u64 != want || head.chunks.get(i) != Some(blake3::hash(data).as_bytes()) {
         return Err(ChunkError::BadChunk(i));
     }
     Ok(())
@@ -169,6 +202,55 @@ mod tests {
         assert_eq!(
             assemble(&parse_head(&small).unwrap(), vec![], &None),
             Err(ChunkError::BadWhole)
+        );
+    }
+
+    #[test]
+    fn lengths_in_a_head_are_checked_before_anything_is_allocated() {
+        let (genuine, _) = split(&vec![1u8; 2 * CHUNK_SIZE + 1], &None);
+        let forge = |len: u64, n: u32, hashes: usize| {
+            let mut h = genuine[..HEAD_LEN].to_vec();
+            h[4..12].copy_from_slice(&len.to_le_bytes());
+            h[44..48].copy_from_slice(&n.to_le_bytes());
+            h.extend(std::iter::repeat_n(0u8, 32 * hashes));
+            h
+        };
+        let huge = u64::from(u32::MAX) * CHUNK_SIZE as u64;
+        assert_eq!(
+            parse_head(&forge(huge, u32::MAX, 0)).err(),
+            Some(ChunkError::TooLarge(huge))
+        );
+        let most = MAX_VALUE_LEN;
+        assert!(parse_head(&forge(most, MAX_CHUNKS as u32, MAX_CHUNKS)).is_ok());
+        assert_eq!(
+            parse_head(&forge(most + 1, MAX_CHUNKS as u32 + 1, MAX_CHUNKS + 1)).err(),
+            Some(ChunkError::TooLarge(most + 1))
+        );
+        // Hashes missing or extra, a chunk count that does not fit the length, an inline
+        // value longer than a chunk: malformed.
+        let len = 3 * CHUNK_SIZE as u64;
+        assert_eq!(
+            parse_head(&forge(len, 3, 2)).err(),
+            Some(ChunkError::BadHead)
+        );
+        assert_eq!(
+            parse_head(&forge(len, 3, 4)).err(),
+            Some(ChunkError::BadHead)
+        );
+        assert_eq!(
+            parse_head(&forge(len, 4, 4)).err(),
+            Some(ChunkError::BadHead)
+        );
+        let inline = CHUNK_SIZE as u64 + 1;
+        assert_eq!(
+            parse_head(&forge(inline, 0, inline as usize / 32 + 1)).err(),
+            Some(ChunkError::BadHead)
+        );
+        // A chunk longer or shorter than its place in the value is refused unhashed.
+        let head = parse_head(&forge(len, 3, 3)).unwrap();
+        assert_eq!(
+            verify_chunk(&head, 0, &[0; 5]),
+            Err(ChunkError::BadChunk(0))
         );
     }
 

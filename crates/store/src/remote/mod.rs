@@ -41,6 +41,18 @@ pub enum RemoteError {
     },
     #[error("remote server {server} answered {reply:?}")]
     Reply { server: String, reply: String },
+    /// A length stated by the server is over what cachefs ever writes: refused before
+    /// anything is allocated.
+    #[error(
+        "remote server {server} announced a {what} of {len} bytes, over the limit of {limit}: \
+         not read (is the server shared with something other than cachefs?)"
+    )]
+    TooLarge {
+        server: String,
+        what: &'static str,
+        len: u64,
+        limit: u64,
+    },
     #[error("remote server {0} skipped after a recent failure")]
     Skipped(String),
 }
@@ -320,6 +332,16 @@ impl Remote {
             return;
         }
         let key = remote_key(kind, id);
+        if value.len() as u64 > chunking::MAX_VALUE_LEN {
+            // Readers refuse it (see MAX_CHUNKS): not worth sending.
+            log::info!(
+                "remote {}: {key} not written: {} bytes is over the limit of {}",
+                self.tier.kind(),
+                value.len(),
+                chunking::MAX_VALUE_LEN
+            );
+            return;
+        }
         let route = route_key(route);
         let (head, chunks) = chunking::split(value, &self.seal);
         let result = chunks

@@ -1,0 +1,203 @@
+//! The shared cache is untrusted input: whoever can write to the memcached or Redis servers
+//! (or sit between them and the agent) must not be able to make the agent allocate without
+//! bound, hang, or accept a genuine value somewhere it was not written. Every such attempt is
+//! a miss, counted as a remote error. Real memcached and redis-server processes hold forged
+//! items; a forged reply line (which no real server would send) comes from a tiny hostile
+//! TCP server that answers every request with fixed bytes.
+
+mod common;
+use cachefs_store::remote::{chunk_key, remote_key, route_key, Kind, Memcached, Redis, Remote};
+use common::alloc::{largest, reset_largest};
+use common::servers;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static ALLOC: common::alloc::Counting = common::alloc::Counting;
+
+const TIMEOUT: Duration = Duration::from_millis(100);
+/// The route (an entry's key1) of the test values.
+const R: [u8; 32] = [7; 32];
+/// No single allocation while reading one remote value may exceed this: a chunk is under
+/// 1 MiB, and a reply is read into one buffer of its (bounded) stated length.
+const ALLOC_BOUND: usize = 4 << 20;
+/// A forged reply must be turned into a miss well within this (the timeout is 100 ms).
+const TIME_BOUND: Duration = Duration::from_secs(3);
+
+fn id(n: u32) -> [u8; 32] {
+    *blake3::hash(&n.to_le_bytes()).as_bytes()
+}
+
+fn memcached(addr: &str) -> Remote {
+    let urls = [format!("tcp://{addr}")];
+    Remote::new(Box::new(Memcached::new(&urls, TIMEOUT).unwrap()), false)
+}
+
+fn redis(addr: &str) -> Remote {
+    let url = format!("redis://{addr}");
+    Remote::new(Box::new(Redis::new(&url, TIMEOUT, 0).unwrap()), false)
+}
+
+/// Deterministic bytes that do not compress.
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+/// `remote.get`, asserting that it missed quickly, counted one more error, and never asked
+/// for an allocation above `ALLOC_BOUND`.
+fn assert_counted_miss(remote: &Remote, kind: Kind, id: &[u8; 32], what: &str) {
+    let errors = remote.report().errors;
+    let start = Instant::now();
+    reset_largest();
+    let got = remote.get(kind, id, &R);
+    let biggest = largest();
+    assert_eq!(got, None, "{what}: must be a miss");
+    assert!(
+        start.elapsed() < TIME_BOUND,
+        "{what}: took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        biggest <= ALLOC_BOUND,
+        "{what}: allocated {biggest} bytes at once"
+    );
+    assert_eq!(
+        remote.report().errors,
+        errors + 1,
+        "{what}: counted as a remote error"
+    );
+}
+
+/// A genuine head item with its total length and chunk count replaced: the head of a value
+/// of 2^32 chunks of 1000 KiB, 48 bytes long.
+fn forged_head(remote: &Remote) -> Vec<u8> {
+    let key = remote_key(Kind::Result, &id(1));
+    remote.put(Kind::Result, &id(1), &R, b"genuine");
+    let genuine = remote.tier().get(&route_key(&R), &key).unwrap().unwrap();
+    let mut head = genuine[..48].to_vec();
+    head[4..12].copy_from_slice(&(u64::from(u32::MAX) * 1000 * 1024).to_le_bytes());
+    head[44..48].copy_from_slice(&u32::MAX.to_le_bytes());
+    head
+}
+
+fn forged_head_is_a_counted_miss(remote: Remote) {
+    let head = forged_head(&remote);
+    let key = remote_key(Kind::Result, &id(2));
+    remote.tier().set(&route_key(&R), &key, &head).unwrap();
+    assert_counted_miss(&remote, Kind::Result, &id(2), "head of 2^32 chunks");
+    // Fewer chunks than the stated length needs, or more chunk hashes than stated: malformed.
+    let mut short = head.clone();
+    short[44..48].copy_from_slice(&3u32.to_le_bytes());
+    short.extend_from_slice(&[0; 96]);
+    remote.tier().set(&route_key(&R), &key, &short).unwrap();
+    assert_counted_miss(&remote, Kind::Result, &id(2), "3 chunks for 4 GiB");
+}
+
+#[test]
+fn a_forged_head_of_2_pow_32_chunks_on_memcached_is_a_counted_miss() {
+    let server = servers::memcached();
+    forged_head_is_a_counted_miss(memcached(&server.addr()));
+}
+
+#[test]
+fn a_forged_head_of_2_pow_32_chunks_on_redis_is_a_counted_miss() {
+    let server = servers::redis();
+    forged_head_is_a_counted_miss(redis(&server.addr()));
+}
+
+/// A TCP server on 127.0.0.1 that answers each request (its first read) with `reply`, then
+/// keeps the connection open without a further byte until the client goes away.
+fn hostile_server(reply: Vec<u8>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let reply = reply.clone();
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                if conn.read(&mut request).unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = conn.write_all(&reply);
+                let _ = conn.read(&mut request);
+            });
+        }
+    });
+    addr
+}
+
+/// The memcached reply line that announces a value for the head key of `id(3)`.
+fn value_line(len: &str) -> Vec<u8> {
+    format!("VALUE {} 0 {len}\r\n", remote_key(Kind::Manifest, &id(3))).into_bytes()
+}
+
+#[test]
+fn a_forged_memcached_value_length_is_a_counted_miss() {
+    for len in ["4294967295", "18446744073709551615", "18446744073709551616"] {
+        let mut reply = value_line(len);
+        reply.extend_from_slice(b"a few bytes");
+        let remote = memcached(&hostile_server(reply));
+        assert_counted_miss(&remote, Kind::Manifest, &id(3), &format!("VALUE of {len}"));
+    }
+}
+
+#[test]
+fn a_forged_redis_bulk_length_is_a_counted_miss() {
+    for len in [
+        "9999999999",
+        "9223372036854775807",
+        "-2",
+        "99999999999999999999",
+    ] {
+        let reply = format!("${len}\r\na few bytes").into_bytes();
+        let remote = redis(&hostile_server(reply));
+        assert_counted_miss(&remote, Kind::Manifest, &id(3), &format!("${len}"));
+    }
+}
+
+/// A reply line that never ends: 64 MiB without a newline (finite, so that the code before
+/// this fix, which buffered the whole line, fails the allocation bound instead of taking the
+/// machine's memory).
+#[test]
+fn an_endless_reply_line_is_a_counted_miss() {
+    let endless = |prefix: &[u8]| {
+        let mut reply = prefix.to_vec();
+        reply.resize(64 << 20, b'7');
+        reply
+    };
+    let remote = memcached(&hostile_server(endless(b"VALUE ")));
+    assert_counted_miss(&remote, Kind::Manifest, &id(3), "endless memcached line");
+    let remote = redis(&hostile_server(endless(b"$")));
+    assert_counted_miss(&remote, Kind::Manifest, &id(3), "endless redis line");
+}
+
+/// Without a key, values are checked as before: whole and chunk hashes catch corruption
+/// and truncation (anyone with write access can write anything, so copies are not refused).
+#[test]
+fn unkeyed_values_keep_their_checks() {
+    let server = servers::memcached();
+    let remote = memcached(&server.addr());
+    let big = noise(1500 * 1024, 20);
+    remote.put(Kind::Blob, &id(20), &R, &big);
+    remote.put(Kind::Manifest, &id(21), &R, b"manifest");
+    assert_eq!(remote.get(Kind::Blob, &id(20), &R), Some(big));
+    assert_eq!(
+        remote.get(Kind::Manifest, &id(21), &R).as_deref(),
+        Some(&b"manifest"[..])
+    );
+    let (route, key) = (route_key(&R), remote_key(Kind::Manifest, &id(21)));
+    let mut head = remote.tier().get(&route, &key).unwrap().unwrap();
+    *head.last_mut().unwrap() ^= 1;
+    remote.tier().set(&route, &key, &head).unwrap();
+    assert_counted_miss(&remote, Kind::Manifest, &id(21), "corrupt unkeyed value");
+    let chunk = chunk_key(&remote_key(Kind::Blob, &id(20)), 1);
+    remote.tier().set(&route, &chunk, b"short").unwrap();
+    assert_counted_miss(&remote, Kind::Blob, &id(20), "truncated unkeyed chunk");
+}
