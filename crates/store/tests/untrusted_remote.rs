@@ -6,6 +6,7 @@
 //! TCP server that answers every request with fixed bytes.
 
 mod common;
+use cachefs_store::remote::chunking::seal_from_secret;
 use cachefs_store::remote::{chunk_key, remote_key, route_key, Kind, Memcached, Redis, Remote};
 use common::alloc::{largest, reset_largest};
 use common::servers;
@@ -176,6 +177,66 @@ fn an_endless_reply_line_is_a_counted_miss() {
     assert_counted_miss(&remote, Kind::Manifest, &id(3), "endless memcached line");
     let remote = redis(&hostile_server(endless(b"$")));
     assert_counted_miss(&remote, Kind::Manifest, &id(3), "endless redis line");
+}
+
+/// Copies the raw items of `from` (head and chunks) to the key of `to`, as someone with
+/// write access to the servers but without CACHEFS_REMOTE_KEY could.
+fn copy_items(remote: &Remote, from: (Kind, u32), to: (Kind, u32)) {
+    let route = route_key(&R);
+    let (from, to) = (remote_key(from.0, &id(from.1)), remote_key(to.0, &id(to.1)));
+    let tier = remote.tier();
+    let head = tier.get(&route, &from).unwrap().expect("the genuine head");
+    for i in 0.. {
+        let Some(chunk) = tier.get(&route, &chunk_key(&from, i)).unwrap() else {
+            break;
+        };
+        tier.set(&route, &chunk_key(&to, i), &chunk).unwrap();
+    }
+    tier.set(&route, &to, &head).unwrap();
+}
+
+fn genuine_values_only_open_where_they_were_written(open: impl Fn() -> Remote) {
+    let team = || open().with_key(Some(seal_from_secret("team secret")));
+    let writer = team();
+    let small = b"a manifest".to_vec();
+    let big = noise(1500 * 1024, 10);
+    writer.put(Kind::Result, &id(10), &R, &small);
+    writer.put(Kind::Blob, &id(11), &R, &big);
+    let reader = team();
+    assert_eq!(reader.get(Kind::Result, &id(10), &R), Some(small.clone()));
+    assert_eq!(reader.get(Kind::Blob, &id(11), &R), Some(big));
+
+    copy_items(&writer, (Kind::Result, 10), (Kind::Result, 12));
+    assert_counted_miss(&reader, Kind::Result, &id(12), "result under another key");
+    copy_items(&writer, (Kind::Result, 10), (Kind::Manifest, 10));
+    assert_counted_miss(&reader, Kind::Manifest, &id(10), "result as a manifest");
+    copy_items(&writer, (Kind::Result, 10), (Kind::Blob, 13));
+    assert_counted_miss(&reader, Kind::Blob, &id(13), "result as a blob");
+    copy_items(&writer, (Kind::Blob, 11), (Kind::Blob, 14));
+    assert_counted_miss(
+        &reader,
+        Kind::Blob,
+        &id(14),
+        "chunked blob under another key",
+    );
+    copy_items(&writer, (Kind::Blob, 11), (Kind::Result, 11));
+    assert_counted_miss(&reader, Kind::Result, &id(11), "chunked blob as a result");
+    // The originals still open where they were written.
+    assert_eq!(reader.get(Kind::Result, &id(10), &R), Some(small));
+    let r = reader.report();
+    assert_eq!((r.gets_found, r.errors), (3, 5), "{r:?}");
+}
+
+#[test]
+fn keyed_values_copied_to_another_key_or_kind_are_counted_misses_on_memcached() {
+    let server = servers::memcached();
+    genuine_values_only_open_where_they_were_written(|| memcached(&server.addr()));
+}
+
+#[test]
+fn keyed_values_copied_to_another_key_or_kind_are_counted_misses_on_redis() {
+    let server = servers::redis();
+    genuine_values_only_open_where_they_were_written(|| redis(&server.addr()));
 }
 
 /// Without a key, values are checked as before: whole and chunk hashes catch corruption

@@ -3,12 +3,15 @@
 //! below memcached's 1 MiB item limit. Small values ride inline in the head. Every chunk and
 //! the reassembled whole are verified, so a missing, stale or corrupt chunk reads as a miss.
 
+use super::{Kind, FORMAT_VERSION};
 use crate::Hash;
 
-/// With a shared secret (CACHEFS_REMOTE_KEY), the head's whole-value hash is
-/// a keyed blake3 MAC: a machine without the key cannot write an entry that
-/// a keyed reader accepts. Chunk hashes stay plain; the MAC over the whole
-/// value binds them.
+/// With a shared secret (CACHEFS_REMOTE_KEY), the head's whole-value hash is a keyed blake3
+/// MAC: a machine without the key cannot write an entry that a keyed reader accepts. The MAC
+/// covers the value and where it belongs (its `Place`: kind and key, and the format
+/// version), so someone who can write to the servers cannot copy a genuine value to another
+/// key or kind either. Chunk hashes stay plain: the MAC over the whole value binds them, and
+/// so binds each chunk to the head that names it.
 pub type Seal = Option<[u8; 32]>;
 
 /// The MAC key derived from a user's secret.
@@ -16,11 +19,31 @@ pub fn seal_from_secret(secret: &str) -> [u8; 32] {
     blake3::derive_key("cachefs remote entry authentication v1", secret.as_bytes())
 }
 
-fn whole_hash(value: &[u8], seal: &Seal) -> Hash {
-    match seal {
-        Some(k) => *blake3::keyed_hash(k, value).as_bytes(),
-        None => *blake3::hash(value).as_bytes(),
-    }
+/// Where a value is stored: the kind it was written as and the head item's key
+/// (`remote_key`). A keyed reader accepts a value only at the place it was written.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    pub kind: Kind,
+    pub key: &'a str,
+}
+
+/// Separates this MAC's input from any other use of the key.
+const MAC_DOMAIN: &[u8] = b"cachefs remote value\0";
+
+fn whole_hash(value: &[u8], seal: &Seal, place: Place) -> Hash {
+    let Some(k) = seal else {
+        return *blake3::hash(value).as_bytes();
+    };
+    // Every field before the value has a fixed length or a length prefix, so no two
+    // different (place, value) pairs feed the MAC the same bytes.
+    let mut mac = blake3::Hasher::new_keyed(k);
+    mac.update(MAC_DOMAIN);
+    mac.update(&FORMAT_VERSION.to_le_bytes());
+    mac.update(place.kind.tag().as_bytes());
+    mac.update(&(place.key.len() as u64).to_le_bytes());
+    mac.update(place.key.as_bytes());
+    mac.update(value);
+    *mac.finalize().as_bytes()
 }
 
 /// Bytes per chunk: under memcached's default 1 MiB item limit with room for key and header.
@@ -64,7 +87,7 @@ pub struct Head {
 }
 
 /// The head item and the chunks to store under `chunk_key(key, i)`.
-pub fn split<'a>(value: &'a [u8], seal: &Seal) -> (Vec<u8>, Vec<&'a [u8]>) {
+pub fn split<'a>(value: &'a [u8], seal: &Seal, place: Place) -> (Vec<u8>, Vec<&'a [u8]>) {
     let chunks: Vec<&[u8]> = if value.len() <= CHUNK_SIZE {
         Vec::new()
     } else {
@@ -73,7 +96,7 @@ pub fn split<'a>(value: &'a [u8], seal: &Seal) -> (Vec<u8>, Vec<&'a [u8]>) {
     let mut head = Vec::with_capacity(HEAD_LEN + chunks.len() * 32);
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&(value.len() as u64).to_le_bytes());
-    head.extend_from_slice(&whole_hash(value, seal));
+    head.extend_from_slice(&whole_hash(value, seal, place));
     head.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
     for c in &chunks {
         head.extend_from_slice(blake3::hash(c).as_bytes());
@@ -149,13 +172,18 @@ pub fn verify_chunk(head: &Head, i: usize, data: &[u8]) -> Result<(), ChunkError
     Ok(())
 }
 
-/// The whole value, verified against the head's hash and length.
-pub fn assemble(head: &Head, chunks: Vec<Vec<u8>>, seal: &Seal) -> Result<Vec<u8>, ChunkError> {
+/// The whole value, verified against the head's hash and length (and, keyed, its place).
+pub fn assemble(
+    head: &Head,
+    chunks: Vec<Vec<u8>>,
+    seal: &Seal,
+    place: Place,
+) -> Result<Vec<u8>, ChunkError> {
     let value = match &head.inline {
         Some(v) => v.clone(),
         None => chunks.concat(),
     };
-    if value.len() as u64 != head.len || whole_hash(&value, seal) != head.whole {
+    if value.len() as u64 != head.len || whole_hash(&value, seal, place) != head.whole {
         return Err(ChunkError::BadWhole);
     }
     Ok(value)
@@ -165,13 +193,18 @@ pub fn assemble(head: &Head, chunks: Vec<Vec<u8>>, seal: &Seal) -> Result<Vec<u8
 mod tests {
     use super::*;
 
+    const P: Place = Place {
+        kind: Kind::Result,
+        key: "cachefs2:r:01",
+    };
+
     fn round_trip(value: &[u8]) -> Result<Vec<u8>, ChunkError> {
-        let (head, chunks) = split(value, &None);
+        let (head, chunks) = split(value, &None, P);
         let head = parse_head(&head)?;
         for (i, c) in chunks.iter().enumerate() {
             verify_chunk(&head, i, c)?;
         }
-        assemble(&head, chunks.iter().map(|c| c.to_vec()).collect(), &None)
+        assemble(&head, chunks.iter().map(|c| c.to_vec()).collect(), &None, P)
     }
 
     #[test]
@@ -187,27 +220,30 @@ mod tests {
     #[test]
     fn a_corrupt_chunk_or_head_is_rejected() {
         let big = vec![5u8; 2 * CHUNK_SIZE + 1];
-        let (head, chunks) = split(&big, &None);
+        let (head, chunks) = split(&big, &None, P);
         let parsed = parse_head(&head).unwrap();
         let mut bad = chunks[1].to_vec();
         bad[10] ^= 1;
         assert_eq!(verify_chunk(&parsed, 1, &bad), Err(ChunkError::BadChunk(1)));
         let mut short = chunks.iter().map(|c| c.to_vec()).collect::<Vec<_>>();
         short.pop();
-        assert_eq!(assemble(&parsed, short, &None), Err(ChunkError::BadWhole));
+        assert_eq!(
+            assemble(&parsed, short, &None, P),
+            Err(ChunkError::BadWhole)
+        );
         assert_eq!(parse_head(&head[..20]).err(), Some(ChunkError::BadHead));
-        let (mut small, _) = split(b"hello", &None);
+        let (mut small, _) = split(b"hello", &None, P);
         let last = small.len() - 1;
         small[last] ^= 1;
         assert_eq!(
-            assemble(&parse_head(&small).unwrap(), vec![], &None),
+            assemble(&parse_head(&small).unwrap(), vec![], &None, P),
             Err(ChunkError::BadWhole)
         );
     }
 
     #[test]
     fn lengths_in_a_head_are_checked_before_anything_is_allocated() {
-        let (genuine, _) = split(&vec![1u8; 2 * CHUNK_SIZE + 1], &None);
+        let (genuine, _) = split(&vec![1u8; 2 * CHUNK_SIZE + 1], &None, P);
         let forge = |len: u64, n: u32, hashes: usize| {
             let mut h = genuine[..HEAD_LEN].to_vec();
             h[4..12].copy_from_slice(&len.to_le_bytes());
@@ -257,17 +293,61 @@ mod tests {
     #[test]
     fn only_the_right_key_opens_a_sealed_value() {
         let k = Some(seal_from_secret("team secret"));
-        let (head, _) = split(b"object", &k);
+        let (head, _) = split(b"object", &k, P);
         let parsed = parse_head(&head).unwrap();
-        assert_eq!(assemble(&parsed, vec![], &k).unwrap(), b"object");
+        assert_eq!(assemble(&parsed, vec![], &k, P).unwrap(), b"object");
         let other = Some(seal_from_secret("guess"));
-        assert_eq!(assemble(&parsed, vec![], &other), Err(ChunkError::BadWhole));
-        assert_eq!(assemble(&parsed, vec![], &None), Err(ChunkError::BadWhole));
-        // An entry planted without the key does not pass a keyed reader.
-        let (planted, _) = split(b"object", &None);
         assert_eq!(
-            assemble(&parse_head(&planted).unwrap(), vec![], &k),
+            assemble(&parsed, vec![], &other, P),
             Err(ChunkError::BadWhole)
+        );
+        assert_eq!(
+            assemble(&parsed, vec![], &None, P),
+            Err(ChunkError::BadWhole)
+        );
+        // An entry planted without the key does not pass a keyed reader.
+        let (planted, _) = split(b"object", &None, P);
+        assert_eq!(
+            assemble(&parse_head(&planted).unwrap(), vec![], &k, P),
+            Err(ChunkError::BadWhole)
+        );
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_at_its_place() {
+        let k = Some(seal_from_secret("team secret"));
+        let (head, _) = split(b"object", &k, P);
+        let parsed = parse_head(&head).unwrap();
+        let elsewhere = [
+            Place {
+                key: "cachefs2:r:02",
+                ..P
+            },
+            Place {
+                kind: Kind::Manifest,
+                ..P
+            },
+            Place {
+                kind: Kind::Blob,
+                ..P
+            },
+        ];
+        for place in elsewhere {
+            assert_eq!(
+                assemble(&parsed, vec![], &k, place),
+                Err(ChunkError::BadWhole),
+                "{place:?}"
+            );
+        }
+        // Unkeyed values carry a plain hash of their bytes, as before.
+        let (plain, _) = split(b"object", &None, P);
+        let place = Place {
+            kind: Kind::Blob,
+            ..P
+        };
+        assert_eq!(
+            assemble(&parse_head(&plain).unwrap(), vec![], &None, place).unwrap(),
+            b"object"
         );
     }
 }

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 /// Bumped whenever the layout of remote values or of what the agent stores changes, so
 /// that agents of incompatible versions never read each other's entries.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the keyed MAC covers the value's place (kind, key, this version), not its bytes alone.
+pub const FORMAT_VERSION: u32 = 2;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 
 pub const ENV_MEMCACHED: &str = "CACHEFS_MEMCACHED";
@@ -286,7 +287,7 @@ impl Remote {
     /// The verified value, or None on a miss, a server failure or a verification failure
     /// (counted as an error, logged).
     pub fn get(&self, kind: Kind, id: &Hash, route: &Hash) -> Option<Vec<u8>> {
-        match self.try_get(&route_key(route), &remote_key(kind, id)) {
+        match self.try_get(&route_key(route), kind, &remote_key(kind, id)) {
             Ok(Some(v)) => {
                 self.gets_found.fetch_add(1, Ordering::Relaxed);
                 Some(v)
@@ -306,7 +307,7 @@ impl Remote {
         }
     }
 
-    fn try_get(&self, route: &str, key: &str) -> Result<Option<Vec<u8>>, GetError> {
+    fn try_get(&self, route: &str, kind: Kind, key: &str) -> Result<Option<Vec<u8>>, GetError> {
         let Some(head) = self.tier.get(route, key)? else {
             return Ok(None);
         };
@@ -322,7 +323,8 @@ impl Remote {
             chunking::verify_chunk(&head, i, &c)?;
             chunks.push(c);
         }
-        Ok(Some(chunking::assemble(&head, chunks, &self.seal)?))
+        let place = chunking::Place { kind, key };
+        Ok(Some(chunking::assemble(&head, chunks, &self.seal, place)?))
     }
 
     /// Stores a value: chunks first, the head last, so a reader that finds the head finds
@@ -343,7 +345,8 @@ impl Remote {
             return;
         }
         let route = route_key(route);
-        let (head, chunks) = chunking::split(value, &self.seal);
+        let place = chunking::Place { kind, key: &key };
+        let (head, chunks) = chunking::split(value, &self.seal, place);
         let result = chunks
             .iter()
             .enumerate()
