@@ -12,6 +12,15 @@ mod server;
 pub use memcached::Memcached;
 pub use redis::Redis;
 
+/// What parses bytes from a server, public for the fuzz tests (`tests/fuzz_remote.rs`):
+/// none of it may allocate more than its bounds, whatever the bytes.
+#[doc(hidden)]
+pub mod wire {
+    pub use super::memcached::read_get_reply;
+    pub use super::redis::read_bulk_reply;
+    pub use super::server::{read_data, read_line, MAX_LINE_LEN};
+}
+
 use crate::Hash;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
