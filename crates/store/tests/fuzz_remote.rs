@@ -234,7 +234,8 @@ fn forged_head() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         any_bytes(),
         prop_oneof![independent, consistent, inline].prop_map(|(len, n, rest)| {
-            let mut head = b"CFR1".to_vec();
+            let mut head = b"CFR2".to_vec();
+            head.extend_from_slice(&[0; 32]); // the tag, not checked by parse_head
             head.extend_from_slice(&len.to_le_bytes());
             head.extend_from_slice(&[0; 32]);
             head.extend_from_slice(&n.to_le_bytes());

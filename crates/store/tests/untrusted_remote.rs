@@ -6,7 +6,7 @@
 //! TCP server that answers every request with fixed bytes.
 
 mod common;
-use cachefs_store::remote::chunking::seal_from_secret;
+use cachefs_store::remote::chunking::{seal_from_secret, HEAD_LEN};
 use cachefs_store::remote::{chunk_key, remote_key, route_key, Kind, Memcached, Redis, Remote};
 use common::alloc::{largest, reset_largest};
 use common::servers;
@@ -25,6 +25,9 @@ const R: [u8; 32] = [7; 32];
 const ALLOC_BOUND: usize = 4 << 20;
 /// A forged reply must be turned into a miss well within this (the timeout is 100 ms).
 const TIME_BOUND: Duration = Duration::from_secs(3);
+/// Where a head (`chunking`) holds the value's length and its chunk count.
+const LEN_AT: usize = 4 + 32;
+const COUNT_AT: usize = HEAD_LEN - 4;
 
 fn id(n: u32) -> [u8; 32] {
     *blake3::hash(&n.to_le_bytes()).as_bytes()
@@ -75,15 +78,15 @@ fn assert_counted_miss(remote: &Remote, kind: Kind, id: &[u8; 32], what: &str) {
     );
 }
 
-/// A genuine head item with its total length and chunk count replaced: the head of a value
-/// of 2^32 chunks of 1000 KiB, 48 bytes long.
+/// A genuine (unkeyed) head item with its total length and chunk count replaced: the head
+/// of a value of 2^32 chunks of 1000 KiB, `HEAD_LEN` (80) bytes long.
 fn forged_head(remote: &Remote) -> Vec<u8> {
     let key = remote_key(Kind::Result, &id(1));
     remote.put(Kind::Result, &id(1), &R, b"genuine");
     let genuine = remote.tier().get(&route_key(&R), &key).unwrap().unwrap();
-    let mut head = genuine[..48].to_vec();
-    head[4..12].copy_from_slice(&(u64::from(u32::MAX) * 1000 * 1024).to_le_bytes());
-    head[44..48].copy_from_slice(&u32::MAX.to_le_bytes());
+    let mut head = genuine[..HEAD_LEN].to_vec();
+    head[LEN_AT..LEN_AT + 8].copy_from_slice(&(u64::from(u32::MAX) * 1000 * 1024).to_le_bytes());
+    head[COUNT_AT..].copy_from_slice(&u32::MAX.to_le_bytes());
     head
 }
 
@@ -94,7 +97,7 @@ fn forged_head_is_a_counted_miss(remote: Remote) {
     assert_counted_miss(&remote, Kind::Result, &id(2), "head of 2^32 chunks");
     // Fewer chunks than the stated length needs, or more chunk hashes than stated: malformed.
     let mut short = head.clone();
-    short[44..48].copy_from_slice(&3u32.to_le_bytes());
+    short[COUNT_AT..HEAD_LEN].copy_from_slice(&3u32.to_le_bytes());
     short.extend_from_slice(&[0; 96]);
     remote.tier().set(&route_key(&R), &key, &short).unwrap();
     assert_counted_miss(&remote, Kind::Result, &id(2), "3 chunks for 4 GiB");
@@ -261,4 +264,29 @@ fn unkeyed_values_keep_their_checks() {
     let chunk = chunk_key(&remote_key(Kind::Blob, &id(20)), 1);
     remote.tier().set(&route, &chunk, b"short").unwrap();
     assert_counted_miss(&remote, Kind::Blob, &id(20), "truncated unkeyed chunk");
+}
+
+/// With a key, a head is authenticated before any chunk is fetched: a genuine head whose
+/// chunk hashes were rewritten (to match chunks planted alongside) costs one item read.
+#[test]
+fn a_keyed_reader_refuses_a_rewritten_head_before_fetching_chunks() {
+    let server = servers::memcached();
+    let team = memcached(&server.addr()).with_key(Some(seal_from_secret("team secret")));
+    let value = noise(2500 * 1024, 40);
+    team.put(Kind::Blob, &id(40), &R, &value);
+    let (route, key) = (route_key(&R), remote_key(Kind::Blob, &id(40)));
+    let mut head = team.tier().get(&route, &key).unwrap().unwrap();
+    let planted = noise(1000 * 1024, 41);
+    head[HEAD_LEN..HEAD_LEN + 32].copy_from_slice(blake3::hash(&planted).as_bytes());
+    team.tier()
+        .set(&route, &chunk_key(&key, 0), &planted)
+        .unwrap();
+    team.tier().set(&route, &key, &head).unwrap();
+    let before = team.report().bytes_read;
+    assert_counted_miss(&team, Kind::Blob, &id(40), "rewritten keyed head");
+    assert_eq!(
+        team.report().bytes_read - before,
+        head.len() as u64,
+        "only the head was read"
+    );
 }

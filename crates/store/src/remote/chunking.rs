@@ -1,17 +1,20 @@
-//! How one value is laid out on a remote server: a head item (format magic, total length,
-//! blake3 of the whole value, blake3 of every chunk) plus chunks under their own keys, each
-//! below memcached's 1 MiB item limit. Small values ride inline in the head. Every chunk and
-//! the reassembled whole are verified, so a missing, stale or corrupt chunk reads as a miss.
+//! How one value is laid out on a remote server: a head item (format magic, a tag, total
+//! length, blake3 of the whole value, blake3 of every chunk) plus chunks under their own
+//! keys, each below memcached's 1 MiB item limit. Small values ride inline in the head.
+//! Every chunk and the reassembled whole are verified, so a missing, stale or corrupt chunk
+//! reads as a miss.
 
 use super::{Kind, FORMAT_VERSION};
 use crate::Hash;
 
-/// With a shared secret (CACHEFS_REMOTE_KEY), the head's whole-value hash is a keyed blake3
-/// MAC: a machine without the key cannot write an entry that a keyed reader accepts. The MAC
-/// covers the value and where it belongs (its `Place`: kind and key, and the format
-/// version), so someone who can write to the servers cannot copy a genuine value to another
-/// key or kind either. Chunk hashes stay plain: the MAC over the whole value binds them, and
-/// so binds each chunk to the head that names it.
+/// With a shared secret (CACHEFS_REMOTE_KEY), the head's tag is a keyed blake3 MAC of the
+/// rest of the head (length, whole-value hash, chunk hashes or the inline value) and of
+/// where the value belongs (its `Place`: kind, key, format version). A machine without the
+/// key cannot write an entry that a keyed reader accepts, nor copy a genuine one to another
+/// key or kind; and a forged head is refused before any chunk is fetched or allocated for.
+/// The hashes it covers are plain blake3, which bind the chunks and the whole value to it.
+/// Without a key the tag is zero: a keyed value is refused by an unkeyed reader and the
+/// other way round.
 pub type Seal = Option<[u8; 32]>;
 
 /// The MAC key derived from a user's secret.
@@ -28,29 +31,31 @@ pub struct Place<'a> {
 }
 
 /// Separates this MAC's input from any other use of the key.
-const MAC_DOMAIN: &[u8] = b"cachefs remote value\0";
+const MAC_DOMAIN: &[u8] = b"cachefs remote head\0";
 
-fn whole_hash(value: &[u8], seal: &Seal, place: Place) -> Hash {
+/// The tag of a head whose bytes after the tag are `body`.
+fn tag(body: &[u8], seal: &Seal, place: Place) -> Hash {
     let Some(k) = seal else {
-        return *blake3::hash(value).as_bytes();
+        return [0; 32];
     };
-    // Every field before the value has a fixed length or a length prefix, so no two
-    // different (place, value) pairs feed the MAC the same bytes.
+    // Every field before the body has a fixed length or a length prefix, so no two
+    // different (place, body) pairs feed the MAC the same bytes.
     let mut mac = blake3::Hasher::new_keyed(k);
     mac.update(MAC_DOMAIN);
     mac.update(&FORMAT_VERSION.to_le_bytes());
     mac.update(place.kind.tag().as_bytes());
     mac.update(&(place.key.len() as u64).to_le_bytes());
     mac.update(place.key.as_bytes());
-    mac.update(value);
+    mac.update(body);
     *mac.finalize().as_bytes()
 }
 
 /// Bytes per chunk: under memcached's default 1 MiB item limit with room for key and header.
 pub const CHUNK_SIZE: usize = 1000 * 1024;
-const MAGIC: &[u8; 4] = b"CFR1";
-/// Magic, total length, whole-value hash, chunk count: what every head starts with.
-pub const HEAD_LEN: usize = 4 + 8 + 32 + 4;
+const MAGIC: &[u8; 4] = b"CFR2";
+const TAG_LEN: usize = 32;
+/// Magic, tag, total length, whole-value hash, chunk count: what every head starts with.
+pub const HEAD_LEN: usize = 4 + TAG_LEN + 8 + 32 + 4;
 
 /// The most chunks one value may have: 4000 MiB at `CHUNK_SIZE`. The agent caches results
 /// up to a quarter of the local cache (2.5 GiB at the default 10 GiB), and a remote value is
@@ -69,6 +74,11 @@ const _: () = assert!(32 * MAX_CHUNKS <= CHUNK_SIZE, "a chunked head fits an ite
 pub enum ChunkError {
     #[error("remote head item is malformed")]
     BadHead,
+    #[error(
+        "remote head item is not authenticated for this place: written without \
+         CACHEFS_REMOTE_KEY or with another key, or copied from another key or kind"
+    )]
+    BadTag,
     #[error("remote chunk {0} does not match its checksum")]
     BadChunk(usize),
     #[error("remote value does not match its checksum")]
@@ -93,24 +103,39 @@ pub fn split<'a>(value: &'a [u8], seal: &Seal, place: Place) -> (Vec<u8>, Vec<&'
     } else {
         value.chunks(CHUNK_SIZE).collect()
     };
-    let mut head = Vec::with_capacity(HEAD_LEN + chunks.len() * 32);
-    head.extend_from_slice(MAGIC);
-    head.extend_from_slice(&(value.len() as u64).to_le_bytes());
-    head.extend_from_slice(&whole_hash(value, seal, place));
-    head.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+    let inline = if chunks.is_empty() { value.len() } else { 0 };
+    let mut body = Vec::with_capacity(HEAD_LEN + chunks.len() * 32 + inline);
+    body.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    body.extend_from_slice(blake3::hash(value).as_bytes());
+    body.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
     for c in &chunks {
-        head.extend_from_slice(blake3::hash(c).as_bytes());
+        body.extend_from_slice(blake3::hash(c).as_bytes());
     }
     if chunks.is_empty() {
-        head.extend_from_slice(value);
+        body.extend_from_slice(value);
     }
+    let tag = tag(&body, seal, place);
+    let head = [&MAGIC[..], &tag, &body].concat();
     (head, chunks)
 }
 
-/// Every length in the head is checked against the head's own size and `MAX_VALUE_LEN`
-/// before anything is allocated: the head comes from the server, not necessarily from us.
+/// The head read from `place`, if its tag is right for the seal and the place; checked
+/// before the head is parsed, so that with a key a forged head costs nothing more.
+pub fn open_head(raw: &[u8], seal: &Seal, place: Place) -> Result<Head, ChunkError> {
+    let rest = raw.strip_prefix(MAGIC).ok_or(ChunkError::BadHead)?;
+    let (found, body) = take(rest, TAG_LEN)?;
+    if found != tag(body, seal, place) {
+        return Err(ChunkError::BadTag);
+    }
+    parse_head(raw)
+}
+
+/// The structure of a head, tag not checked (see `open_head`). Every length in it is
+/// checked against the head's own size and `MAX_VALUE_LEN` before anything is allocated:
+/// the head comes from the server, not necessarily from us.
 pub fn parse_head(head: &[u8]) -> Result<Head, ChunkError> {
     let rest = head.strip_prefix(MAGIC).ok_or(ChunkError::BadHead)?;
+    let (_tag, rest) = take(rest, TAG_LEN)?;
     let (len, rest) = take(rest, 8)?;
     let len = u64::from_le_bytes(len.try_into().unwrap());
     let (whole, rest) = take(rest, 32)?;
@@ -122,26 +147,22 @@ pub fn parse_head(head: &[u8]) -> Result<Head, ChunkError> {
     if u64::from(n) != chunk_count(len) {
         return Err(ChunkError::BadHead);
     }
-    let (chunks, inline) = if n == 0 {
-        (Vec::new(), Some(rest))
-    } else {
-        (
-            rest.chunks_exact(32)
-                .map(|h| h.try_into().unwrap())
-                .collect(),
-            None,
-        )
-    };
     // The inline value has the stated length, or there is one hash per chunk and no more.
     let expected = if n == 0 { len } else { 32 * u64::from(n) };
     if rest.len() as u64 != expected {
         return Err(ChunkError::BadHead);
     }
+    let (chunks, inline) = if n == 0 {
+        (Vec::new(), Some(rest.to_vec()))
+    } else {
+        let hashes = rest.chunks_exact(32).map(|h| h.try_into().unwrap());
+        (hashes.collect(), None)
+    };
     Ok(Head {
         len,
         whole: whole.try_into().unwrap(),
         chunks,
-        inline: inline.map(<[u8]>::to_vec),
+        inline,
     })
 }
 
@@ -172,18 +193,13 @@ pub fn verify_chunk(head: &Head, i: usize, data: &[u8]) -> Result<(), ChunkError
     Ok(())
 }
 
-/// The whole value, verified against the head's hash and length (and, keyed, its place).
-pub fn assemble(
-    head: &Head,
-    chunks: Vec<Vec<u8>>,
-    seal: &Seal,
-    place: Place,
-) -> Result<Vec<u8>, ChunkError> {
+/// The whole value, verified against the head's hash and length.
+pub fn assemble(head: &Head, chunks: Vec<Vec<u8>>) -> Result<Vec<u8>, ChunkError> {
     let value = match &head.inline {
         Some(v) => v.clone(),
         None => chunks.concat(),
     };
-    if value.len() as u64 != head.len || whole_hash(&value, seal, place) != head.whole {
+    if value.len() as u64 != head.len || blake3::hash(&value).as_bytes() != &head.whole {
         return Err(ChunkError::BadWhole);
     }
     Ok(value)
@@ -197,48 +213,48 @@ mod tests {
         kind: Kind::Result,
         key: "cachefs2:r:01",
     };
+    /// Where a head's length and chunk count are.
+    const LEN_AT: usize = 4 + TAG_LEN;
+    const COUNT_AT: usize = HEAD_LEN - 4;
 
-    fn round_trip(value: &[u8]) -> Result<Vec<u8>, ChunkError> {
-        let (head, chunks) = split(value, &None, P);
-        let head = parse_head(&head)?;
+    fn round_trip(value: &[u8], seal: &Seal) -> Result<Vec<u8>, ChunkError> {
+        let (head, chunks) = split(value, seal, P);
+        let head = open_head(&head, seal, P)?;
         for (i, c) in chunks.iter().enumerate() {
             verify_chunk(&head, i, c)?;
         }
-        assemble(&head, chunks.iter().map(|c| c.to_vec()).collect(), &None, P)
+        assemble(&head, chunks.iter().map(|c| c.to_vec()).collect())
     }
 
     #[test]
     fn small_and_large_values_round_trip() {
-        assert_eq!(round_trip(b"").unwrap(), b"");
-        assert_eq!(round_trip(b"abc").unwrap(), b"abc");
         let big: Vec<u8> = (0..3 * CHUNK_SIZE + 17)
             .map(|i| (i * 7 % 251) as u8)
             .collect();
-        assert_eq!(round_trip(&big).unwrap(), big);
+        for seal in [None, Some(seal_from_secret("team secret"))] {
+            assert_eq!(round_trip(b"", &seal).unwrap(), b"");
+            assert_eq!(round_trip(b"abc", &seal).unwrap(), b"abc");
+            assert_eq!(round_trip(&big, &seal).unwrap(), big);
+        }
     }
 
     #[test]
     fn a_corrupt_chunk_or_head_is_rejected() {
         let big = vec![5u8; 2 * CHUNK_SIZE + 1];
         let (head, chunks) = split(&big, &None, P);
-        let parsed = parse_head(&head).unwrap();
+        let parsed = open_head(&head, &None, P).unwrap();
         let mut bad = chunks[1].to_vec();
         bad[10] ^= 1;
         assert_eq!(verify_chunk(&parsed, 1, &bad), Err(ChunkError::BadChunk(1)));
         let mut short = chunks.iter().map(|c| c.to_vec()).collect::<Vec<_>>();
         short.pop();
-        assert_eq!(
-            assemble(&parsed, short, &None, P),
-            Err(ChunkError::BadWhole)
-        );
+        assert_eq!(assemble(&parsed, short), Err(ChunkError::BadWhole));
         assert_eq!(parse_head(&head[..20]).err(), Some(ChunkError::BadHead));
         let (mut small, _) = split(b"hello", &None, P);
         let last = small.len() - 1;
         small[last] ^= 1;
-        assert_eq!(
-            assemble(&parse_head(&small).unwrap(), vec![], &None, P),
-            Err(ChunkError::BadWhole)
-        );
+        let parsed = open_head(&small, &None, P).unwrap();
+        assert_eq!(assemble(&parsed, vec![]), Err(ChunkError::BadWhole));
     }
 
     #[test]
@@ -246,14 +262,14 @@ mod tests {
         let (genuine, _) = split(&vec![1u8; 2 * CHUNK_SIZE + 1], &None, P);
         let forge = |len: u64, n: u32, hashes: usize| {
             let mut h = genuine[..HEAD_LEN].to_vec();
-            h[4..12].copy_from_slice(&len.to_le_bytes());
-            h[44..48].copy_from_slice(&n.to_le_bytes());
+            h[LEN_AT..LEN_AT + 8].copy_from_slice(&len.to_le_bytes());
+            h[COUNT_AT..].copy_from_slice(&n.to_le_bytes());
             h.extend(std::iter::repeat_n(0u8, 32 * hashes));
             h
         };
         let huge = u64::from(u32::MAX) * CHUNK_SIZE as u64;
         assert_eq!(
-            parse_head(&forge(huge, u32::MAX, 0)).err(),
+            open_head(&forge(huge, u32::MAX, 0), &None, P).err(),
             Some(ChunkError::TooLarge(huge))
         );
         let most = MAX_VALUE_LEN;
@@ -265,18 +281,10 @@ mod tests {
         // Hashes missing or extra, a chunk count that does not fit the length, an inline
         // value longer than a chunk: malformed.
         let len = 3 * CHUNK_SIZE as u64;
-        assert_eq!(
-            parse_head(&forge(len, 3, 2)).err(),
-            Some(ChunkError::BadHead)
-        );
-        assert_eq!(
-            parse_head(&forge(len, 3, 4)).err(),
-            Some(ChunkError::BadHead)
-        );
-        assert_eq!(
-            parse_head(&forge(len, 4, 4)).err(),
-            Some(ChunkError::BadHead)
-        );
+        for (n, hashes) in [(3, 2), (3, 4), (4, 4)] {
+            let head = forge(len, n, hashes);
+            assert_eq!(parse_head(&head).err(), Some(ChunkError::BadHead));
+        }
         let inline = CHUNK_SIZE as u64 + 1;
         assert_eq!(
             parse_head(&forge(inline, 0, inline as usize / 32 + 1)).err(),
@@ -294,30 +302,27 @@ mod tests {
     fn only_the_right_key_opens_a_sealed_value() {
         let k = Some(seal_from_secret("team secret"));
         let (head, _) = split(b"object", &k, P);
-        let parsed = parse_head(&head).unwrap();
-        assert_eq!(assemble(&parsed, vec![], &k, P).unwrap(), b"object");
+        let parsed = open_head(&head, &k, P).unwrap();
+        assert_eq!(assemble(&parsed, vec![]).unwrap(), b"object");
         let other = Some(seal_from_secret("guess"));
-        assert_eq!(
-            assemble(&parsed, vec![], &other, P),
-            Err(ChunkError::BadWhole)
-        );
-        assert_eq!(
-            assemble(&parsed, vec![], &None, P),
-            Err(ChunkError::BadWhole)
-        );
+        assert_eq!(open_head(&head, &other, P).err(), Some(ChunkError::BadTag));
+        assert_eq!(open_head(&head, &None, P).err(), Some(ChunkError::BadTag));
         // An entry planted without the key does not pass a keyed reader.
         let (planted, _) = split(b"object", &None, P);
-        assert_eq!(
-            assemble(&parse_head(&planted).unwrap(), vec![], &k, P),
-            Err(ChunkError::BadWhole)
-        );
+        assert_eq!(open_head(&planted, &k, P).err(), Some(ChunkError::BadTag));
+        // Nor does a genuine head with a forged length or chunk hash: the tag covers them.
+        let (big, _) = split(&vec![3u8; CHUNK_SIZE + 1], &k, P);
+        for at in [LEN_AT, HEAD_LEN + 5] {
+            let mut forged = big.clone();
+            forged[at] ^= 1;
+            assert_eq!(open_head(&forged, &k, P).err(), Some(ChunkError::BadTag));
+        }
     }
 
     #[test]
     fn a_sealed_value_opens_only_at_its_place() {
         let k = Some(seal_from_secret("team secret"));
         let (head, _) = split(b"object", &k, P);
-        let parsed = parse_head(&head).unwrap();
         let elsewhere = [
             Place {
                 key: "cachefs2:r:02",
@@ -333,21 +338,17 @@ mod tests {
             },
         ];
         for place in elsewhere {
-            assert_eq!(
-                assemble(&parsed, vec![], &k, place),
-                Err(ChunkError::BadWhole),
-                "{place:?}"
-            );
+            let opened = open_head(&head, &k, place);
+            assert_eq!(opened.err(), Some(ChunkError::BadTag), "{place:?}");
         }
-        // Unkeyed values carry a plain hash of their bytes, as before.
+        // Unkeyed values are checked by plain hashes only, as before: anyone can write
+        // anything there, so a copy is not refused.
         let (plain, _) = split(b"object", &None, P);
         let place = Place {
             kind: Kind::Blob,
             ..P
         };
-        assert_eq!(
-            assemble(&parse_head(&plain).unwrap(), vec![], &None, place).unwrap(),
-            b"object"
-        );
+        let parsed = open_head(&plain, &None, place).unwrap();
+        assert_eq!(assemble(&parsed, vec![]).unwrap(), b"object");
     }
 }

@@ -28,7 +28,8 @@ use std::time::Duration;
 
 /// Bumped whenever the layout of remote values or of what the agent stores changes, so
 /// that agents of incompatible versions never read each other's entries.
-/// 2: the keyed MAC covers the value's place (kind, key, this version), not its bytes alone.
+/// 2: the head carries a tag, with a key a MAC of the head and of the value's place (kind,
+/// key, this version), instead of a MAC of the value's bytes alone.
 pub const FORMAT_VERSION: u32 = 2;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -322,7 +323,8 @@ impl Remote {
         };
         self.bytes_read
             .fetch_add(head.len() as u64, Ordering::Relaxed);
-        let head = chunking::parse_head(&head)?;
+        let place = chunking::Place { kind, key };
+        let head = chunking::open_head(&head, &self.seal, place)?;
         let mut chunks = Vec::with_capacity(head.chunks.len());
         for i in 0..head.chunks.len() {
             let Some(c) = self.tier.get(route, &chunk_key(key, i))? else {
@@ -332,8 +334,7 @@ impl Remote {
             chunking::verify_chunk(&head, i, &c)?;
             chunks.push(c);
         }
-        let place = chunking::Place { kind, key };
-        Ok(Some(chunking::assemble(&head, chunks, &self.seal, place)?))
+        Ok(Some(chunking::assemble(&head, chunks)?))
     }
 
     /// Stores a value: chunks first, the head last, so a reader that finds the head finds
