@@ -290,3 +290,44 @@ fn a_keyed_reader_refuses_a_rewritten_head_before_fetching_chunks() {
         "only the head was read"
     );
 }
+
+/// A TCP server on 127.0.0.1 that answers each request with `reply`, one byte every
+/// `every`: each byte comes within the idle timeout, the whole reply far later.
+fn trickling_server(reply: Vec<u8>, every: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let reply = reply.clone();
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                if conn.read(&mut request).unwrap_or(0) == 0 {
+                    return;
+                }
+                for b in reply {
+                    std::thread::sleep(every);
+                    if conn.write_all(&[b]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A server that sends a reply slowly, each byte within the timeout, cannot hold a read
+/// for longer than the request's budget (the timeout plus 1 s per item).
+#[test]
+fn a_trickling_server_costs_one_request_budget() {
+    let slow = Duration::from_millis(40);
+    let mut mc = value_line("1000");
+    mc.extend_from_slice(&[b'x'; 1000]);
+    let remote = memcached(&trickling_server(mc, slow));
+    assert_counted_miss(&remote, Kind::Manifest, &id(3), "trickled memcached value");
+    let mut resp = b"$1000\r\n".to_vec();
+    resp.extend_from_slice(&[b'x'; 1000]);
+    let remote = redis(&trickling_server(resp, slow));
+    assert_counted_miss(&remote, Kind::Manifest, &id(3), "trickled redis value");
+}

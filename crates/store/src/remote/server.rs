@@ -7,11 +7,56 @@ use super::RemoteError;
 use std::io::{BufRead, BufReader, BufWriter, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long one item may take to arrive beyond the idle timeout: `MAX_ITEM_LEN` (about
+/// 1 MiB) at 1 MiB/s, far slower than any network a shared cache is worth using over. The
+/// idle timeout alone bounds each read, not a reply: a server that sends a byte just within
+/// it could hold one request for a day.
+const ITEM_TRANSFER: Duration = Duration::from_secs(1);
 
 pub struct Conn {
-    pub reader: BufReader<TcpStream>,
+    pub reader: BufReader<Timed>,
     pub writer: BufWriter<TcpStream>,
+}
+
+/// The socket replies are read from: each read waits at most the idle timeout, and all the
+/// reads of one request together end by its deadline (`start`).
+pub struct Timed {
+    stream: TcpStream,
+    idle: Duration,
+    deadline: Instant,
+    /// The socket's read timeout was lowered below `idle` to meet the deadline.
+    lowered: bool,
+}
+
+impl Timed {
+    /// Starts a request: its reads must end within `budget`.
+    fn start(&mut self, budget: Duration) -> std::io::Result<()> {
+        self.deadline = Instant::now() + budget;
+        if self.lowered {
+            self.stream.set_read_timeout(Some(self.idle))?;
+            self.lowered = false;
+        }
+        Ok(())
+    }
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the reply did not arrive within the request's time budget",
+            ));
+        }
+        if left < self.idle {
+            self.stream.set_read_timeout(Some(left))?;
+            self.lowered = true;
+        }
+        self.stream.read(buf)
+    }
 }
 
 pub struct Server {
@@ -44,11 +89,15 @@ impl Server {
             return Err(RemoteError::Skipped(self.addr.clone()));
         }
         let pooled = self.idle.lock().unwrap().pop();
+        let budget = self.timeout + ITEM_TRANSFER;
+        let start = |c: &mut Conn| c.reader.get_mut().start(budget).map_err(io(&self.addr));
         let mut conn = match pooled {
             Some(c) => c,
-            None => self.connect().and_then(|mut c| setup(&mut c).map(|()| c))?,
+            None => self
+                .connect()
+                .and_then(|mut c| start(&mut c).and_then(|()| setup(&mut c)).map(|()| c))?,
         };
-        match request(&mut conn) {
+        match start(&mut conn).and_then(|()| request(&mut conn)) {
             Ok(v) => {
                 self.breaker.succeeded();
                 self.idle.lock().unwrap().push(conn);
@@ -78,8 +127,14 @@ impl Server {
                     s.set_write_timeout(Some(self.timeout)).map_err(io)?;
                     let _ = s.set_nodelay(true);
                     let w = s.try_clone().map_err(io)?;
+                    let timed = Timed {
+                        stream: s,
+                        idle: self.timeout,
+                        deadline: Instant::now(),
+                        lowered: false,
+                    };
                     return Ok(Conn {
-                        reader: BufReader::new(s),
+                        reader: BufReader::new(timed),
                         writer: BufWriter::new(w),
                     });
                 }
