@@ -331,3 +331,37 @@ fn a_trickling_server_costs_one_request_budget() {
     let remote = redis(&trickling_server(resp, slow));
     assert_counted_miss(&remote, Kind::Manifest, &id(3), "trickled redis value");
 }
+
+/// A reader's own limit (`with_max_value`, e.g. the largest result the agent caches) is
+/// checked on the head, before any chunk is fetched; a writer does not send what is over it.
+#[test]
+fn a_value_over_the_readers_limit_is_refused_at_its_head() {
+    let server = servers::memcached();
+    let limit = 2 << 20;
+    let limited = || memcached(&server.addr()).with_max_value(limit);
+    let value = noise(3 << 20, 50);
+    limited().put(Kind::Blob, &id(50), &R, &value);
+    assert_eq!(memcached(&server.addr()).get(Kind::Blob, &id(50), &R), None);
+
+    memcached(&server.addr()).put(Kind::Blob, &id(51), &R, &value);
+    let reader = limited();
+    assert_counted_miss(
+        &reader,
+        Kind::Blob,
+        &id(51),
+        "value over the reader's limit",
+    );
+    let head = reader
+        .tier()
+        .get(&route_key(&R), &remote_key(Kind::Blob, &id(51)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        reader.report().bytes_read,
+        head.len() as u64,
+        "only the head was read"
+    );
+    let small = noise(limit as usize, 52);
+    reader.put(Kind::Blob, &id(52), &R, &small);
+    assert_eq!(reader.get(Kind::Blob, &id(52), &R), Some(small));
+}

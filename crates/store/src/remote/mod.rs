@@ -257,6 +257,8 @@ pub struct Remote {
     tier: Box<dyn RemoteTier>,
     pub read_only: bool,
     seal: chunking::Seal,
+    /// The largest value read or written (`with_max_value`).
+    max_value: u64,
     gets_found: AtomicU64,
     gets_missing: AtomicU64,
     errors: AtomicU64,
@@ -273,6 +275,7 @@ impl Remote {
             tier,
             read_only,
             seal: None,
+            max_value: chunking::MAX_VALUE_LEN,
             gets_found: AtomicU64::new(0),
             gets_missing: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -285,6 +288,14 @@ impl Remote {
     }
 
     /// Authenticates entries with a keyed MAC (see `chunking::Seal`).
+    /// Lowers the largest value read or written from `chunking::MAX_VALUE_LEN`, e.g. to
+    /// the largest result the agent caches: a head that claims more is a miss before any
+    /// chunk is fetched, so a remote read never makes the agent hold more than this.
+    pub fn with_max_value(mut self, bytes: u64) -> Remote {
+        self.max_value = bytes.min(chunking::MAX_VALUE_LEN);
+        self
+    }
+
     pub fn with_key(mut self, seal: chunking::Seal) -> Remote {
         self.seal = seal;
         self
@@ -325,6 +336,9 @@ impl Remote {
             .fetch_add(head.len() as u64, Ordering::Relaxed);
         let place = chunking::Place { kind, key };
         let head = chunking::open_head(&head, &self.seal, place)?;
+        if head.len > self.max_value {
+            return Err(GetError::TooLarge(head.len, self.max_value));
+        }
         let mut chunks = Vec::with_capacity(head.chunks.len());
         for i in 0..head.chunks.len() {
             let Some(c) = self.tier.get(route, &chunk_key(key, i))? else {
@@ -344,13 +358,13 @@ impl Remote {
             return;
         }
         let key = remote_key(kind, id);
-        if value.len() as u64 > chunking::MAX_VALUE_LEN {
+        if value.len() as u64 > self.max_value {
             // Readers refuse it (see MAX_CHUNKS): not worth sending.
             log::info!(
                 "remote {}: {key} not written: {} bytes is over the limit of {}",
                 self.tier.kind(),
                 value.len(),
-                chunking::MAX_VALUE_LEN
+                self.max_value
             );
             return;
         }
@@ -402,4 +416,6 @@ enum GetError {
     Chunk(#[from] chunking::ChunkError),
     #[error("chunk {0} is missing")]
     MissingChunk(usize),
+    #[error("the value's head claims {0} bytes, over this reader's limit of {1}")]
+    TooLarge(u64, u64),
 }
