@@ -61,7 +61,7 @@ pub const HEAD_LEN: usize = 4 + TAG_LEN + 8 + 32 + 4;
 /// up to a quarter of the local cache (2.5 GiB at the default 10 GiB), and a remote value is
 /// assembled in memory, so this is also the most one remote read can make the agent hold.
 /// Larger values are not written, and a head that claims more is refused before anything is
-/// allocated (a forged 48-byte head could otherwise ask for 2^32 chunk hashes, 128 GiB).
+/// allocated (an 80-byte forged head could otherwise ask for 2^32 chunk hashes, 128 GiB).
 pub const MAX_CHUNKS: usize = 4000;
 /// The largest value stored on or read from a remote server.
 pub const MAX_VALUE_LEN: u64 = (MAX_CHUNKS * CHUNK_SIZE) as u64;

@@ -287,7 +287,6 @@ impl Remote {
         }
     }
 
-    /// Authenticates entries with a keyed MAC (see `chunking::Seal`).
     /// Lowers the largest value read or written from `chunking::MAX_VALUE_LEN`, e.g. to
     /// the largest result the agent caches: a head that claims more is a miss before any
     /// chunk is fetched, so a remote read never makes the agent hold more than this.
@@ -296,6 +295,7 @@ impl Remote {
         self
     }
 
+    /// Authenticates entries with a keyed MAC (see `chunking::Seal`).
     pub fn with_key(mut self, seal: chunking::Seal) -> Remote {
         self.seal = seal;
         self
@@ -359,7 +359,7 @@ impl Remote {
         }
         let key = remote_key(kind, id);
         if value.len() as u64 > self.max_value {
-            // Readers refuse it (see MAX_CHUNKS): not worth sending.
+            // Readers with this limit refuse it (see `with_max_value`): not worth sending.
             log::info!(
                 "remote {}: {key} not written: {} bytes is over the limit of {}",
                 self.tier.kind(),
