@@ -2,6 +2,7 @@
 //! pool or one redis-server, on a real C build through `cachefs run make`.
 
 mod common;
+use cachefs_store::remote::FORMAT_VERSION;
 use common::servers::{self, Blackhole};
 use common::*;
 use std::time::{Duration, Instant};
@@ -259,7 +260,7 @@ fn corrupt_remote_blobs_are_misses_never_wrong_outputs() {
 
     let blobs: Vec<String> = memcached_keys(&mc.addr())
         .into_iter()
-        .filter(|k| k.starts_with("cachefs1:b:"))
+        .filter(|k| k.starts_with(&format!("cachefs{FORMAT_VERSION}:b:")))
         .collect();
     assert!(blobs.len() >= 22, "blob items on the server: {blobs:?}");
     for k in &blobs {

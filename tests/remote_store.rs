@@ -2,7 +2,9 @@
 //! large values, verification, spreading over servers, dead and silent servers.
 
 mod common;
-use cachefs_store::remote::{chunk_key, remote_key, route_key, Kind, Memcached, Redis, Remote};
+use cachefs_store::remote::{
+    chunk_key, remote_key, route_key, Kind, Memcached, Redis, Remote, FORMAT_VERSION,
+};
 use common::servers::{self, Blackhole};
 use std::time::Duration;
 
@@ -44,7 +46,7 @@ fn a_value_over_one_megabyte_round_trips_in_chunks() {
     );
     let key = remote_key(Kind::Blob, &id(1));
     assert!(
-        key.starts_with("cachefs1:b:"),
+        key.starts_with(&format!("cachefs{FORMAT_VERSION}:b:")),
         "key carries the format version: {key}"
     );
     // Stored as 4 chunks, none of which alone exceeds memcached's 1 MiB item limit.

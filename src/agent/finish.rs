@@ -22,7 +22,7 @@ use std::path::Path;
 
 /// Results larger than this share of the cache are not worth evicting
 /// everything else for.
-const MAX_RESULT_SHARE: u64 = 4;
+pub(super) const MAX_RESULT_SHARE: u64 = 4;
 
 impl Agent {
     pub(super) fn finish(

@@ -5,8 +5,8 @@ use super::Agent;
 use crate::entry::{CachedResult, DepSet, Hash, Manifest};
 use cachefs_store::remote::{Kind, Remote};
 
-/// The configured remote tier (CACHEFS_* variables over the config file's `[remote]`); a bad setting is logged and the agent runs local-only (a
-/// cache setting must never break a build).
+/// The configured remote tier (CACHEFS_* variables over the config file's `[remote]`); a bad
+/// setting is logged and the agent runs local-only (a cache setting must never break a build).
 pub fn open_from_env(config: &crate::config::Config) -> Option<Remote> {
     let opened = config
         .remote()
@@ -20,7 +20,8 @@ pub fn open_from_env(config: &crate::config::Config) -> Option<Remote> {
                 remote.tier().health().len(),
                 if remote.read_only { ", read-only" } else { "" }
             );
-            Some(remote)
+            // Nothing larger is ever stored: a head that claims more is refused unread.
+            Some(remote.with_max_value(config.cache_size / super::finish::MAX_RESULT_SHARE))
         }
         Ok(None) => None,
         Err(e) => {

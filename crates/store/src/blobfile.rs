@@ -65,6 +65,7 @@ pub(crate) fn encode(data: &[u8]) -> io::Result<Vec<u8>> {
 pub(crate) enum Corrupt {
     Header,
     Length { want: u64, got: u64 },
+    TooLarge { want: u64, max: u64 },
     Zstd(io::Error),
     HashMismatch,
 }
@@ -74,17 +75,29 @@ impl std::fmt::Display for Corrupt {
         match self {
             Corrupt::Header => write!(f, "bad header"),
             Corrupt::Length { want, got } => write!(f, "length {got}, header says {want}"),
+            Corrupt::TooLarge { want, max } => {
+                write!(
+                    f,
+                    "header says {want} bytes, more than the cache holds ({max})"
+                )
+            }
             Corrupt::Zstd(e) => write!(f, "zstd: {e}"),
             Corrupt::HashMismatch => write!(f, "content does not match its hash"),
         }
     }
 }
 
-pub(crate) fn decode(id: &Hash, file: &[u8]) -> Result<Vec<u8>, Corrupt> {
+/// `max`: the most a blob of this store can hold (its size limit). The header's length is
+/// checked against it before it sizes a buffer or bounds a decompression, so a damaged
+/// header cannot make the reader allocate more than the store could ever have held.
+pub(crate) fn decode(id: &Hash, file: &[u8], max: u64) -> Result<Vec<u8>, Corrupt> {
     if file.len() < HEADER_LEN || &file[..3] != MAGIC {
         return Err(Corrupt::Header);
     }
     let want = u64::from_le_bytes(file[4..HEADER_LEN].try_into().expect("8 bytes"));
+    if want > max {
+        return Err(Corrupt::TooLarge { want, max });
+    }
     let body = &file[HEADER_LEN..];
     let data = match file[3] {
         CODEC_RAW => body.to_vec(),
@@ -112,7 +125,7 @@ fn unzstd(body: &[u8], want: u64) -> Result<Vec<u8>, Corrupt> {
     }
     let mut out = Vec::with_capacity(cap);
     zstd::stream::read::Decoder::with_buffer(body)
-        .and_then(|d| d.take(want + 1).read_to_end(&mut out))
+        .and_then(|d| d.take(want.saturating_add(1)).read_to_end(&mut out))
         .map_err(Corrupt::Zstd)?;
     Ok(out)
 }
@@ -210,7 +223,7 @@ mod tests {
             (0..5000u32).flat_map(|i| i.to_le_bytes()).collect(),
         ] {
             let file = encode(&data).unwrap();
-            assert_eq!(decode(&id(&data), &file).unwrap(), data);
+            assert_eq!(decode(&id(&data), &file, u64::MAX).unwrap(), data);
         }
         assert_eq!(encode(b"x").unwrap()[3], CODEC_RAW);
         assert_eq!(encode(&[7u8; 1000]).unwrap()[3], CODEC_ZSTD);
@@ -223,15 +236,22 @@ mod tests {
         for i in 0..good.len() {
             let mut bad = good.clone();
             bad[i] ^= 0x55;
-            assert!(decode(&id(&data), &bad).is_err(), "flip at {i}");
+            assert!(decode(&id(&data), &bad, u64::MAX).is_err(), "flip at {i}");
         }
         for len in 0..good.len() {
             assert!(
-                decode(&id(&data), &good[..len]).is_err(),
+                decode(&id(&data), &good[..len], u64::MAX).is_err(),
                 "truncated to {len}"
             );
         }
-        assert!(decode(&id(b"other"), &good).is_err());
+        assert!(decode(&id(b"other"), &good, u64::MAX).is_err());
+        assert!(matches!(
+            decode(&id(&data), &good, 9_999),
+            Err(Corrupt::TooLarge {
+                want: 10_000,
+                max: 9_999
+            })
+        ));
     }
 
     #[test]

@@ -265,7 +265,7 @@ impl LocalStore {
             }
             Err(e) => return Err(StoreError::io("reading blob", &path, HINT_READ)(e)),
         };
-        match blobfile::decode(id, &file) {
+        match blobfile::decode(id, &file, self.limit) {
             Ok(data) => Ok(Some(data)),
             Err(why) => {
                 let _ = fs::remove_file(&path);

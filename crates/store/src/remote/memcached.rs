@@ -2,9 +2,9 @@
 //! servers by rendezvous hashing. (The `memcache` crate is not in this build's offline
 //! registry; the protocol subset cachefs needs is small and its timeouts are ours to set.)
 
-use super::server::{io, pick, read_line, reply_error, Conn, Server};
+use super::server::{io, pick, read_data, read_line, reply_error, Conn, Server};
 use super::{RemoteError, RemoteTier, ServerHealth};
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::time::Duration;
 
 pub struct Memcached {
@@ -57,7 +57,7 @@ impl RemoteTier for Memcached {
             |c| {
                 write!(c.writer, "delete {key}\r\n").map_err(io(&server.addr))?;
                 c.writer.flush().map_err(io(&server.addr))?;
-                let line = read_line(c, &server.addr)?;
+                let line = read_line(&mut c.reader, &server.addr)?;
                 match line.as_str() {
                     "DELETED" | "NOT_FOUND" => Ok(()),
                     other => Err(reply_error(&server.addr, other)),
@@ -75,19 +75,29 @@ impl RemoteTier for Memcached {
 fn get(c: &mut Conn, addr: &str, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
     write!(c.writer, "get {key}\r\n").map_err(io(addr))?;
     c.writer.flush().map_err(io(addr))?;
-    let line = read_line(c, addr)?;
+    read_get_reply(&mut c.reader, addr, key)
+}
+
+/// The reply to `get {key}`: `END`, or `VALUE {key} <flags> <bytes>`, the bytes, `END`.
+/// Public for the parser fuzz tests: whatever a server sends, this returns without
+/// allocating more than `MAX_ITEM_LEN` and a line.
+#[doc(hidden)]
+pub fn read_get_reply(
+    r: &mut impl BufRead,
+    addr: &str,
+    key: &str,
+) -> Result<Option<Vec<u8>>, RemoteError> {
+    let line = read_line(r, addr)?;
     if line == "END" {
         return Ok(None);
     }
     let len = match line.split(' ').collect::<Vec<_>>()[..] {
-        ["VALUE", k, _flags, len] if k == key => len.parse::<usize>().ok(),
+        ["VALUE", k, _flags, len] if k == key => len.parse::<u64>().ok(),
         _ => None,
     }
     .ok_or_else(|| reply_error(addr, &line))?;
-    let mut data = vec![0; len + 2];
-    c.reader.read_exact(&mut data).map_err(io(addr))?;
-    data.truncate(len);
-    let end = read_line(c, addr)?;
+    let data = read_data(r, addr, len)?;
+    let end = read_line(r, addr)?;
     if end != "END" {
         return Err(reply_error(addr, &end));
     }
@@ -99,7 +109,7 @@ fn set(c: &mut Conn, addr: &str, key: &str, value: &[u8]) -> Result<(), RemoteEr
     c.writer.write_all(value).map_err(io(addr))?;
     c.writer.write_all(b"\r\n").map_err(io(addr))?;
     c.writer.flush().map_err(io(addr))?;
-    let line = read_line(c, addr)?;
+    let line = read_line(&mut c.reader, addr)?;
     if line != "STORED" {
         return Err(reply_error(addr, &line));
     }

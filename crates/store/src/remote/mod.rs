@@ -12,6 +12,15 @@ mod server;
 pub use memcached::Memcached;
 pub use redis::Redis;
 
+/// What parses bytes from a server, public for the fuzz tests (`tests/fuzz_remote.rs`):
+/// none of it may allocate more than its bounds, whatever the bytes.
+#[doc(hidden)]
+pub mod wire {
+    pub use super::memcached::read_get_reply;
+    pub use super::redis::read_bulk_reply;
+    pub use super::server::{read_data, read_line, MAX_LINE_LEN};
+}
+
 use crate::Hash;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +28,10 @@ use std::time::Duration;
 
 /// Bumped whenever the layout of remote values or of what the agent stores changes, so
 /// that agents of incompatible versions never read each other's entries.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the head carries a tag, with a key a MAC of the head and of the value's place (kind,
+/// key, this version), instead of a MAC of the value's bytes alone.
+pub const FORMAT_VERSION: u32 = 2;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     #[error("remote cache setting invalid: {0}")]
@@ -31,6 +43,18 @@ pub enum RemoteError {
     },
     #[error("remote server {server} answered {reply:?}")]
     Reply { server: String, reply: String },
+    /// A length stated by the server is over what cachefs ever writes: refused before
+    /// anything is allocated.
+    #[error(
+        "remote server {server} announced a {what} of {len} bytes, over the limit of {limit}: \
+         not read (is the server shared with something other than cachefs?)"
+    )]
+    TooLarge {
+        server: String,
+        what: &'static str,
+        len: u64,
+        limit: u64,
+    },
     #[error("remote server {0} skipped after a recent failure")]
     Skipped(String),
 }
@@ -167,6 +191,8 @@ pub struct Remote {
     tier: Box<dyn RemoteTier>,
     pub read_only: bool,
     seal: chunking::Seal,
+    /// The largest value read or written (`with_max_value`).
+    max_value: u64,
     gets_found: AtomicU64,
     gets_missing: AtomicU64,
     errors: AtomicU64,
@@ -183,6 +209,7 @@ impl Remote {
             tier,
             read_only,
             seal: None,
+            max_value: chunking::MAX_VALUE_LEN,
             gets_found: AtomicU64::new(0),
             gets_missing: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -192,6 +219,14 @@ impl Remote {
             writes_dropped: AtomicU64::new(0),
             writes_pending: AtomicU64::new(0),
         }
+    }
+
+    /// Lowers the largest value read or written from `chunking::MAX_VALUE_LEN`, e.g. to
+    /// the largest result the agent caches: a head that claims more is a miss before any
+    /// chunk is fetched, so a remote read never makes the agent hold more than this.
+    pub fn with_max_value(mut self, bytes: u64) -> Remote {
+        self.max_value = bytes.min(chunking::MAX_VALUE_LEN);
+        self
     }
 
     /// Authenticates entries with a keyed MAC (see `chunking::Seal`).
@@ -207,7 +242,7 @@ impl Remote {
     /// The verified value, or None on a miss, a server failure or a verification failure
     /// (counted as an error, logged).
     pub fn get(&self, kind: Kind, id: &Hash, route: &Hash) -> Option<Vec<u8>> {
-        match self.try_get(&route_key(route), &remote_key(kind, id)) {
+        match self.try_get(&route_key(route), kind, &remote_key(kind, id)) {
             Ok(Some(v)) => {
                 self.gets_found.fetch_add(1, Ordering::Relaxed);
                 Some(v)
@@ -227,13 +262,17 @@ impl Remote {
         }
     }
 
-    fn try_get(&self, route: &str, key: &str) -> Result<Option<Vec<u8>>, GetError> {
+    fn try_get(&self, route: &str, kind: Kind, key: &str) -> Result<Option<Vec<u8>>, GetError> {
         let Some(head) = self.tier.get(route, key)? else {
             return Ok(None);
         };
         self.bytes_read
             .fetch_add(head.len() as u64, Ordering::Relaxed);
-        let head = chunking::parse_head(&head)?;
+        let place = chunking::Place { kind, key };
+        let head = chunking::open_head(&head, &self.seal, place)?;
+        if head.len > self.max_value {
+            return Err(GetError::TooLarge(head.len, self.max_value));
+        }
         let mut chunks = Vec::with_capacity(head.chunks.len());
         for i in 0..head.chunks.len() {
             let Some(c) = self.tier.get(route, &chunk_key(key, i))? else {
@@ -243,7 +282,7 @@ impl Remote {
             chunking::verify_chunk(&head, i, &c)?;
             chunks.push(c);
         }
-        Ok(Some(chunking::assemble(&head, chunks, &self.seal)?))
+        Ok(Some(chunking::assemble(&head, chunks)?))
     }
 
     /// Stores a value: chunks first, the head last, so a reader that finds the head finds
@@ -253,8 +292,19 @@ impl Remote {
             return;
         }
         let key = remote_key(kind, id);
+        if value.len() as u64 > self.max_value {
+            // Readers with this limit refuse it (see `with_max_value`): not worth sending.
+            log::info!(
+                "remote {}: {key} not written: {} bytes is over the limit of {}",
+                self.tier.kind(),
+                value.len(),
+                self.max_value
+            );
+            return;
+        }
         let route = route_key(route);
-        let (head, chunks) = chunking::split(value, &self.seal);
+        let place = chunking::Place { kind, key: &key };
+        let (head, chunks) = chunking::split(value, &self.seal, place);
         let result = chunks
             .iter()
             .enumerate()
@@ -300,4 +350,6 @@ enum GetError {
     Chunk(#[from] chunking::ChunkError),
     #[error("chunk {0} is missing")]
     MissingChunk(usize),
+    #[error("the value's head claims {0} bytes, over this reader's limit of {1}")]
+    TooLarge(u64, u64),
 }

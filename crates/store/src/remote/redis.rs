@@ -2,9 +2,9 @@
 //! new connection). (The `redis` crate's dependencies are not all in this build's offline
 //! registry; the three commands cachefs needs are a few lines of RESP.)
 
-use super::server::{io, read_line, reply_error, Conn, Server};
+use super::server::{io, read_data, read_line, reply_error, Conn, Server};
 use super::{RemoteError, RemoteTier, ServerHealth};
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::time::Duration;
 
 pub struct Redis {
@@ -53,7 +53,7 @@ impl Redis {
     /// A command whose reply must be `+OK` (or an integer).
     fn simple(&self, c: &mut Conn, args: &[&[u8]]) -> Result<(), RemoteError> {
         send(c, &self.server.addr, args)?;
-        let line = read_line(c, &self.server.addr)?;
+        let line = read_line(&mut c.reader, &self.server.addr)?;
         if line.starts_with('+') || line.starts_with(':') {
             Ok(())
         } else {
@@ -72,18 +72,7 @@ impl RemoteTier for Redis {
         self.server.with_conn(
             |c| {
                 send(c, addr, &[b"GET", key.as_bytes()])?;
-                let line = read_line(c, addr)?;
-                let len: i64 = line
-                    .strip_prefix('$')
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| reply_error(addr, &line))?;
-                if len < 0 {
-                    return Ok(None);
-                }
-                let mut data = vec![0; len as usize + 2];
-                c.reader.read_exact(&mut data).map_err(io(addr))?;
-                data.truncate(len as usize);
-                Ok(Some(data))
+                read_bulk_reply(&mut c.reader, addr)
             },
             |c| self.setup(c),
         )
@@ -115,6 +104,19 @@ impl RemoteTier for Redis {
 
     fn health(&self) -> Vec<ServerHealth> {
         vec![ServerHealth::of(&self.server)]
+    }
+}
+
+/// The reply to `GET`: a bulk string `$<len>`, its bytes and CR LF, or the null bulk string
+/// `$-1`. Public for the parser fuzz tests: whatever a server sends, this returns without
+/// allocating more than `MAX_ITEM_LEN` and a line.
+#[doc(hidden)]
+pub fn read_bulk_reply(r: &mut impl BufRead, addr: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+    let line = read_line(r, addr)?;
+    match line.strip_prefix('$').and_then(|n| n.parse::<i64>().ok()) {
+        Some(-1) => Ok(None),
+        Some(len) if len >= 0 => Ok(Some(read_data(r, addr, len as u64)?)),
+        _ => Err(reply_error(addr, &line)),
     }
 }
 

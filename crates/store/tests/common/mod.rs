@@ -50,3 +50,6 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".tmp"))
         .collect()
 }
+
+pub mod alloc;
+pub mod servers;

@@ -1,0 +1,146 @@
+//! Real memcached and redis-server processes for the shared-cache tests, each on an
+//! ephemeral port of 127.0.0.1, killed when dropped (a copy of the root crate's
+//! `tests/common/servers.rs`: test helpers cannot be shared across crates).
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct ServerProcess {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port the kernel just handed out on 127.0.0.1 (free again once returned), never one
+/// already given to another server of this test binary: two tests racing for one port
+/// could otherwise end up sharing the server that won.
+fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+fn start(program: &str, args: impl Fn(u16, &std::path::Path) -> Vec<String>) -> ServerProcess {
+    let dir = tempfile::tempdir().unwrap();
+    for _attempt in 0..5 {
+        let port = free_port();
+        let mut child = Command::new(program)
+            .args(args(port, dir.path()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {program} (scripts/setup.sh installs it): {e}")
+            });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break; // port taken meanwhile: try another
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return ServerProcess {
+                    child,
+                    port,
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("{program} did not start listening on 127.0.0.1");
+}
+
+pub fn memcached() -> ServerProcess {
+    start("memcached", |port, _| {
+        let mut a = vec![
+            "-l".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-U".into(),
+            "0".into(),
+            "-m".into(),
+            "64".into(),
+        ];
+        if nix_is_root() {
+            a.extend(["-u".into(), "root".into()]);
+        }
+        a
+    })
+}
+
+pub fn redis() -> ServerProcess {
+    start("redis-server", |port, dir| {
+        vec![
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--maxmemory-policy".into(),
+            "allkeys-lru".into(),
+        ]
+    })
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() == 0 }
+}
+
+/// A server that accepts connections (the kernel completes them from the backlog) and
+/// never answers a byte.
+pub struct Blackhole {
+    _listener: TcpListener,
+    pub port: u16,
+}
+
+impl Blackhole {
+    pub fn new() -> Blackhole {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        Blackhole {
+            _listener: listener,
+            port,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
