@@ -162,13 +162,17 @@ fn explain_names_the_changed_header_flag_and_variable() {
     sb.run_ok("gcc -Ifirst -Iinc -MD -O2 -c x.c -o x.o");
     let why = cachefs_out(&sb, &["explain", "x.o"]);
     assert!(why.contains("argument -O2 added"), "{why}");
-    sb.run_ok("LC_CACHEFS_TEST=on gcc -Ifirst -Iinc -MD -O2 -c x.c -o x.o");
+    // gcc's driver reads COMPILER_PATH: set, it is a changed input.
+    sb.run_ok("COMPILER_PATH=first gcc -Ifirst -Iinc -MD -O2 -c x.c -o x.o");
     let why = cachefs_out(&sb, &["explain", "x.o"]);
     assert!(
-        why.contains("environment variable LC_CACHEFS_TEST was set"),
+        why.contains("input changed: environment variable COMPILER_PATH")
+            && why.contains("stored: unset")
+            && why.contains("now:    set to \"first\""),
         "{why}"
     );
-    sb.run_ok("LC_CACHEFS_TEST=on gcc -Ifirst -Iinc -MD -O2 -c x.c -o x.o");
+    // A variable the compile never reads is no input: a hit.
+    sb.run_ok("UNREAD_BY_GCC=on COMPILER_PATH=first gcc -Ifirst -Iinc -MD -O2 -c x.c -o x.o");
     let why = cachefs_out(&sb, &["explain", "x.o"]);
     assert!(why.contains("was a hit"), "{why}");
     let runs = cachefs_out(&sb, &["runs"]);

@@ -335,3 +335,35 @@ fn doctor_reports_the_shared_cache() {
     let text = doctor(&sb);
     assert!(text.contains("FAIL  shared cache"), "{text}");
 }
+
+/// Another user, or another CI job, on the same tree: a second agent with its
+/// own cache directory, sharing one memcached, run with another `HOME`,
+/// `USER`, `LOGNAME`, `HOSTNAME` and CI ids. No compiler reads those, so every
+/// compile is a remote hit, and the outputs are the plain build's.
+#[test]
+fn another_user_and_ci_job_hit_what_the_first_stored() {
+    let mc = servers::memcached();
+    let settings = [("CACHEFS_MEMCACHED", format!("tcp://{}", mc.addr()))];
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let first = Sandbox::new();
+    example_project(&first);
+    first.sh("make -s -j2");
+    let plain = example_outputs(&first);
+    first.sh("make -s clean");
+    start_agent(&first, &settings);
+    first.run_ok("CI_JOB_ID=7 GITHUB_RUN_ID=1 BUILD_NUMBER=1 make -s -j2");
+    wait_for_remote_writes(&first);
+    first.sh("make -s clean");
+
+    let mut second = Sandbox::new();
+    second.project = first.project.clone();
+    start_agent(&second, &settings);
+    let out = second.run_ok(
+        "HOME=/nonexistent USER=ci LOGNAME=ci HOSTNAME=runner-2 \
+         CI_JOB_ID=8 GITHUB_RUN_ID=2 BUILD_NUMBER=2 FOO=1 make -s -j2",
+    );
+    assert!(stderr(&out).contains("22 hits"), "{}", stderr(&out));
+    let s = second.stats();
+    assert_eq!(s["remote_hits"].as_u64(), Some(22), "{s}");
+    assert_eq!(example_outputs(&second), plain);
+}

@@ -5,6 +5,7 @@ use core::ffi::c_char;
 use core::ptr;
 
 use crate::env::{self, EnvBuf, MAX_ENV};
+use crate::env_reads;
 use crate::resolve::{self, CompilerEntry, Target};
 use crate::state::{self, Captured};
 use crate::sys::{self, Envp};
@@ -32,6 +33,9 @@ pub unsafe fn with_outcome<R>(target: Target, envp: Envp, exec: impl FnOnce(&Out
     let Some(cap) = state::captured() else {
         return exec(&Outcome::unchanged(envp));
     };
+    if env_reads::in_view() {
+        check_exec(target, envp, cap);
+    }
     let scan = env::scan(envp, cap);
     let missing = scan.missing(cap);
     let wants = cap.may_divert() && !scan.in_compile(cap) && target.may_be_cached_program();
@@ -73,6 +77,22 @@ unsafe fn rebuild<R>(
         }),
         None => exec(&Outcome::unchanged(envp)),
     }
+}
+
+/// In an observed compile: says so when the program about to start will read its environment unseen
+/// (see `env_reads`). Costs an open and two reads per exec, in compiles only.
+#[inline(never)]
+unsafe fn check_exec(target: Target, envp: Envp, cap: &Captured) {
+    let saved = sys::errno();
+    let mut file = CompilerEntry::new();
+    let path_env = env::lookup(sys::environ_now(), b"PATH=");
+    let path = if resolve::locate(target, path_env, &mut file) {
+        file.path_ptr()
+    } else {
+        ptr::null()
+    };
+    env_reads::check_exec(path, envp, cap.preload());
+    sys::set_errno(saved);
 }
 
 /// The client to run instead, when `target` resolves to an executable compiler. The probing syscalls

@@ -7,10 +7,11 @@
 use core::ffi::{c_char, c_int, c_void};
 
 use crate::divert::with_outcome;
+use crate::env_reads;
 use crate::real::{self, PidT};
 use crate::resolve::Target;
 use crate::state;
-use crate::sys::{environ_now, Argv, Envp};
+use crate::sys::{self, environ_now, Argv, Envp};
 
 /// glibc runs .init_array entries with (argc, argv, envp) before main, single-threaded.
 #[used]
@@ -20,6 +21,25 @@ static INIT: unsafe extern "C" fn(c_int, Argv, Envp) = init;
 unsafe extern "C" fn init(_argc: c_int, _argv: Argv, envp: Envp) {
     real::resolve_all();
     state::capture(envp);
+    if env_reads::in_view() {
+        // The shim is here: what this compile reads of its environment is observed.
+        env_reads::report(b"");
+    }
+}
+
+/// Every lookup of a variable, observed in a compile (see `env_reads`).
+#[no_mangle]
+pub unsafe extern "C" fn getenv(name: *const c_char) -> *mut c_char {
+    env_reads::getenv(name)
+}
+
+/// getenv, except for a set-user-ID or otherwise secure program, which gets nothing (as glibc's).
+#[no_mangle]
+pub unsafe extern "C" fn secure_getenv(name: *const c_char) -> *mut c_char {
+    if sys::getauxval(sys::AT_SECURE) != 0 {
+        return core::ptr::null_mut();
+    }
+    env_reads::getenv(name)
 }
 
 // The `cachefs_shim_*` entry points are also what csrc/execl.c calls, so that execl & co. do not go

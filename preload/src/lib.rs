@@ -43,6 +43,7 @@ mod compiler_name;
 mod cstr;
 mod divert;
 mod env;
+mod env_reads;
 mod resolve;
 mod state;
 mod sys;

@@ -60,7 +60,7 @@ impl CompilerEntry {
         &path[..path.iter().position(|&b| b == 0).unwrap_or(0)]
     }
 
-    fn path_ptr(&self) -> *const c_char {
+    pub fn path_ptr(&self) -> *const c_char {
         self.buf[COMPILER.len()..].as_ptr().cast()
     }
 
@@ -87,16 +87,36 @@ impl CompilerEntry {
 /// `target`'s strings are valid.
 pub unsafe fn resolve(target: Target, path_env: Option<&[u8]>, out: &mut CompilerEntry) -> bool {
     match target {
-        Target::Path(p) => out.set(&[bytes(p)]) && is_exec_file(out.path_ptr()),
-        Target::Search(f) if bytes(f).contains(&b'/') => {
-            out.set(&[bytes(f)]) && is_exec_file(out.path_ptr())
-        }
-        Target::Search(f) => search(bytes(f), path_env.unwrap_or(DEFAULT_PATH), out),
         Target::Fd(fd) => {
             readlink_fd(fd, out)
                 && is_cached_program_name(basename(out.path()))
                 && is_exec_file(out.path_ptr())
         }
+        other => resolve_named(other, path_env, out),
+    }
+}
+
+/// Resolves `target` into `out` whatever its name: the file an exec would run, or false when there is
+/// none (the exec will fail by itself).
+///
+/// # Safety
+/// `target`'s strings are valid.
+pub unsafe fn locate(target: Target, path_env: Option<&[u8]>, out: &mut CompilerEntry) -> bool {
+    match target {
+        Target::Fd(fd) => readlink_fd(fd, out) && is_exec_file(out.path_ptr()),
+        other => resolve_named(other, path_env, out),
+    }
+}
+
+/// `resolve` for a path or a name to search.
+unsafe fn resolve_named(target: Target, path_env: Option<&[u8]>, out: &mut CompilerEntry) -> bool {
+    match target {
+        Target::Path(p) => out.set(&[bytes(p)]) && is_exec_file(out.path_ptr()),
+        Target::Search(f) if bytes(f).contains(&b'/') => {
+            out.set(&[bytes(f)]) && is_exec_file(out.path_ptr())
+        }
+        Target::Search(f) => search(bytes(f), path_env.unwrap_or(DEFAULT_PATH), out),
+        Target::Fd(_) => false,
     }
 }
 

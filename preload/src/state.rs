@@ -100,6 +100,11 @@ impl Captured {
         Some(&entry[self.name_len[i]..end])
     }
 
+    /// The `LD_PRELOAD` this process was started with (which holds the shim).
+    pub fn preload(&self) -> Option<&[u8]> {
+        self.value_of(PRELOAD)
+    }
+
     /// `NAME=` of entry `i`.
     pub fn name_eq(&self, i: usize) -> &[u8] {
         &self.entries[i][..self.name_len[i]]

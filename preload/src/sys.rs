@@ -9,6 +9,10 @@ pub type Argv = *const *const c_char;
 pub const RTLD_NEXT: *mut c_void = -1isize as *mut c_void;
 pub const AT_FDCWD: c_int = -100;
 pub const X_OK: c_int = 1;
+pub const F_OK: c_int = 0;
+pub const O_RDONLY: c_int = 0;
+pub const O_CLOEXEC: c_int = 0o2000000;
+pub const AT_SECURE: usize = 23;
 pub const ENOSYS: c_int = 38;
 pub const STATX_TYPE: c_uint = 1;
 pub const S_IFMT: u16 = 0o170000;
@@ -29,6 +33,9 @@ impl Statx {
 extern "C" {
     pub fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
     pub fn access(path: *const c_char, mode: c_int) -> c_int;
+    pub fn open(path: *const c_char, flags: c_int, ...) -> c_int;
+    pub fn pread(fd: c_int, buf: *mut u8, count: usize, offset: i64) -> isize;
+    pub fn close(fd: c_int) -> c_int;
     pub fn readlink(path: *const c_char, buf: *mut c_char, size: usize) -> isize;
     pub fn statx(
         dirfd: c_int,

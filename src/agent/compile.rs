@@ -53,7 +53,9 @@ impl Agent {
         // Only a `cachefs run` keeps a log: a wrapper-mode hit skips the copy.
         let logged = run.run.is_some();
         match self.look_up_call(&req, &key, logged) {
-            Ok((hit, remote, deps)) => return self.answer_hit(stream, run, rec, hit, remote, deps),
+            Ok((hit, remote, deps)) => {
+                return self.answer_hit(stream, &call, rec, hit, remote, deps)
+            }
             Err(reason) => rec.miss = Some(reason),
         }
         if let Some(plain) = self.refuse_to_observe(&req) {
@@ -79,14 +81,15 @@ impl Agent {
     fn answer_hit(
         &self,
         stream: &mut UnixStream,
-        run: Origin,
+        call: &Served,
         mut rec: CompileRecord,
         hit: CachedResult,
         remote: bool,
         deps: Vec<Dep>,
     ) -> Result<()> {
+        let run = call.run;
         if run.run.is_some() {
-            runs::fill_deps(&mut rec, &deps);
+            runs::fill_deps(&mut rec, &deps, &call.req.env);
             rec.written = hit.output_paths();
         }
         self.runs.add(run.run, rec.ended("hit", None));

@@ -62,7 +62,7 @@ impl Agent {
         // than miss because it is still being written.
         let _pending = self.pending.hold(*key);
         let (deps, captured) = captured;
-        runs::fill_deps(&mut rec, &deps);
+        runs::fill_deps(&mut rec, &deps, &call.env);
         rec.written = captured.iter().map(Captured::path_string).collect();
         // Recorded before the client is released: its run may end (and its
         // log be written) right after.
@@ -127,7 +127,9 @@ impl Agent {
         if size > self.config.cache_size / MAX_RESULT_SHARE {
             return Err(format!("result too large: {size} bytes"));
         }
-        Ok((obs.deps, captured))
+        // The environment first: a changed variable is found without a stat.
+        let deps = call.env_deps.iter().cloned().chain(obs.deps).collect();
+        Ok((deps, captured))
     }
 
     fn save(
@@ -166,11 +168,23 @@ pub(super) struct Call {
     /// The clock macros this call's environment fixes; `None` where they
     /// mean nothing (rustc).
     clock_fixed: Option<TimeMacros>,
+    /// What of its environment the compile depends on (`observe::env`).
+    env_deps: Vec<Dep>,
+    /// The call's environment, for the run log's values of what was read.
+    env: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Call {
-    pub(super) fn new(served: &Served, done: &Finished, record: cachefs_mirror::Record) -> Call {
+    pub(super) fn new(
+        served: &Served,
+        done: &Finished,
+        mut record: cachefs_mirror::Record,
+    ) -> Call {
         let (req, family) = (served.req, served.family);
+        let reads = observe::env::take_reports(&mut record);
+        observe::drop_own_files(&mut record);
+        let printed = !done.stdout.is_empty() || !done.stderr.is_empty();
+        let env_deps = observe::env::deps(&reads, &req.env, family, &record, printed);
         let search_dirs = match done.exit {
             Exit::Code(0) => compiler::library_search_dirs(
                 family,
@@ -190,6 +204,8 @@ impl Call {
                 let compiler = Path::new(std::ffi::OsStr::from_bytes(&req.compiler));
                 time_macros::fixed_by_env(family, compiler, &req.env)
             }),
+            env_deps,
+            env: req.env.clone(),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use super::{runs, Agent};
 use crate::config;
+use crate::entry::env::Env;
 use crate::entry::validate::validate;
 use crate::entry::{restore, CachedResult, Dep, Hash, Manifest};
 use crate::protocol::CompileRequest;
@@ -12,6 +13,14 @@ use crate::runlog::MissReason;
 /// A hit: the result (outputs restored), whether any of it came from the
 /// remote tier, and the dep set's deps when asked for (for the run log).
 pub(super) type Hit = (CachedResult, bool, Vec<Dep>);
+
+/// What a lookup is for: the call's key1 and environment, and whether the
+/// hit's deps are wanted back (for the run log).
+struct Wanted<'a> {
+    key: &'a Hash,
+    env: &'a Env,
+    with_deps: bool,
+}
 
 impl Agent {
     /// The lookup of a call with key1 `key`, unless the call asks to
@@ -26,7 +35,11 @@ impl Agent {
             return Err(MissReason::Recache);
         }
         let looking = std::time::Instant::now();
-        let found = self.lookup(key, with_deps);
+        let found = self.lookup(&Wanted {
+            key,
+            env: &req.env,
+            with_deps,
+        });
         log::debug!(
             "lookup (manifest, deps, restore) in {:?}",
             looking.elapsed()
@@ -39,7 +52,8 @@ impl Agent {
     /// changed since the most recent one. The bool says the hit came (at
     /// least in part) from the remote tier.
     /// The dep set's deps come back only when `with_deps` (for the run log).
-    fn lookup(&self, key: &Hash, with_deps: bool) -> Result<Hit, MissReason> {
+    fn lookup(&self, wanted: &Wanted) -> Result<Hit, MissReason> {
+        let key = wanted.key;
         self.pending.wait_for(key);
         let reading = std::time::Instant::now();
         let local = self
@@ -51,7 +65,7 @@ impl Agent {
         log::debug!("manifest read and decoded in {:?}", reading.elapsed());
         let mut reason = MissReason::NoEntry;
         if let Some(m) = &local {
-            match self.first_valid(key, m, false, with_deps) {
+            match self.first_valid(wanted, m, false) {
                 Ok(hit) => return Ok(hit),
                 Err(r) => reason = r,
             }
@@ -59,27 +73,26 @@ impl Agent {
         let Some(remote) = self.remote_manifest(key) else {
             return Err(reason);
         };
-        self.first_valid(key, &remote, true, with_deps)
-            .map_err(|r| {
-                if reason == MissReason::NoEntry {
-                    r
-                } else {
-                    reason
-                }
-            })
+        self.first_valid(wanted, &remote, true).map_err(|r| {
+            if reason == MissReason::NoEntry {
+                r
+            } else {
+                reason
+            }
+        })
     }
 
     fn first_valid(
         &self,
-        key: &Hash,
+        wanted: &Wanted,
         manifest: &Manifest,
         remote_manifest: bool,
-        with_deps: bool,
     ) -> Result<Hit, MissReason> {
+        let key = wanted.key;
         let mut reason = MissReason::NoEntry;
         for set in &manifest.sets {
             let validating = std::time::Instant::now();
-            let valid = validate(set, &self.stat_cache);
+            let valid = validate(set, &self.stat_cache, wanted.env);
             log::debug!(
                 "{} deps checked in {:?}",
                 set.deps.len(),
@@ -108,7 +121,7 @@ impl Agent {
                     if remote_manifest || remote_result {
                         self.keep_remote_hit(key, set, &result);
                     }
-                    let deps = if with_deps {
+                    let deps = if wanted.with_deps {
                         set.deps.clone()
                     } else {
                         Vec::new()

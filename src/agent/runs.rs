@@ -1,6 +1,7 @@
 //! The agent's side of the run log: a record per compile of each `cachefs
 //! run`, kept in memory until the run ends, then written to `runs/`.
 
+use crate::entry::env::{self, Env};
 use crate::entry::validate::Mismatch;
 use crate::entry::{Dep, DepState};
 use crate::protocol::CompileRequest;
@@ -68,12 +69,6 @@ pub fn record_of(req: &CompileRequest) -> CompileRecord {
     CompileRecord {
         argv: req.argv.iter().map(|a| lossy(a)).collect(),
         cwd: lossy(&req.cwd),
-        env: req
-            .env
-            .iter()
-            .filter(|(k, _)| !crate::entry::key1::is_volatile_env(k))
-            .map(|(k, v)| (lossy(k), lossy(v)))
-            .collect(),
         unix_ms: runlog::now_unix_ms(),
         ..CompileRecord::default()
     }
@@ -91,14 +86,23 @@ impl Ended for CompileRecord {
     }
 }
 
-pub fn fill_deps(rec: &mut CompileRecord, deps: &[Dep]) {
+/// The record's inputs: files read, paths absent, directories listed, and
+/// the variables read from `env` with their values.
+pub fn fill_deps(rec: &mut CompileRecord, deps: &[Dep], env: &Env) {
     for d in deps {
         let path = String::from_utf8_lossy(&d.path).into_owned();
         match d.state {
             DepState::File(_) => rec.reads.push(path),
             DepState::Absent => rec.absent.push(path),
             DepState::Listing(_) | DepState::Candidates { .. } => rec.listed.push(path),
-            DepState::Symlink(_) | DepState::Exists(_) => {}
+            DepState::Env(_) => {
+                let value = env::value(env, &d.path).map(|v| String::from_utf8_lossy(v).into());
+                rec.env.insert(path, value.unwrap_or_default());
+            }
+            DepState::Symlink(_)
+            | DepState::Exists(_)
+            | DepState::EnvMatching(_)
+            | DepState::Resolved(_) => {}
         }
     }
 }
@@ -110,9 +114,12 @@ pub fn hex(hash: &[u8; 32]) -> String {
 /// What the first failing dep of the most recent dep set was, and is now.
 pub fn changed(m: &Mismatch, cache: &StatCache) -> MissReason {
     MissReason::Changed {
-        path: m.path.to_string_lossy().into_owned(),
+        path: m.input.clone(),
         was: m.expected.clone(),
-        now: describe_now(&m.path, cache),
+        now: m
+            .now
+            .clone()
+            .unwrap_or_else(|| describe_now(&m.path, cache)),
     }
 }
 

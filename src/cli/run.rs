@@ -9,8 +9,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub const SHIM_NAME: &str = "libcachefs_preload.so";
-
 pub fn run(command: Vec<OsString>, progress: bool) -> Result<i32> {
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -30,19 +28,29 @@ pub fn run(command: Vec<OsString>, progress: bool) -> Result<i32> {
             false
         }
     };
-    let mut cmd = Command::new(&command[0]);
-    cmd.args(&command[1..]);
+    // What the shim runs in place of a compiler: `cachefs` beside this
+    // binary (`cachefs-cli`), which holds the client only and so starts
+    // faster; else this binary, whose compile mode is the same client.
+    let client = crate::client::sibling_binary(&exe, crate::client::CLIENT_NAME)
+        .unwrap_or_else(|| exe.clone());
+    // `cachefs run -- gcc …`: the command is itself a compile, which the
+    // shim (diverting only what the command starts) would never see.
+    let is_compile = agent_up
+        && Path::new(&command[0])
+            .file_name()
+            .is_some_and(|n| cachefs_preload::is_cached_program_name(n.as_encoded_bytes()));
+    let mut cmd = if is_compile {
+        let mut c = Command::new(&client);
+        c.args(&command);
+        c
+    } else {
+        let mut c = Command::new(&command[0]);
+        c.args(&command[1..]);
+        c
+    };
     if agent_up {
         cmd.env("LD_PRELOAD", preload_value(&shim))
-            // What the shim runs in place of a compiler: `cachefs` beside
-            // this binary (`cachefs-cli`), which holds the client only and
-            // so starts faster; else this binary, whose compile mode is the
-            // same client.
-            .env(
-                ENV_CLIENT,
-                crate::client::sibling_binary(&exe, crate::client::CLIENT_NAME)
-                    .unwrap_or_else(|| exe.clone()),
-            )
+            .env(ENV_CLIENT, &client)
             .env(ENV_DIR, &config.dir)
             .env(ENV_RUN_ID, &run_id);
     }
@@ -77,16 +85,10 @@ fn run_plain(command: &[OsString]) -> Result<i32> {
 /// lib dir; failing that, the copy built into this binary is written into the
 /// cache directory (`cargo install` ships binaries only).
 pub(super) fn find_shim(exe: &Path, cache_dir: &Path) -> Result<PathBuf> {
-    let dir = exe.parent().unwrap_or(Path::new("/"));
-    let candidates = [
-        dir.join(SHIM_NAME),
-        dir.join("../lib/cachefs").join(SHIM_NAME),
-        PathBuf::from(cachefs_preload::SHIM_PATH),
-    ];
-    if let Some(found) = candidates.iter().find(|c| c.is_file()) {
-        return Ok(found.canonicalize().unwrap_or_else(|_| found.clone()));
+    match crate::client::installed_shim(exe) {
+        Some(found) => Ok(found),
+        None => extract_shim(cache_dir),
     }
-    extract_shim(cache_dir)
 }
 
 fn extract_shim(cache_dir: &Path) -> Result<PathBuf> {

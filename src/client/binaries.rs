@@ -9,6 +9,22 @@ use std::path::{Path, PathBuf};
 pub const CLIENT_NAME: &str = "cachefs";
 pub const CLI_NAME: &str = "cachefs-cli";
 
+/// The shim's file name, as installed and as cargo builds it.
+pub const SHIM_NAME: &str = "libcachefs_preload.so";
+
+/// The shim installed with `exe`: beside it (cargo's target dir), in the
+/// installed lib dir, or where this build put it.
+pub fn installed_shim(exe: &Path) -> Option<PathBuf> {
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let candidates = [
+        dir.join(SHIM_NAME),
+        dir.join("../lib/cachefs").join(SHIM_NAME),
+        PathBuf::from(cachefs_preload::SHIM_PATH),
+    ];
+    let found = candidates.into_iter().find(|c| c.is_file())?;
+    Some(found.canonicalize().unwrap_or(found))
+}
+
 /// `name` beside `exe`, if it is there and executable.
 pub fn sibling_binary(exe: &Path, name: &str) -> Option<PathBuf> {
     let path = exe.with_file_name(name);

@@ -11,7 +11,8 @@ mod view;
 
 pub use agent_link::{process_running, request, spawn_daemon, start_agent, START_TIMEOUT};
 pub use binaries::{
-    cli_binary, is_compile_mode, is_executable, sibling_binary, CLIENT_NAME, CLI_NAME,
+    cli_binary, installed_shim, is_compile_mode, is_executable, sibling_binary, CLIENT_NAME,
+    CLI_NAME,
 };
 pub use call::Call;
 

@@ -6,7 +6,7 @@ use super::fallback::{fall_back, Cause};
 use super::view::ViewEntry;
 use super::{compiler_command, for_terminal, replay};
 use crate::compiler::color;
-use crate::config::Config;
+use crate::config::{Config, ENV_VIEW};
 use crate::protocol::{self, Exit, Finished, Request, Response};
 use std::io::Read;
 use std::os::unix::net::UnixStream;
@@ -103,6 +103,12 @@ fn spawn_in_view(call: &Call, view: &View, colored: bool) -> Result<Child, Strin
     };
     let mut cmd = compiler_command(call, &argv);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    // The shim reports what the compile reads of its environment; in wrapper
+    // mode it is not preloaded yet.
+    cmd.env(ENV_VIEW, "1");
+    if let Some(preload) = with_shim() {
+        cmd.env("LD_PRELOAD", preload);
+    }
     // SAFETY: `enter` and sched_setaffinity only make async-signal-safe
     // syscalls on data built before the fork.
     unsafe {
@@ -117,6 +123,31 @@ fn spawn_in_view(call: &Call, view: &View, colored: bool) -> Result<Child, Strin
     };
     cmd.spawn()
         .map_err(|e| format!("cannot enter the observation view: {e}"))
+}
+
+/// `LD_PRELOAD` with the shim added, when it lacks it and the shim is
+/// installed; None to leave it as it is (without a shim, the agent keys the
+/// compile by its whole environment).
+fn with_shim() -> Option<std::ffi::OsString> {
+    let current = std::env::var_os("LD_PRELOAD").unwrap_or_default();
+    let has_shim = current
+        .as_encoded_bytes()
+        .split(|&b| b == b' ' || b == b':')
+        .any(|p| {
+            p.rsplit(|&b| b == b'/')
+                .next()
+                .is_some_and(|n| n.starts_with(b"libcachefs_preload"))
+        });
+    if has_shim {
+        return None;
+    }
+    let shim = super::installed_shim(&std::env::current_exe().ok()?)?;
+    let mut value = shim.into_os_string();
+    if !current.is_empty() {
+        value.push(" ");
+        value.push(current);
+    }
+    Some(value)
 }
 
 /// Waits for the compiler and collects what it printed.

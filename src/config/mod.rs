@@ -23,6 +23,9 @@ pub const ENV_COMPILER: &str = "CACHEFS_COMPILER";
 /// diverts nothing: gcc's cc1, clang -cc1, rustc's linker run as they are).
 pub const ENV_IN_COMPILE: &str = "CACHEFS_IN_COMPILE";
 pub const ENV_CLIENT: &str = "CACHEFS_CLIENT";
+/// Set by the client for a compile it runs in an observation view: the
+/// shim then reports what the compile reads of its environment.
+pub const ENV_VIEW: &str = "CACHEFS_VIEW";
 /// Per call (read from the compile's environment, like ccache's variables
 /// of the same names): run the compiler directly, without cachefs.
 pub const ENV_DISABLE: &str = "CACHEFS_DISABLE";

@@ -49,6 +49,13 @@ pub enum DepState {
         stems: Vec<Vec<u8>>,
         hash: Hash,
     },
+    /// An environment variable the compile read (the dep's path is its
+    /// name), by the hash of its value; `None`: unset. See `entry::env`.
+    Env(Option<Hash>),
+    /// Every variable matching the patterns in the dep's path, by one hash.
+    EnvMatching(Hash),
+    /// The names looked up along `PATH`, each with what it resolved to.
+    Resolved(Vec<(Vec<u8>, Option<Vec<u8>>)>),
 }
 
 impl std::fmt::Display for DepState {
@@ -73,6 +80,20 @@ impl std::fmt::Display for DepState {
                     short(hash),
                     stems.join(" ")
                 )
+            }
+            DepState::Env(Some(h)) => write!(f, "set, value {}", short(h)),
+            DepState::Env(None) => write!(f, "unset"),
+            DepState::EnvMatching(h) => write!(f, "variables {}", short(h)),
+            DepState::Resolved(found) => {
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                let each: Vec<String> = found
+                    .iter()
+                    .map(|(n, to)| {
+                        let to = to.as_deref().map_or("nothing".into(), text);
+                        format!("{} → {to}", text(n))
+                    })
+                    .collect();
+                write!(f, "resolving {}", each.join(", "))
             }
         }
     }

@@ -6,76 +6,11 @@ use crate::compiler::host_target;
 use crate::digest::{field, Hash};
 use crate::protocol::CompileRequest;
 
-/// Environment variables that do not change what a compiler produces but do
-/// change between otherwise identical builds (jobserver fds, shells, the
-/// terminal, our own plumbing). Every other variable is part of key1.
-const VOLATILE_ENV: &[&str] = &[
-    "MAKEFLAGS",
-    "MFLAGS",
-    "MAKELEVEL",
-    "MAKEOVERRIDES",
-    "MAKE_TERMOUT",
-    "MAKE_TERMERR",
-    "CARGO_MAKEFLAGS",
-    // Name the wrapper of rustc calls (us, in wrapper mode); rustc does not
-    // read them, and keeping them out lets `RUSTC_WRAPPER=cachefs` and
-    // `cachefs run` share results.
-    "RUSTC_WRAPPER",
-    "RUSTC_WORKSPACE_WRAPPER",
-    "PWD",
-    "OLDPWD",
-    "SHLVL",
-    "TERM",
-    "COLORTERM",
-    "_",
-    "LD_PRELOAD",
-    "DISPLAY",
-    "WINDOWID",
-    "XAUTHORITY",
-    "INVOCATION_ID",
-    "JOURNAL_STREAM",
-    "LS_COLORS",
-    "NINJA_STATUS",
-    // Set per login session or per terminal window, read by no compiler: a
-    // build in a new terminal or after a new login must still hit.
-    "DBUS_SESSION_BUS_ADDRESS",
-    "SESSION_MANAGER",
-    "DESKTOP_STARTUP_ID",
-    "WAYLAND_DISPLAY",
-    "WINDOWPATH",
-    "GPG_AGENT_INFO",
-    "VTE_VERSION",
-    "TERM_PROGRAM",
-    "TERM_PROGRAM_VERSION",
-    "TERM_SESSION_ID",
-    "WT_SESSION",
-];
-const VOLATILE_ENV_PREFIXES: &[&str] = &[
-    "CACHEFS_",
-    "SSH_",
-    "TMUX",
-    "STY",
-    "XDG_SESSION_",
-    "XDG_SEAT",
-    "XDG_VTNR",
-    "XDG_ACTIVATION_TOKEN",
-    "GNOME_TERMINAL_",
-    "KONSOLE_",
-    "KITTY_",
-    "ALACRITTY_",
-];
-
-pub fn is_volatile_env(name: &[u8]) -> bool {
-    VOLATILE_ENV.iter().any(|v| v.as_bytes() == name)
-        || VOLATILE_ENV_PREFIXES
-            .iter()
-            .any(|p| name.starts_with(p.as_bytes()))
-}
-
 /// key1 = what is known before the compile runs: the compiler's content, the
-/// name it was called by (clang picks its mode from argv[0]), the arguments,
-/// the working directory and the environment minus volatile variables;
-/// for a compile that targets the host CPU, that CPU's identity.
+/// name it was called by (clang picks its mode from argv[0]), the arguments
+/// and the working directory; for a compile that targets the host CPU, that
+/// CPU's identity. Not the environment: what of it a compile reads is in its
+/// dep sets (`env`), so that a variable it never reads costs no hit.
 pub fn key1(req: &CompileRequest, compiler_hash: &Hash) -> Hash {
     let host = host_target::targets_host_cpu(&req.argv)
         .then(|| host_target::host_cpu_identity().unwrap_or_default());
@@ -98,17 +33,6 @@ fn key1_on(req: &CompileRequest, compiler_hash: &Hash, host_cpu: Option<Hash>) -
     if let Some(cpu) = host_cpu {
         h.update(b"host-cpu");
         h.update(&cpu);
-    }
-    let mut env: Vec<_> = req
-        .env
-        .iter()
-        .filter(|(k, _)| !is_volatile_env(k))
-        .collect();
-    env.sort();
-    h.update(&(env.len() as u64).to_le_bytes());
-    for (k, v) in env {
-        field(&mut h, k);
-        field(&mut h, v);
     }
     *h.finalize().as_bytes()
 }
@@ -177,7 +101,8 @@ mod tests {
         let h = [7u8; 32];
         let base = key1(&req(&["gcc", "-c", "x.c"], &[]), &h);
         assert_ne!(base, key1(&req(&["gcc", "-O2", "-c", "x.c"], &[]), &h));
-        assert_ne!(
+        // The environment is in the dep sets (`env`), not in key1.
+        assert_eq!(
             base,
             key1(&req(&["gcc", "-c", "x.c"], &[("CPATH", "/a")]), &h)
         );

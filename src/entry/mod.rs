@@ -4,7 +4,8 @@
 //! - `manifest`: the dep sets seen under one key1, and how the store's copy
 //!   is updated;
 //! - `dep_set`: the paths a compile touched and what it found there, with
-//!   the result they lead to; `validate`: whether one still holds;
+//!   the result they lead to; `env`: the environment it read, as deps too;
+//!   `validate`: whether a dep set still holds;
 //! - `result`: what a compile produced; `capture` reads it after a miss,
 //!   `restore` writes it back on a hit.
 //!
@@ -12,6 +13,7 @@
 
 pub mod capture;
 pub mod dep_set;
+pub mod env;
 pub mod key1;
 pub mod manifest;
 pub mod restore;
@@ -24,5 +26,6 @@ pub use manifest::Manifest;
 pub use result::CachedResult;
 
 /// Bumped whenever the meaning of a key or a stored record changes, so that
-/// entries from another format are never read as ours.
-pub const FORMAT_VERSION: u32 = 2;
+/// entries from another format are never read as ours. 3: key1 no longer
+/// holds the environment; dep sets hold what of it the compile read.
+pub const FORMAT_VERSION: u32 = 3;

@@ -2,28 +2,38 @@
 //! disk, through the stat cache.
 
 use super::dep_set::{DepSet, DepState, Kind};
+use super::env::{self, Env};
 use crate::digest::{candidates, candidates_hash, listing_hash};
 use crate::stat_cache::{DirStamps, StatCache};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// Why a stored dep set no longer holds; `cachefs explain` will show these.
+/// Why a stored dep set no longer holds; `cachefs explain` shows these.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {
     pub path: PathBuf,
+    /// What differs, for people: the path, or "environment variable X".
+    pub input: String,
     pub expected: String,
+    /// What an environment dep is now (a file's is read from the disk).
+    pub now: Option<String>,
 }
 
-/// Checks every dep against the disk; the first that differs is returned.
-pub fn validate(set: &DepSet, cache: &StatCache) -> Result<(), Mismatch> {
+/// Checks every dep against the disk and the call's environment `env`; the
+/// first that differs is returned.
+pub fn validate(set: &DepSet, cache: &StatCache, env: &Env) -> Result<(), Mismatch> {
     let mut dirs = DirStamps::new();
     for dep in &set.deps {
         let path = Path::new(OsStr::from_bytes(&dep.path));
-        if !holds(path, &dep.state, cache, &mut dirs) {
+        let holds =
+            env::holds(dep, env).unwrap_or_else(|| holds(path, &dep.state, cache, &mut dirs));
+        if !holds {
             return Err(Mismatch {
                 path: path.to_path_buf(),
+                input: env::label(dep).unwrap_or_else(|| path.display().to_string()),
                 expected: describe(path, &dep.state),
+                now: env::now(dep, env),
             });
         }
     }
@@ -60,6 +70,8 @@ fn holds(path: &Path, state: &DepState, cache: &StatCache, dirs: &mut DirStamps)
         DepState::Candidates { stems, hash } => {
             matches!(candidates_hash(path, stems, &|_| false), Ok(h) if h == *hash)
         }
+        // Environment deps are checked by `env::holds`.
+        DepState::Env(_) | DepState::EnvMatching(_) | DepState::Resolved(_) => false,
     }
 }
 
@@ -89,8 +101,8 @@ mod tests {
         // Directory stamps are trusted only once settled.
         std::thread::sleep(Duration::from_millis(2100));
         for set in [&a, &b] {
-            assert!(validate(set, &cache).is_ok());
-            assert!(validate(set, &cache).is_ok());
+            assert!(validate(set, &cache, &[]).is_ok());
+            assert!(validate(set, &cache, &[]).is_ok());
         }
         let dev = std::fs::metadata(written.path()).unwrap().dev();
         if cache.trusts_dir_stamps(dev, written.path()) {
@@ -101,7 +113,7 @@ mod tests {
         std::fs::write(&other, "").unwrap();
         std::fs::rename(&other, renamed.path().join("shadow.h")).unwrap();
         for (set, dir) in [(&a, &written), (&b, &renamed)] {
-            let m = validate(set, &cache).unwrap_err();
+            let m = validate(set, &cache, &[]).unwrap_err();
             assert_eq!(m.path, dir.path().join("shadow.h"));
         }
     }
@@ -132,8 +144,8 @@ mod tests {
             ],
             result: [0; 32],
         };
-        assert!(validate(&set, &cache).is_ok());
+        assert!(validate(&set, &cache, &[]).is_ok());
         std::fs::write(&missing, "").unwrap();
-        assert_eq!(validate(&set, &cache).unwrap_err().path, missing);
+        assert_eq!(validate(&set, &cache, &[]).unwrap_err().path, missing);
     }
 }

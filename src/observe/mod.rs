@@ -26,6 +26,7 @@
 //!   directories while the compile runs (see `compiler::rustc`).
 
 pub mod coverage;
+pub mod env;
 pub mod scratch;
 
 use crate::compiler::rustc::SearchDirs;
@@ -93,6 +94,69 @@ struct Analysis {
     /// candidates matter: the crates the compile loaded (see
     /// `compiler::rustc::loaded_crate_stem`).
     crate_stems: BTreeSet<Vec<u8>>,
+}
+
+/// Leaves out what cachefs itself puts into every compile: the shim the
+/// dynamic loader maps into each process (`libcachefs_preload*.so`), and the
+/// directories walked to reach it that nothing else was reached through. It
+/// is not an input: two installs, or two builds of cachefs, share results.
+pub fn drop_own_files(record: &mut Record) {
+    let own = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("libcachefs_preload") && n.ends_with(".so"))
+    };
+    let path_of = |a: &Access| match a {
+        Access::Open {
+            path, write: false, ..
+        }
+        | Access::Found { path, .. } => Some(path.clone()),
+        _ => None,
+    };
+    let shims: HashSet<PathBuf> = record
+        .accesses
+        .iter()
+        .filter_map(path_of)
+        .filter(|p| own(p))
+        .collect();
+    if shims.is_empty() {
+        return;
+    }
+    let used: HashSet<PathBuf> = record
+        .accesses
+        .iter()
+        .filter_map(access_path)
+        .filter(|p| !shims.contains(*p))
+        .flat_map(|p| p.ancestors().skip(1))
+        .map(Path::to_path_buf)
+        .collect();
+    let only_to_the_shim: HashSet<PathBuf> = shims
+        .iter()
+        .flat_map(|p| p.ancestors().skip(1))
+        .filter(|d| !used.contains(*d))
+        .map(Path::to_path_buf)
+        .collect();
+    record.accesses.retain(|a| match path_of(a) {
+        Some(p) => !shims.contains(&p) && !only_to_the_shim.contains(&p),
+        None => true,
+    });
+}
+
+/// The path an access is at (the destination of a rename).
+fn access_path(a: &Access) -> Option<&Path> {
+    match a {
+        Access::Found { path, .. }
+        | Access::NotFound { path }
+        | Access::Open { path, .. }
+        | Access::ReadDir { path }
+        | Access::ReadLink { path, .. }
+        | Access::SetAttr { path, .. }
+        | Access::Created { path, .. }
+        | Access::Removed { path }
+        | Access::Superseded { path, .. }
+        | Access::Unobservable { path, .. } => Some(path),
+        Access::Renamed { to, .. } => Some(to),
+    }
 }
 
 pub fn analyze(
@@ -479,7 +543,7 @@ mod tests {
         let record = rustc_like_record(&deps, &sysroot);
         let precise = set(analyze(&record, &cache, &by_name(&deps)).unwrap());
         let full = set(analyze(&record, &cache, &Rules::default()).unwrap());
-        assert!(validate(&precise, &cache).is_ok());
+        assert!(validate(&precise, &cache, &[]).is_ok());
 
         // Files cargo writes for other crates meanwhile, and the rlib that
         // completes foo's rmeta, change nothing for this compile...
@@ -491,19 +555,22 @@ mod tests {
         ] {
             std::fs::write(deps.join(other), "x").unwrap();
         }
-        assert!(validate(&precise, &cache).is_ok());
-        assert!(validate(&full, &cache).is_err(), "a full listing sees them");
+        assert!(validate(&precise, &cache, &[]).is_ok());
+        assert!(
+            validate(&full, &cache, &[]).is_err(),
+            "a full listing sees them"
+        );
 
         // ...but a second candidate for a loaded crate would change rustc's
         // choice (or make it fail), including a crate it took from elsewhere.
         for second in ["libfoo-4d.rlib", "libstd-5e.rmeta"] {
             let p = deps.join(second);
             std::fs::write(&p, "x").unwrap();
-            let m = validate(&precise, &cache).unwrap_err();
+            let m = validate(&precise, &cache, &[]).unwrap_err();
             assert_eq!(m.path, deps);
             std::fs::remove_file(&p).unwrap();
         }
-        assert!(validate(&precise, &cache).is_ok());
+        assert!(validate(&precise, &cache, &[]).is_ok());
     }
 
     /// The rules of an `ar` or `ranlib` call.
@@ -557,9 +624,9 @@ mod tests {
             ]
         );
         let set = set(obs);
-        assert!(validate(&set, &cache).is_ok(), "the unindexed archive");
+        assert!(validate(&set, &cache, &[]).is_ok(), "the unindexed archive");
         std::fs::write(&lib, b"!<arch>\nindexed!!!").unwrap();
-        assert!(validate(&set, &cache).is_err(), "the indexed one");
+        assert!(validate(&set, &cache, &[]).is_err(), "the indexed one");
 
         let compiler = analyze(&record, &cache, &Rules::default()).unwrap_err();
         assert!(

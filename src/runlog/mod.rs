@@ -48,7 +48,8 @@ pub struct RunRecord {
 pub struct CompileRecord {
     pub argv: Vec<String>,
     pub cwd: String,
-    /// The environment that is part of the key (volatile variables left out).
+    /// The environment variables the compile read, with their values (empty
+    /// when unset).
     pub env: BTreeMap<String, String>,
     pub unix_ms: u64,
     /// "hit", "miss", "uncacheable" or "error".
