@@ -334,7 +334,7 @@ fn run_observed(call: &Call, stream: &mut UnixStream, view: View, config: &Confi
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let pin = cpu_set(view.cpus);
     let entry = match ViewEntry::new(view.root, view.binds, &cwd) {
-        Ok(e) => e,
+        Ok(e) => e.with_fifos(jobserver_fifo_binds()),
         Err(e) => abandon(
             call,
             stream,
@@ -418,6 +418,10 @@ fn run_observed(call: &Call, stream: &mut UnixStream, view: View, config: &Confi
             replay(&done.stdout, &stderr, exit)
         }
         Ok(Response::Error { message }) => fall_back(call, &message, Cause::Counted, Some(config)),
+        // The compile reached a FIFO, socket or device node in the view.
+        Ok(Response::RunPlain { reason, .. }) => {
+            fall_back(call, &reason, Cause::Policy, Some(config))
+        }
         _ => fall_back(
             call,
             "the agent stopped during the compile",
@@ -425,6 +429,15 @@ fn run_observed(call: &Call, stream: &mut UnixStream, view: View, config: &Confi
             Some(config),
         ),
     }
+}
+
+/// The build's jobserver FIFOs (make >= 4.4, cargo), opened before the fork
+/// to be bound over the mirror's stand-ins inside the view: through the
+/// mirror a FIFO is another pipe, and the compile would wait on it forever.
+fn jobserver_fifo_binds() -> cachefs_mirror::FifoBinds {
+    let env: Vec<_> = std::env::vars_os().collect();
+    let env = env.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
+    cachefs_mirror::FifoBinds::new(&cachefs_mirror::jobserver_fifos(env))
 }
 
 fn abandon(call: &Call, stream: &mut UnixStream, reason: &str, config: &Config) -> ! {

@@ -103,7 +103,7 @@ impl Agent {
         };
         log::debug!("miss: {}", describe(&req.argv));
         let mirror = &taken.lane.mirror;
-        let view = mirror.open_view();
+        let view = mirror.open_view_with_plumbing(jobserver_fifos(&req));
         self.stats.record(run, Outcome::Miss);
         let cpus = if compiler::single_threaded(&req.compiler, &req.argv) {
             taken.lane.cpus.iter().map(|&c| c as u32).collect()
@@ -140,6 +140,9 @@ impl Agent {
         drop(taken);
         match (next, record) {
             (Ok(Request::Finished(done)), Some(record)) => {
+                if let Some(reason) = record.special_file() {
+                    return self.rerun_outside(stream, run, rec, &req, reason);
+                }
                 let tmpdir = req
                     .env
                     .iter()
@@ -162,6 +165,28 @@ impl Agent {
                 Ok(())
             }
         }
+    }
+
+    /// After a compile that reached a FIFO, socket or device node in its
+    /// view: what it did with the mirror's stand-in is not what it does
+    /// outside, so its result is dropped (nothing was printed yet) and the
+    /// client runs it again outside any view, uncached.
+    fn rerun_outside(
+        &self,
+        stream: &mut UnixStream,
+        run: Origin,
+        rec: CompileRecord,
+        req: &CompileRequest,
+        reason: String,
+    ) -> Result<()> {
+        log::info!("not cached, run again outside the view: {reason}");
+        let label = compiler::family(&req.compiler).stats_label();
+        let why = format!("{label}{}", category(&reason));
+        self.stats.reclassify_miss(run, Outcome::Uncacheable(&why));
+        self.runs
+            .add(run.run, rec.ended("uncacheable", Some(&reason)));
+        let warn = false;
+        reply(stream, Response::RunPlain { reason, warn })
     }
 
     /// Answers "run the compiler yourself, uncached", counted as `outcome`
@@ -473,6 +498,13 @@ fn reply(stream: &mut UnixStream, response: Response) -> Result<()> {
 }
 
 /// Statistics count reasons by kind, without the path that triggered them.
+/// The jobserver FIFOs the compile's environment names: plumbing the client
+/// binds into its view, not inputs.
+fn jobserver_fifos(req: &CompileRequest) -> Vec<std::path::PathBuf> {
+    let env = req.env.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+    cachefs_mirror::jobserver_fifos(env)
+}
+
 fn category(reason: &str) -> &str {
     reason.split(':').next().unwrap_or(reason)
 }

@@ -114,7 +114,7 @@ impl Mirror {
         let (root, processes) = tree.unzip();
         let shared = Arc::new(Shared::new(&options, hide, processes));
         if let Some(root) = &root {
-            let view = shared.views.lock().open();
+            let view = shared.views.lock().open(HashSet::new());
             shared.inodes.lock().pin_root(view, root);
         }
         let fs = MirrorFs::new(shared.clone());
@@ -228,7 +228,21 @@ impl Mirror {
 
     /// Starts recording a new view; its tree is `view_root(id)`.
     pub fn open_view(&self) -> u64 {
-        let id = self.shared.views.lock().open();
+        self.open_view_with_plumbing(Vec::new())
+    }
+
+    /// A new view in which the special files at `plumbing` (real paths:
+    /// jobserver FIFOs, see [`crate::jobserver_fifos`]) are looked up
+    /// unrecorded: the client binds the real ones over them
+    /// ([`crate::FifoBinds`]), and they are how the build hands out jobs,
+    /// not inputs. Opened through the mirror all the same (the bind missing),
+    /// one is recorded like any other special file.
+    pub fn open_view_with_plumbing(&self, plumbing: Vec<PathBuf>) -> u64 {
+        let id = self
+            .shared
+            .views
+            .lock()
+            .open(plumbing.into_iter().collect());
         self.shared.inodes.lock().open_view(id);
         id
     }

@@ -71,12 +71,14 @@ impl MirrorFs {
 
     /// Regular files only: a FIFO or socket made here would be a different
     /// object from the real one, so processes inside and outside the view
-    /// could not meet through it.
+    /// could not meet through it. Refused before anything is made, and
+    /// recorded as reaching a special file: the compile runs again outside
+    /// the view (`bind` of a Unix socket comes here too).
     pub(super) fn make_node(&self, parent: INodeNo, name: &OsStr, mode: u32, reply: ReplyEntry) {
         if mode & libc::S_IFMT != libc::S_IFREG {
             if let Ok((view, path)) = self.shared.child(parent, name) {
-                self.shared
-                    .unobservable(view, &path, "mknod of a special file");
+                let what = crate::special::reached_mode(mode).unwrap_or("mknod of a special file");
+                self.shared.unobservable(view, &path, what);
             }
             return reply.error(Errno::EPERM);
         }
