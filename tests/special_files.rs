@@ -10,6 +10,7 @@ mod common;
 use common::*;
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -120,11 +121,16 @@ fn gcc_reading_a_fifo_finishes_like_plain_gcc_and_is_not_cached() {
 #[test]
 fn rustc_with_a_jobserver_fifo_completes_and_is_cached() {
     let sb = Sandbox::new();
-    sb.write(
-        "lib.rs",
-        "pub fn f(x: u64) -> u64 { (0..x).map(|i| i * i % 7).sum() }\n\
-         pub fn g(x: &str) -> usize { x.split(',').count() }\n",
-    );
+    // Enough code that rustc asks the jobserver for tokens.
+    let lib: String = (0..40)
+        .map(|i| {
+            format!(
+                "pub fn f{i}(x: u64) -> u64 {{ (0..x).map(|i| i * i % {}).sum() }}\n",
+                i + 3
+            )
+        })
+        .collect();
+    sb.write("lib.rs", &lib);
     let rustc = "rustc --edition 2021 --crate-type lib -C opt-level=2 -C codegen-units=8";
     // The output's name is in the rlib (its codegen units' names).
     let plain = plain_within_limit(
@@ -145,6 +151,7 @@ fn rustc_with_a_jobserver_fifo_completes_and_is_cached() {
             .unwrap();
         const TOKENS: usize = 3;
         held.write_all(&[b'+'; TOKENS]).unwrap();
+        let reads = Reads::watch(&fifo);
         let mut cmd = sb.cachefs();
         cmd.env(
             "CARGO_MAKEFLAGS",
@@ -159,6 +166,11 @@ fn rustc_with_a_jobserver_fifo_completes_and_is_cached() {
             stderr(&out)
         );
         assert_same_file(&sb, "x.rlib", "plain.rlib");
+        // The second round is a hit: no rustc runs.
+        assert!(
+            round == 1 || reads.seen(),
+            "rustc never read a token from the build's FIFO (but from the mirror's stand-in?)"
+        );
         assert_eq!(tokens_left(&mut held), TOKENS, "rustc kept or lost tokens");
         let (hits, misses, uncacheable, errors) = sb.counts();
         assert_eq!(
@@ -167,6 +179,38 @@ fn rustc_with_a_jobserver_fifo_completes_and_is_cached() {
             "round {round}: {}",
             sb.stats()
         );
+    }
+}
+
+/// Whether anyone read from a FIFO (inotify IN_ACCESS) since `watch`: a
+/// reader of the mirror's stand-in is a reader of another pipe, unseen here.
+struct Reads(std::os::fd::OwnedFd);
+
+impl Reads {
+    fn watch(path: &Path) -> Reads {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(
+            fd >= 0,
+            "inotify_init1: {}",
+            std::io::Error::last_os_error()
+        );
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_ACCESS) };
+        assert!(
+            wd >= 0,
+            "inotify_add_watch: {}",
+            std::io::Error::last_os_error()
+        );
+        Reads(fd)
+    }
+
+    fn seen(&self) -> bool {
+        let mut buf = [0u8; 4096];
+        let n = unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        n > 0
     }
 }
 
