@@ -51,12 +51,29 @@ impl Mode {
     /// the kernel, which already turns it into write offsets; a real O_APPEND
     /// fd would ignore the offsets the daemon is given.
     fn options(self) -> OpenOptions {
+        self.options_with(NEVER_BLOCK)
+    }
+
+    fn options_with(self, flags: i32) -> OpenOptions {
         let mut o = OpenOptions::new();
         let trunc = if self.truncate { libc::O_TRUNC } else { 0 };
         o.read(self.read)
             .write(self.write)
-            .custom_flags(NEVER_BLOCK | trunc);
+            .custom_flags(flags | trunc);
         o
+    }
+
+    /// The real open of an existing file. A lease on it makes the
+    /// O_NONBLOCK open fail with EWOULDBLOCK where a blocking one would wait
+    /// for the lease to break, so that one is tried again blocking (a FIFO's
+    /// open never fails so).
+    fn open(self, path: &Path) -> io::Result<File> {
+        match self.options().open(path) {
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => self
+                .options_with(NEVER_BLOCK & !libc::O_NONBLOCK)
+                .open(path),
+            opened => opened,
+        }
     }
 }
 
@@ -98,7 +115,7 @@ impl MirrorFs {
         if mode.write {
             self.shared.supersede_if_read(node.view, &node.path);
         }
-        let (file, md) = match mode.options().open(&node.path).and_then(checked) {
+        let (file, md) = match mode.open(&node.path).and_then(checked) {
             Ok(Ok(opened)) => opened,
             Ok(Err(what)) => {
                 self.shared.unobservable(node.view, &node.path, what);
@@ -331,7 +348,7 @@ fn create(path: &Path, mode: Mode, flags: i32, perm: u32) -> io::Result<(Checked
             Ok((checked(file)?, true))
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && flags & libc::O_EXCL == 0 => {
-            Ok((checked(mode.options().open(path)?)?, false))
+            Ok((checked(mode.open(path)?)?, false))
         }
         Err(e) => Err(e),
     }
