@@ -431,9 +431,9 @@ fn run_observed(call: &Call, stream: &mut UnixStream, view: View, config: &Confi
     }
 }
 
-/// The build's jobserver FIFOs (make >= 4.4, cargo), opened before the fork
-/// to be bound over the mirror's stand-ins inside the view: through the
-/// mirror a FIFO is another pipe, and the compile would wait on it forever.
+/// The build's jobserver FIFOs (make >= 4.4, cargo), to be bound over the
+/// mirror's stand-ins inside the view: through the mirror a FIFO is another
+/// pipe, and the compile would never get the build's tokens.
 fn jobserver_fifo_binds() -> cachefs_mirror::FifoBinds {
     let env: Vec<_> = std::env::vars_os().collect();
     let env = env.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));

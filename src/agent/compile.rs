@@ -497,7 +497,6 @@ fn reply(stream: &mut UnixStream, response: Response) -> Result<()> {
     Ok(())
 }
 
-/// Statistics count reasons by kind, without the path that triggered them.
 /// The jobserver FIFOs the compile's environment names: plumbing the client
 /// binds into its view, not inputs.
 fn jobserver_fifos(req: &CompileRequest) -> Vec<std::path::PathBuf> {
@@ -505,6 +504,7 @@ fn jobserver_fifos(req: &CompileRequest) -> Vec<std::path::PathBuf> {
     cachefs_mirror::jobserver_fifos(env)
 }
 
+/// Statistics count reasons by kind, without the path that triggered them.
 fn category(reason: &str) -> &str {
     reason.split(':').next().unwrap_or(reason)
 }
