@@ -8,6 +8,7 @@ mod common;
 use std::ffi::CString;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
@@ -44,13 +45,17 @@ fn a_fifo_is_an_empty_file_whose_open_fails_at_once() {
     mkfifo(&w.join("f"));
     let v = m.mirror.open_view();
     // No writer anywhere: a real FIFO's reader would wait.
-    let script =
-        "test -f f && ! test -p f && ! test -s f && ! cat f 2>err && grep -q 'No such device' err";
+    // Nor is it removed, renamed or linked: the compile runs again outside.
+    let script = "test -f f && ! test -p f && ! test -s f && ! cat f 2>err \
+                  && grep -q 'No such device' err && ! rm -f f && ! mv f g && ! ln f h";
     let out = sh_within_limit(&m, v, w, script);
     let rec = m.mirror.close_view(v).unwrap();
     assert_ok(&out);
     let want = format!("reached a FIFO: {}", w.join("f").display());
     assert_eq!(rec.special_file(), Some(want));
+    let real = std::fs::symlink_metadata(w.join("f")).unwrap();
+    assert!(real.file_type().is_fifo(), "left as it was");
+    assert!(!w.join("g").exists() && !w.join("h").exists());
 }
 
 /// `bind` of a Unix socket makes its node through the daemon (mknod).

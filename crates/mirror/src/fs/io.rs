@@ -84,7 +84,7 @@ const NEVER_BLOCK: i32 = libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
 
 /// A real open's file and metadata, or the special file it reached (closed
 /// at once, never read or written).
-fn checked(file: File) -> io::Result<Result<(File, Metadata), &'static str>> {
+fn checked(file: File) -> io::Result<Checked> {
     let md = file.metadata()?;
     if let Some(what) = special::reached(md.file_type()) {
         return Ok(Err(what));
