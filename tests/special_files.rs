@@ -297,3 +297,82 @@ fn a_unix_socket_reached_by_a_compile_behaves_as_outside() {
     assert_eq!(compiler_stderr(&out), stderr(&plain));
     assert!(!Path::new(&sb.path("s.o")).exists());
 }
+
+/// As an ordinary user (fusermount3, a user namespace per compile): the FIFO
+/// read is run again outside, and a jobserver FIFO is bound into the view
+/// (no error) and the compile cached.
+#[test]
+fn an_ordinary_user_gets_the_same() {
+    use std::os::unix::fs::PermissionsExt;
+    const USER: &str = "cachefs-test";
+    let id = |args: &[&str]| Command::new("id").args(args).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&id(&["-u"]).stdout).trim(),
+        "0",
+        "this test sets up a second user account and needs root"
+    );
+    if !id(&[USER]).status.success() {
+        let out = Command::new("useradd").args(["-m", USER]).output().unwrap();
+        assert!(out.status.success(), "useradd: {}", stderr(&out));
+    }
+    let _fuse = FuseOpenToAll::new();
+    let sb = Sandbox::new();
+    sb.write("src.c", SOURCE);
+    sb.sh("mkfifo src.fifo jobserver");
+    let read_fifo = "(cat src.c > src.fifo &); gcc -x c -c src.fifo -o";
+    assert_ok(
+        &plain_within_limit(&sb, &format!("{read_fifo} plain.o")),
+        "plain gcc",
+    );
+    Command::new("chown")
+        .args(["-R", USER, &sb.root.path().to_string_lossy()])
+        .status()
+        .unwrap();
+    std::fs::set_permissions(sb.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = format!(
+        "set -e; cd {}; export CACHEFS_DIR={}; C={}; trap '$C stop' EXIT; \
+         $C run sh -c '{read_fifo} x.o'; \
+         exec 7<>jobserver; printf + >&7; \
+         export MAKEFLAGS=\"-j2 --jobserver-auth=fifo:$PWD/jobserver\"; \
+         $C run sh -c 'gcc -c src.c -o a.o'; rm a.o; $C run sh -c 'gcc -c src.c -o a.o'; \
+         $C stats --json",
+        sb.project.display(),
+        sb.cache.display(),
+        cachefs_bin().display()
+    );
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", USER, "--", "sh", "-c", &script]);
+    let out = output_within_limit(cmd, "the ordinary user's builds");
+    assert_ok(&out, "the ordinary user's builds");
+    assert_same_file(&sb, "x.o", "plain.o");
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = |k: &str| stats[k].as_u64().unwrap();
+    let counts = (n("hits"), n("misses"), n("uncacheable"), n("errors"));
+    assert_eq!(counts, (1, 1, 1, 0), "{stats}");
+    assert_eq!(stats["uncacheable_reasons"]["reached a FIFO"], 1);
+}
+
+/// Debian's default /dev/fuse mode is 0666; this machine's is 0600, which
+/// leaves ordinary users no FUSE. Restored on drop.
+struct FuseOpenToAll(Option<u32>);
+
+impl FuseOpenToAll {
+    fn new() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777;
+        if mode == 0o666 {
+            return FuseOpenToAll(None);
+        }
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
+        FuseOpenToAll(Some(mode))
+    }
+}
+
+impl Drop for FuseOpenToAll {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(mode) = self.0 {
+            let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(mode));
+        }
+    }
+}
