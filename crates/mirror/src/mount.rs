@@ -238,11 +238,8 @@ impl Mirror {
     /// not inputs. Opened through the mirror all the same (the bind missing),
     /// one is recorded like any other special file.
     pub fn open_view_with_plumbing(&self, plumbing: Vec<PathBuf>) -> u64 {
-        let id = self
-            .shared
-            .views
-            .lock()
-            .open(plumbing.into_iter().collect());
+        let plumbing = with_real_parents(plumbing);
+        let id = self.shared.views.lock().open(plumbing);
         self.shared.inodes.lock().open_view(id);
         id
     }
@@ -326,6 +323,23 @@ impl Drop for Mirror {
             log::warn!("{e}");
         }
     }
+}
+
+/// Each path as given and under its parent's real path: the daemon sees the
+/// path the kernel walked, which is the real one where a parent is a
+/// symlink (`TMPDIR=/var/tmp` and /var/tmp a link). Done before the view
+/// opens, outside it.
+fn with_real_parents(paths: Vec<PathBuf>) -> HashSet<PathBuf> {
+    let mut set = HashSet::new();
+    for path in paths {
+        let real = match (path.parent(), path.file_name()) {
+            (Some(dir), Some(name)) => dir.canonicalize().ok().map(|d| d.join(name)),
+            _ => None,
+        };
+        set.extend(real);
+        set.insert(path);
+    }
+    set
 }
 
 /// Restricts the calling thread to `cpus` (nothing when empty). A failure
@@ -474,6 +488,18 @@ mod tests {
     fn mirror_is_send_and_sync() {
         fn shareable<T: Send + Sync>() {}
         shareable::<Mirror>();
+    }
+
+    #[test]
+    fn plumbing_is_also_known_under_its_parent_s_real_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        let link = real.join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let set = with_real_parents(vec![link.join("fifo"), PathBuf::from("/")]);
+        assert!(set.contains(&link.join("fifo")));
+        assert!(set.contains(&real.join("fifo")));
+        assert!(set.contains(Path::new("/")));
     }
 
     #[test]
