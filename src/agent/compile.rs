@@ -163,7 +163,7 @@ impl Agent {
         };
         log::debug!("miss: {}", describe(&req.argv));
         let mirror = &taken.lane.mirror;
-        let view = mirror.open_view();
+        let view = mirror.open_view_with_plumbing(jobserver_fifos(req));
         self.stats.record(run, Outcome::Miss);
         let cpus = if compiler::single_threaded(call.family, &req.argv) {
             taken.lane.cpus.iter().map(|&c| c as u32).collect()
@@ -201,6 +201,31 @@ impl Agent {
         self.client_done(call, key, rec, stream, next, record)
     }
 
+    /// After a compile that reached a FIFO, socket or device node in its
+    /// view: what it did with the mirror's stand-in is not what it does
+    /// outside, so its result is dropped (nothing was printed yet) and the
+    /// client runs it again outside any view, uncached.
+    fn rerun_outside(
+        &self,
+        stream: &mut UnixStream,
+        call: &Served,
+        rec: CompileRecord,
+        reason: String,
+    ) -> Result<()> {
+        log::info!("not cached, run again outside the view: {reason}");
+        let why = format!(
+            "{}{}",
+            compiler::stats_label(call.family),
+            category(&reason)
+        );
+        self.stats
+            .reclassify_miss(call.run, Outcome::Uncacheable(&why));
+        self.runs
+            .add(call.run.run, rec.ended("uncacheable", Some(&reason)));
+        let warn = false;
+        reply(stream, Response::RunPlain { reason, warn })
+    }
+
     /// What the client said once its compile was over.
     fn client_done(
         &self,
@@ -214,6 +239,9 @@ impl Agent {
         let run = call.run;
         match (said, record) {
             (Ok(Request::Finished(done)), Some(record)) => {
+                if let Some(reason) = record.special_file() {
+                    return self.rerun_outside(stream, call, rec, reason);
+                }
                 let record = without_scratch_listings(call.req, record);
                 let analysed = super::finish::Call::new(call, &done, record);
                 self.finish(key, run, done, &analysed, stream, rec)
@@ -231,6 +259,13 @@ impl Agent {
             }
         }
     }
+}
+
+/// The jobserver FIFOs the compile's environment names: plumbing the client
+/// binds into its view, not inputs.
+fn jobserver_fifos(req: &CompileRequest) -> Vec<std::path::PathBuf> {
+    let env = req.env.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+    cachefs_mirror::jobserver_fifos(env)
 }
 
 /// The record without listings of the call's scratch directories (see

@@ -80,6 +80,10 @@ pub(super) fn run_observed(call: &Call, stream: &mut UnixStream, view: View, con
             replay(&done.stdout, &stderr, done.exit)
         }
         Ok(Response::Error { message }) => fall_back(call, &message, Cause::Counted, Some(config)),
+        // The compile reached a FIFO, socket or device node in the view.
+        Ok(Response::RunPlain { reason, .. }) => {
+            fall_back(call, &reason, Cause::Policy, Some(config))
+        }
         _ => fall_back(
             call,
             "the agent stopped during the compile",
@@ -95,7 +99,8 @@ fn spawn_in_view(call: &Call, view: &View, colored: bool) -> Result<Child, Strin
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let pin = cpu_set(view.cpus);
     let entry = ViewEntry::new(view.root, view.binds, &cwd)
-        .map_err(|e| format!("cannot prepare the view: {e}"))?;
+        .map_err(|e| format!("cannot prepare the view: {e}"))?
+        .with_fifos(jobserver_fifo_binds());
     let argv = if colored {
         color::with_color(&call.argv)
     } else {
@@ -123,6 +128,17 @@ fn spawn_in_view(call: &Call, view: &View, colored: bool) -> Result<Child, Strin
     };
     cmd.spawn()
         .map_err(|e| format!("cannot enter the observation view: {e}"))
+}
+
+/// The build's jobserver FIFOs (make >= 4.4, cargo), to be bound over the
+/// mirror's stand-ins inside the view: through the mirror a FIFO is another
+/// pipe, and the compile would never get the build's tokens.
+fn jobserver_fifo_binds() -> cachefs_mirror::FifoBinds {
+    let env: Vec<_> = std::env::vars_os().collect();
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.as_encoded_bytes(), v.as_encoded_bytes()));
+    cachefs_mirror::FifoBinds::new(&cachefs_mirror::jobserver_fifos(env))
 }
 
 /// `LD_PRELOAD` with the shim added, when it lacks it and the shim is

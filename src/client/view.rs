@@ -17,6 +17,8 @@ pub struct ViewEntry {
     as_root: bool,
     uid_map: CString,
     gid_map: CString,
+    /// The build's jobserver FIFOs, bound over the mirror's stand-ins.
+    fifos: cachefs_mirror::FifoBinds,
 }
 
 impl ViewEntry {
@@ -42,7 +44,13 @@ impl ViewEntry {
             as_root: uid == 0,
             uid_map: cstr(format!("{uid} {uid} 1\n").as_bytes())?,
             gid_map: cstr(format!("{gid} {gid} 1\n").as_bytes())?,
+            fifos: cachefs_mirror::FifoBinds::default(),
         })
+    }
+
+    /// Binds these real FIFOs over their paths once in the view.
+    pub fn with_fifos(self, fifos: cachefs_mirror::FifoBinds) -> ViewEntry {
+        ViewEntry { fifos, ..self }
     }
 
     /// Runs in the forked child. Async-signal-safe: no allocation.
@@ -71,6 +79,8 @@ impl ViewEntry {
                 )
             })?;
         }
+        // Like the sources, before any bind hides the real ones.
+        let fifos = self.fifos.open();
         for (fd, dst) in fds.iter().zip(&self.targets) {
             let mut buf = [0u8; 32];
             let src = proc_fd_path(*fd, &mut buf);
@@ -85,6 +95,7 @@ impl ViewEntry {
             })?;
             unsafe { libc::close(*fd) };
         }
+        fifos.bind(&self.fifos)?;
         // The old working directory still points at the real tree.
         check(unsafe { libc::chdir(self.cwd.as_ptr()) })?;
         Ok(())

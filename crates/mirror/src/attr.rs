@@ -10,7 +10,22 @@ use crate::record::{Kind, Stamp};
 
 /// The real object's attributes under our node id (st_ino is the node id: the
 /// kernel reports `attr.ino` to stat, and fuser ties it to the node id).
+/// A special file shows as an empty regular file (see `special`).
 pub(crate) fn file_attr(ino: u64, md: &Metadata) -> FileAttr {
+    let attr = real_attr(ino, md);
+    if crate::special::reached(md.file_type()).is_none() {
+        return attr;
+    }
+    FileAttr {
+        kind: FileType::RegularFile,
+        size: 0,
+        blocks: 0,
+        rdev: 0,
+        ..attr
+    }
+}
+
+fn real_attr(ino: u64, md: &Metadata) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
         size: md.size(),
@@ -96,7 +111,16 @@ pub(crate) fn stamp(md: &Metadata) -> Stamp {
 }
 
 pub(crate) fn file_type(md: &Metadata) -> FileType {
-    FileType::from_std(md.file_type()).unwrap_or(FileType::RegularFile)
+    entry_type(md.file_type())
+}
+
+/// The type the kernel is told of: a special file is a regular one, or the
+/// kernel would handle its opens itself (see `special`).
+pub(crate) fn entry_type(ft: std::fs::FileType) -> FileType {
+    match FileType::from_std(ft) {
+        Some(t @ (FileType::Directory | FileType::Symlink)) => t,
+        _ => FileType::RegularFile,
+    }
 }
 
 fn nanos(secs: i64, nsec: i64) -> i128 {

@@ -21,6 +21,7 @@ mod passthrough;
 mod processes;
 mod record;
 mod requests;
+mod special;
 mod superseded;
 mod views;
 
@@ -29,3 +30,4 @@ pub use mount::{is_stale, Mirror, MirrorStats, Probe};
 pub use options::MirrorOptions;
 pub use processes::{IgnoreCommand, ProcessRecord};
 pub use record::{Access, Kind, Record, Stamp};
+pub use special::{jobserver_fifos, FifoBinds, OpenFifos};

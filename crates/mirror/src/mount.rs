@@ -114,7 +114,7 @@ impl Mirror {
         let (root, processes) = tree.unzip();
         let shared = Arc::new(Shared::new(&options, hide, processes));
         if let Some(root) = &root {
-            let view = shared.views.lock().open();
+            let view = shared.views.lock().open(HashSet::new());
             shared.inodes.lock().pin_root(view, root);
         }
         let fs = MirrorFs::new(shared.clone());
@@ -228,7 +228,18 @@ impl Mirror {
 
     /// Starts recording a new view; its tree is `view_root(id)`.
     pub fn open_view(&self) -> u64 {
-        let id = self.shared.views.lock().open();
+        self.open_view_with_plumbing(Vec::new())
+    }
+
+    /// A new view in which the special files at `plumbing` (real paths:
+    /// jobserver FIFOs, see [`crate::jobserver_fifos`]) are looked up
+    /// unrecorded: the client binds the real ones over them
+    /// ([`crate::FifoBinds`]), and they are how the build hands out jobs,
+    /// not inputs. Opened through the mirror all the same (the bind missing),
+    /// one is recorded like any other special file.
+    pub fn open_view_with_plumbing(&self, plumbing: Vec<PathBuf>) -> u64 {
+        let plumbing = with_real_parents(plumbing);
+        let id = self.shared.views.lock().open(plumbing);
         self.shared.inodes.lock().open_view(id);
         id
     }
@@ -312,6 +323,23 @@ impl Drop for Mirror {
             log::warn!("{e}");
         }
     }
+}
+
+/// Each path as given and under its parent's real path: the daemon sees the
+/// path the kernel walked, which is the real one where a parent is a
+/// symlink (`TMPDIR=/var/tmp` and /var/tmp a link). Done before the view
+/// opens, outside it.
+fn with_real_parents(paths: Vec<PathBuf>) -> HashSet<PathBuf> {
+    let mut set = HashSet::new();
+    for path in paths {
+        let real = match (path.parent(), path.file_name()) {
+            (Some(dir), Some(name)) => dir.canonicalize().ok().map(|d| d.join(name)),
+            _ => None,
+        };
+        set.extend(real);
+        set.insert(path);
+    }
+    set
 }
 
 /// Restricts the calling thread to `cpus` (nothing when empty). A failure
@@ -460,6 +488,18 @@ mod tests {
     fn mirror_is_send_and_sync() {
         fn shareable<T: Send + Sync>() {}
         shareable::<Mirror>();
+    }
+
+    #[test]
+    fn plumbing_is_also_known_under_its_parent_s_real_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        let link = real.join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let set = with_real_parents(vec![link.join("fifo"), PathBuf::from("/")]);
+        assert!(set.contains(&link.join("fifo")));
+        assert!(set.contains(&real.join("fifo")));
+        assert!(set.contains(Path::new("/")));
     }
 
     #[test]

@@ -19,6 +19,10 @@ struct ViewLog {
     /// Existing files opened for reading and not yet superseded: the ones
     /// whose content must be kept (as a hash) before the view rewrites them.
     read: HashSet<PathBuf>,
+    /// Special files that carry the build's plumbing rather than inputs
+    /// (jobserver FIFOs the client binds over the mirror's stand-ins): their
+    /// lookups are left out of the record.
+    plumbing: HashSet<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -27,10 +31,20 @@ pub(crate) struct ViewRegistry {
 }
 
 impl ViewRegistry {
-    pub fn open(&mut self) -> u64 {
+    pub fn open(&mut self, plumbing: HashSet<PathBuf>) -> u64 {
         let id = NEXT_VIEW.fetch_add(1, Ordering::Relaxed);
-        self.open.insert(id, ViewLog::default());
+        let log = ViewLog {
+            plumbing,
+            ..ViewLog::default()
+        };
+        self.open.insert(id, log);
         id
+    }
+
+    pub fn is_plumbing(&self, id: u64, path: &Path) -> bool {
+        self.open
+            .get(&id)
+            .is_some_and(|log| log.plumbing.contains(path))
     }
 
     pub fn close(&mut self, id: u64) -> Option<Record> {
@@ -105,7 +119,7 @@ mod tests {
     #[test]
     fn dedupes_idempotent_accesses_only() {
         let mut v = ViewRegistry::default();
-        let id = v.open();
+        let id = v.open(HashSet::new());
         let missing = Access::NotFound {
             path: PathBuf::from("/x"),
         };
@@ -119,7 +133,7 @@ mod tests {
         let rec = v.close(id).unwrap();
         assert_eq!(rec.accesses, vec![missing, removed.clone(), removed]);
         assert!(v.close(id).is_none());
-        let next = v.open();
+        let next = v.open(HashSet::new());
         assert!(next > id);
     }
 }

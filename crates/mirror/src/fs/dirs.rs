@@ -93,7 +93,7 @@ impl MirrorFs {
             if self.shared.hidden(&child) {
                 continue;
             }
-            let kind = FileType::from_std(entry.file_type()?).unwrap_or(FileType::RegularFile);
+            let kind = crate::attr::entry_type(entry.file_type()?);
             raw.push((child, entry.ino(), kind));
         }
         let mut entries = dots(ino);

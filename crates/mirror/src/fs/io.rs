@@ -3,7 +3,7 @@
 //! file itself and only opens reach the daemon.
 
 use std::ffi::OsStr;
-use std::fs::{File, OpenOptions, Permissions};
+use std::fs::{File, Metadata, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
@@ -19,6 +19,7 @@ use super::{errno, nix_errno, MirrorFs};
 use crate::attr;
 use crate::handles::OpenFile;
 use crate::record::{Access, Kind};
+use crate::special;
 
 /// Flags for files served through the daemon. KEEP_CACHE: a view's inodes
 /// are its own, so their page cache can only hold what this view read or
@@ -50,13 +51,51 @@ impl Mode {
     /// the kernel, which already turns it into write offsets; a real O_APPEND
     /// fd would ignore the offsets the daemon is given.
     fn options(self) -> OpenOptions {
+        self.options_with(NEVER_BLOCK)
+    }
+
+    fn options_with(self, flags: i32) -> OpenOptions {
         let mut o = OpenOptions::new();
         let trunc = if self.truncate { libc::O_TRUNC } else { 0 };
         o.read(self.read)
             .write(self.write)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | trunc);
+            .custom_flags(flags | trunc);
         o
     }
+
+    /// The real open of an existing file. A lease on it makes the
+    /// O_NONBLOCK open fail with EWOULDBLOCK where a blocking one would wait
+    /// for the lease to break, so that one is tried again blocking (a FIFO's
+    /// open never fails so).
+    fn open(self, path: &Path) -> io::Result<File> {
+        match self.options().open(path) {
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => self
+                .options_with(NEVER_BLOCK & !libc::O_NONBLOCK)
+                .open(path),
+            opened => opened,
+        }
+    }
+}
+
+/// Flags of every real open. O_NONBLOCK: a FIFO put at the path since its
+/// lookup would otherwise hold this daemon thread (and every compile it
+/// serves) until a writer came; `checked` clears it again.
+const NEVER_BLOCK: i32 = libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
+
+/// A real open's file and metadata, or the special file it reached (closed
+/// at once, never read or written).
+fn checked(file: File) -> io::Result<Checked> {
+    let md = file.metadata()?;
+    if let Some(what) = special::reached(md.file_type()) {
+        return Ok(Err(what));
+    }
+    // Only O_NONBLOCK of the status flags F_SETFL changes was set.
+    nix::fcntl::fcntl(
+        &file,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .map_err(io::Error::from)?;
+    Ok(Ok((file, md)))
 }
 
 impl MirrorFs {
@@ -65,21 +104,30 @@ impl MirrorFs {
             Ok(node) => node,
             Err(e) => return reply.error(e),
         };
+        if node.kind == Kind::Other {
+            // Never opened for real: a FIFO's writer outside would meet this
+            // reader and lose it at once. The compile runs again outside.
+            self.shared
+                .unobservable(node.view, &node.path, special::SPECIAL);
+            return reply.error(Errno::ENXIO);
+        }
         let mode = Mode::of(flags.0);
         if mode.write {
             self.shared.supersede_if_read(node.view, &node.path);
         }
-        let file = match mode.options().open(&node.path) {
-            Ok(file) => file,
+        let (file, md) = match mode.open(&node.path).and_then(checked) {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(what)) => {
+                self.shared.unobservable(node.view, &node.path, what);
+                return reply.error(Errno::ENXIO);
+            }
             Err(e) => {
                 self.shared
                     .unobservable(node.view, &node.path, "open failed");
                 return reply.error(errno(e));
             }
         };
-        if let Err(e) = self.record_open(node.view, &node.path, mode, false, &file) {
-            return reply.error(e);
-        }
+        self.record_open(node.view, &node.path, mode, false, &md);
         let (fh, backing) = self.register(ino.0, file, |f| reply.open_backing(f));
         match backing {
             Some(id) => reply.opened_passthrough(FileHandle(fh), PASSTHROUGH_OPEN, &id),
@@ -101,23 +149,21 @@ impl MirrorFs {
         };
         let mode = Mode::of(flags);
         self.shared.supersede_if_read(view, &path);
-        let (file, created) = match create(&path, mode, flags, perm) {
-            Ok(created) => created,
+        let ((file, md), created) = match create(&path, mode, flags, perm) {
+            Ok((Ok(opened), created)) => (opened, created),
+            Ok((Err(what), _)) => {
+                self.shared.unobservable(view, &path, what);
+                return reply.error(Errno::ENXIO);
+            }
             Err(e) => {
                 self.shared.unobservable(view, &path, "create failed");
                 return reply.error(errno(e));
             }
         };
-        let md = match file.metadata() {
-            Ok(md) => md,
-            Err(e) => return reply.error(errno(e)),
-        };
         let Some(ino) = self.shared.inodes.lock().remember(view, &path, Kind::File) else {
             return reply.error(Errno::ESTALE);
         };
-        if let Err(e) = self.record_open(view, &path, mode, created, &file) {
-            return reply.error(e);
-        }
+        self.record_open(view, &path, mode, created, &md);
         let ttl = self.shared.ttl;
         let attr = attr::file_attr(ino, &md);
         let (fh, backing) = self.register(ino, file, |f| reply.open_backing(f));
@@ -130,15 +176,8 @@ impl MirrorFs {
         }
     }
 
-    fn record_open(
-        &self,
-        view: u64,
-        path: &Path,
-        mode: Mode,
-        created: bool,
-        file: &File,
-    ) -> Result<(), Errno> {
-        let stamp = attr::stamp(&file.metadata().map_err(errno)?);
+    fn record_open(&self, view: u64, path: &Path, mode: Mode, created: bool, md: &Metadata) {
+        let stamp = attr::stamp(md);
         let access = Access::Open {
             path: path.to_path_buf(),
             read: mode.read,
@@ -149,7 +188,6 @@ impl MirrorFs {
             stamp,
         };
         self.shared.record(view, access);
-        Ok(())
     }
 
     fn daemon_open_flags(&self) -> FopenFlags {
@@ -294,20 +332,23 @@ impl MirrorFs {
     }
 }
 
+type Checked = Result<(File, Metadata), &'static str>;
+
 /// Creates `path`, telling whether it was new: O_EXCL first, then (unless the
-/// caller asked for O_EXCL) an open of what appeared meanwhile.
-fn create(path: &Path, mode: Mode, flags: i32, perm: u32) -> io::Result<(File, bool)> {
+/// caller asked for O_EXCL) an open of what appeared meanwhile, which may be
+/// a special file.
+fn create(path: &Path, mode: Mode, flags: i32, perm: u32) -> io::Result<(Checked, bool)> {
     let trunc = if mode.truncate { libc::O_TRUNC } else { 0 };
     let mut new = mode.options();
     new.mode(perm & 0o7777)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_CREAT | libc::O_EXCL | trunc);
+        .custom_flags(NEVER_BLOCK | libc::O_CREAT | libc::O_EXCL | trunc);
     match new.open(path) {
         Ok(file) => {
             exact_permissions(&file, perm)?;
-            Ok((file, true))
+            Ok((checked(file)?, true))
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && flags & libc::O_EXCL == 0 => {
-            Ok((mode.options().open(path)?, false))
+            Ok((checked(mode.open(path)?)?, false))
         }
         Err(e) => Err(e),
     }

@@ -90,7 +90,10 @@ impl MirrorFs {
         let kind = attr::kind(&md);
         let ino = self.shared.inodes.lock().remember(dir.view, &path, kind);
         let ino = ino.ok_or(Errno::ESTALE)?;
-        self.shared.record(dir.view, Access::Found { path, kind });
+        match crate::special::reached(md.file_type()) {
+            None => self.shared.record(dir.view, Access::Found { path, kind }),
+            Some(what) => self.shared.reached_special(dir.view, &path, what),
+        }
         Ok(Some(attr::file_attr(ino, &md)))
     }
 

@@ -168,6 +168,14 @@ impl Shared {
         }
     }
 
+    /// A lookup found a special file: recorded (the view's result is then
+    /// not to be used, see `special`) unless the view declared it plumbing.
+    fn reached_special(&self, view: u64, path: &Path, what: &'static str) {
+        if !self.views.lock().is_plumbing(view, path) {
+            self.unobservable(view, path, what);
+        }
+    }
+
     fn unobservable(&self, view: u64, path: &Path, what: &'static str) {
         let path = path.to_path_buf();
         self.record(view, Access::Unobservable { path, what });

@@ -71,12 +71,14 @@ impl MirrorFs {
 
     /// Regular files only: a FIFO or socket made here would be a different
     /// object from the real one, so processes inside and outside the view
-    /// could not meet through it.
+    /// could not meet through it. Refused before anything is made, and
+    /// recorded as reaching a special file: the compile runs again outside
+    /// the view (`bind` of a Unix socket comes here too).
     pub(super) fn make_node(&self, parent: INodeNo, name: &OsStr, mode: u32, reply: ReplyEntry) {
         if mode & libc::S_IFMT != libc::S_IFREG {
             if let Ok((view, path)) = self.shared.child(parent, name) {
-                self.shared
-                    .unobservable(view, &path, "mknod of a special file");
+                let what = crate::special::reached_mode(mode).unwrap_or("mknod of a special file");
+                self.shared.unobservable(view, &path, what);
             }
             return reply.error(Errno::EPERM);
         }
@@ -110,6 +112,11 @@ impl MirrorFs {
             Ok(node) => node,
             Err(e) => return reply.error(e),
         };
+        if node.kind == Kind::Other {
+            self.shared
+                .unobservable(node.view, &node.path, crate::special::SPECIAL);
+            return reply.error(Errno::EPERM);
+        }
         match self.shared.child(newparent, newname) {
             Ok((view, _)) if view != node.view => return reply.error(Errno::EXDEV),
             Err(e) => return reply.error(e),
@@ -118,6 +125,20 @@ impl MirrorFs {
         self.make(newparent, newname, node.kind, reply, |path| {
             std::fs::hard_link(&node.path, path)
         });
+    }
+
+    /// Whether `path` is a special file, which a view must not remove,
+    /// replace or link: the compile runs again outside the view (recorded
+    /// here), where it must find the file as it was.
+    fn refuse_special(&self, view: u64, path: &Path) -> bool {
+        let md = std::fs::symlink_metadata(path);
+        match md.ok().and_then(|m| crate::special::reached(m.file_type())) {
+            Some(what) => {
+                self.shared.unobservable(view, path, what);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Creates `name` with `op`, records it and answers with its entry.
@@ -153,6 +174,9 @@ impl MirrorFs {
             Ok(child) => child,
             Err(e) => return reply.error(e),
         };
+        if !dir && self.refuse_special(view, &path) {
+            return reply.error(Errno::EPERM);
+        }
         let res = if dir {
             std::fs::remove_dir(&path)
         } else {
@@ -188,6 +212,9 @@ impl MirrorFs {
             // Views are separate trees to their callers; mv falls back to a
             // copy, which each view records on its own.
             return reply.error(Errno::EXDEV);
+        }
+        if self.refuse_special(view, &from) || self.refuse_special(view, &to) {
+            return reply.error(Errno::EPERM);
         }
         self.shared.supersede_if_read(view, &to);
         if let Err(e) = rename(&from, &to, flags) {
