@@ -4,12 +4,14 @@
 
 mod common;
 use common::*;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Downloads the source package once into cargo's target tmp dir.
-fn lua_tarball() -> PathBuf {
-    let dl = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-src-lua5.4");
+/// Downloads Debian's source package `package` once into cargo's target tmp
+/// dir; the upstream tarball inside it.
+fn debian_tarball(package: &str) -> PathBuf {
+    let dl = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("debian-src-{package}"));
     std::fs::create_dir_all(&dl).unwrap();
     let find = || {
         std::fs::read_dir(&dl)
@@ -23,20 +25,20 @@ fn lua_tarball() -> PathBuf {
     // The newest version first, then older ones: a mirror may lack a security update's files
     // while it has the release's (seen with libzstd).
     let versions = Command::new("apt-cache")
-        .args(["showsrc", "lua5.4"])
+        .args(["showsrc", package])
         .output()
         .unwrap();
     let mut wanted: Vec<String> = String::from_utf8_lossy(&versions.stdout)
         .lines()
         .filter_map(|l| l.strip_prefix("Version: "))
-        .map(|v| format!("lua5.4={v}"))
+        .map(|v| format!("{package}={v}"))
         .collect();
     wanted.reverse();
-    wanted.insert(0, "lua5.4".into());
+    wanted.insert(0, package.into());
     let mut errors = String::new();
-    for package in &wanted {
+    for wanted_one in &wanted {
         let out = Command::new("apt-get")
-            .args(["source", "--download-only", "-qq", package])
+            .args(["source", "--download-only", "-qq", wanted_one])
             .current_dir(&dl)
             .output()
             .unwrap();
@@ -47,7 +49,7 @@ fn lua_tarball() -> PathBuf {
         }
         errors.push_str(&stderr(&out));
     }
-    panic!("apt-get source lua5.4 failed for {wanted:?} (run scripts/setup.sh, which enables deb-src): {errors}")
+    panic!("apt-get source {package} failed for {wanted:?} (run scripts/setup.sh, which enables deb-src): {errors}")
 }
 
 fn artifacts(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -71,7 +73,7 @@ fn artifacts(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn lua_from_debian_source_rebuilds_from_cache_identically() {
-    let tarball = lua_tarball();
+    let tarball = debian_tarball("lua5.4");
     let sb = Sandbox::new();
     sb.sh(&format!(
         "tar xzf {} --strip-components=1",
@@ -105,4 +107,81 @@ fn lua_from_debian_source_rebuilds_from_cache_identically() {
     );
     let lua = sb.sh("src/lua -e 'print(6 * 7)'");
     assert_eq!(lua.stdout, b"42\n");
+}
+
+/// The command lines and outcomes of the compiles of the sandbox's newest
+/// `cachefs run`, from its run log.
+fn last_run_compiles(sb: &Sandbox) -> Vec<(String, String)> {
+    let runs = sb.cache.join("runs");
+    // The log is written right after the run ends; a `.saving` marker says so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let saving = || {
+        std::fs::read_dir(&runs).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".saving")
+        })
+    };
+    while saving() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let newest = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .max()
+        .expect("a run log");
+    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap();
+    run["compiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let argv: Vec<&str> = c["argv"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            (argv.join(" "), c["outcome"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// configure compiles a few hundred different `conftest.c` under a handful
+/// of command lines: a second `./configure` in the same tree hits every
+/// compile whose command line the first one ran (with 16 dep sets a key, it
+/// hit 31 of 266 on GNU hello). A command line naming a fresh temporary
+/// path (`/tmp/cgXXXX/dummy.c`) is a new key, a miss.
+#[test]
+fn a_second_configure_hits_what_the_first_compiled() {
+    let tarball = debian_tarball("hello");
+    let sb = Sandbox::new();
+    sb.sh(&format!(
+        "tar xzf {} --strip-components=1",
+        tarball.display()
+    ));
+    sb.run_ok("./configure -q >/dev/null");
+    let first = last_run_compiles(&sb);
+    assert!(first.len() > 200, "configure's compiles: {}", first.len());
+    let seen: BTreeSet<&String> = first.iter().map(|(argv, _)| argv).collect();
+    sb.sh("make -s distclean >/dev/null");
+    sb.run_ok("./configure -q >/dev/null");
+    let second = last_run_compiles(&sb);
+    assert_eq!(second.len(), first.len());
+    let missed: Vec<&(String, String)> = second
+        .iter()
+        .filter(|(argv, outcome)| seen.contains(argv) && outcome != "hit")
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "compiles the first run ran too, not hit: {missed:?}"
+    );
+    let new_lines = second
+        .iter()
+        .filter(|(argv, _)| !seen.contains(argv))
+        .count();
+    let hits = second.iter().filter(|(_, o)| o == "hit").count();
+    assert_eq!(hits + new_lines, second.len(), "every other compile hit");
 }

@@ -5,7 +5,7 @@
 use super::{runs, Agent};
 use crate::config;
 use crate::entry::env::Env;
-use crate::entry::validate::validate;
+use crate::entry::validate::{validate_with, Checked};
 use crate::entry::{restore, CachedResult, Dep, Hash, Manifest};
 use crate::protocol::CompileRequest;
 use crate::runlog::MissReason;
@@ -90,9 +90,10 @@ impl Agent {
     ) -> Result<Hit, MissReason> {
         let key = wanted.key;
         let mut reason = MissReason::NoEntry;
+        let mut checked = Checked::default();
         for set in &manifest.sets {
             let validating = std::time::Instant::now();
-            let valid = validate(set, &self.stat_cache, wanted.env);
+            let valid = validate_with(set, &self.stat_cache, wanted.env, &mut checked);
             log::debug!(
                 "{} deps checked in {:?}",
                 set.deps.len(),

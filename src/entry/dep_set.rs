@@ -5,7 +5,7 @@ use crate::digest::Hash;
 use serde::{Deserialize, Serialize};
 use std::fs::Metadata;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Kind {
     File,
     Dir,
@@ -30,7 +30,7 @@ impl Kind {
 
 /// What a compile observed at one path; a dep set holds only if every path is
 /// still in the same state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DepState {
     /// A regular file that was read, by content hash.
     File(Hash),
@@ -99,7 +99,7 @@ impl std::fmt::Display for DepState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Dep {
     #[serde(with = "crate::bytes")]
     pub path: Vec<u8>,

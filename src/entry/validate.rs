@@ -1,10 +1,11 @@
 //! Whether a stored dep set still holds: every path checked against the
 //! disk, through the stat cache.
 
-use super::dep_set::{DepSet, DepState, Kind};
+use super::dep_set::{Dep, DepSet, DepState, Kind};
 use super::env::{self, Env};
-use crate::digest::{candidates, candidates_hash, listing_hash};
+use crate::digest::{candidates, candidates_hash, listing_hash, Hash};
 use crate::stat_cache::{DirStamps, StatCache};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -20,14 +21,41 @@ pub struct Mismatch {
     pub now: Option<String>,
 }
 
+/// What one lookup learnt while validating a manifest's dep sets, shared
+/// by all of them: the sets of one key1 share most deps (the compiler's own
+/// files, the system headers), and configure's `conftest.c` compiles leave a
+/// hundred sets under one key1 that differ in one file, which would
+/// otherwise be hashed once per set (it is too fresh for the stat cache).
+#[derive(Default)]
+pub struct Checked<'a> {
+    deps: HashMap<&'a Dep, bool>,
+    files: HashMap<&'a [u8], Option<Hash>>,
+    dirs: DirStamps,
+}
+
 /// Checks every dep against the disk and the call's environment `env`; the
 /// first that differs is returned.
 pub fn validate(set: &DepSet, cache: &StatCache, env: &Env) -> Result<(), Mismatch> {
-    let mut dirs = DirStamps::new();
+    validate_with(set, cache, env, &mut Checked::default())
+}
+
+/// `validate`, reusing and adding to what `checked` knows.
+pub fn validate_with<'a>(
+    set: &'a DepSet,
+    cache: &StatCache,
+    env: &Env,
+    checked: &mut Checked<'a>,
+) -> Result<(), Mismatch> {
     for dep in &set.deps {
         let path = Path::new(OsStr::from_bytes(&dep.path));
-        let holds =
-            env::holds(dep, env).unwrap_or_else(|| holds(path, &dep.state, cache, &mut dirs));
+        let holds = match checked.deps.get(dep) {
+            Some(known) => *known,
+            None => {
+                let holds = env::holds(dep, env).unwrap_or_else(|| checked.holds(dep, cache));
+                checked.deps.insert(dep, holds);
+                holds
+            }
+        };
         if !holds {
             return Err(Mismatch {
                 path: path.to_path_buf(),
@@ -56,6 +84,22 @@ fn describe(path: &Path, state: &DepState) -> String {
     }
 }
 
+impl<'a> Checked<'a> {
+    fn holds(&mut self, dep: &'a Dep, cache: &StatCache) -> bool {
+        let path = Path::new(OsStr::from_bytes(&dep.path));
+        match &dep.state {
+            DepState::File(hash) => {
+                let now = *self
+                    .files
+                    .entry(&dep.path)
+                    .or_insert_with(|| cache.file_hash(path).ok().flatten().map(|(_, h)| h));
+                now == Some(*hash)
+            }
+            state => holds(path, state, cache, &mut self.dirs),
+        }
+    }
+}
+
 fn holds(path: &Path, state: &DepState, cache: &StatCache, dirs: &mut DirStamps) -> bool {
     match state {
         DepState::File(hash) => matches!(cache.file_hash(path), Ok(Some((_, h))) if h == *hash),
@@ -78,7 +122,6 @@ fn holds(path: &Path, state: &DepState, cache: &StatCache, dirs: &mut DirStamps)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::dep_set::Dep;
     use std::os::unix::fs::MetadataExt;
     use std::time::Duration;
 
