@@ -90,9 +90,9 @@ mod tests {
 
     #[test]
     fn manifest_add_reports_the_results_it_no_longer_reaches() {
-        let set = |dep: u8, result: u8| DepSet {
+        let set = |dep: u16, result: u8| DepSet {
             deps: vec![Dep {
-                path: vec![dep],
+                path: dep.to_le_bytes().to_vec(),
                 state: DepState::Absent,
             }],
             result: [result; 32],
@@ -105,7 +105,7 @@ mod tests {
         // Same deps and the same result: nothing is lost.
         assert!(m.add(set(1, 11)).is_empty());
         let mut last = Vec::new();
-        for i in 0..MAX_DEP_SETS as u8 {
+        for i in 0..MAX_DEP_SETS as u16 {
             last = m.add(set(100 + i, 20));
         }
         // Sets 2 and 1 fell off the end; result 20 is still referenced.
