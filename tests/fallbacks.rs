@@ -16,9 +16,7 @@ const BUILD: &str = "gcc -c a.c && gcc -c main.c && gcc a.o main.o -o prog && ./
 
 #[test]
 fn without_fuse_compiles_run_uncached_with_one_warning() {
-    if !have("unshare") {
-        panic!("util-linux unshare is required");
-    }
+    require("unshare");
     let sb = Sandbox::new();
     small_project(&sb);
     // A private mount namespace in which /dev/fuse is not a FUSE device: the

@@ -265,7 +265,8 @@ fn a_generator_step_inside_a_mount_is_recorded_with_its_edges() {
         m.mnt.to_str().unwrap(),
     ]);
     assert!(dot.status.success());
-    if have("dot") {
+    require("dot");
+    {
         let mut child = Command::new("dot")
             .arg("-Tsvg")
             .stdin(std::process::Stdio::piped())

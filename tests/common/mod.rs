@@ -163,6 +163,15 @@ pub fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Panics unless `tool` is on PATH: scripts/setup.sh installs every tool
+/// the tests use, so a missing one is a setup failure, not a reason to skip.
+pub fn require(tool: &str) {
+    assert!(
+        have(tool),
+        "`{tool}` is not installed: run scripts/setup.sh (the tests need it)"
+    );
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
