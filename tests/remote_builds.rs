@@ -123,12 +123,21 @@ fn a_blackhole_server_never_fails_or_stalls_the_build() {
         &sb,
         &[
             ("CACHEFS_MEMCACHED", &format!("tcp://{}", hole.addr())),
-            ("CACHEFS_REMOTE_TIMEOUT", "100ms"),
+            ("CACHEFS_REMOTE_TIMEOUT", "2s"),
         ],
     );
+    let timeout = Duration::from_secs(2);
     let started = Instant::now();
     sb.run_ok("make -s -j2");
-    eprintln!("build with a blackhole remote: {:?}", started.elapsed());
+    let elapsed = started.elapsed();
+    // Without the breaker each of the 22 lookups would wait the timeout, 11 per make
+    // job: at least 22 s. With it only the first few operations wait (at most three at
+    // once, below), so the build takes its usual few seconds plus about one timeout.
+    let stalled = 11 * timeout;
+    assert!(
+        elapsed < stalled,
+        "the build took {elapsed:?}: as long as waiting the {timeout:?} timeout on every lookup"
+    );
     assert_eq!(sb.counts(), (0, 22, 0, 0));
     let s = sb.stats();
     let remote = &s["remote"];
@@ -261,7 +270,11 @@ fn corrupt_remote_blobs_are_misses_never_wrong_outputs() {
         .into_iter()
         .filter(|k| k.starts_with("cachefs1:b:"))
         .collect();
-    assert!(blobs.len() >= 22, "blob items on the server: {blobs:?}");
+    assert_eq!(
+        blobs.len(),
+        43,
+        "21 objects, their 21 .d files and calc: {blobs:?}"
+    );
     for k in &blobs {
         corrupt_item(&mc.addr(), k);
     }
@@ -276,7 +289,11 @@ fn corrupt_remote_blobs_are_misses_never_wrong_outputs() {
         (Some(0), Some(22)),
         "{s}"
     );
-    assert!(s["remote"]["errors"].as_u64().unwrap() >= 22, "{s}");
+    assert_eq!(
+        s["remote"]["errors"].as_u64(),
+        Some(22),
+        "one corrupt blob read per compile: {s}"
+    );
     assert_eq!(
         example_outputs(&second),
         plain,
