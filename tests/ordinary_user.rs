@@ -196,4 +196,24 @@ fn another_user_cannot_use_roots_agent() {
         "another user got: {reply} {}",
         stderr(&out)
     );
+    // Nor can it reach the agent's FUSE mount (mounted without allow_other), the
+    // directories above it open or not: the kernel refuses, the agent never sees it.
+    let mnt = sb.cache.join("mnt");
+    assert!(
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&format!(" {} ", mnt.display())),
+        "the agent's mirror is mounted at {}",
+        mnt.display()
+    );
+    let out = Command::new("runuser")
+        .args(["-u", USER, "--", "ls", &mnt.to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && stderr(&out).contains("Permission denied"),
+        "another user listed the agent's mount: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
 }
