@@ -261,8 +261,14 @@ pub fn kill_cachefs_processes_under(dir: &Path) -> Vec<i32> {
         let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
             continue;
         };
+        // The agent runs the cachefs-cli executable as `…/cachefs agent`.
         let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
-        if Path::new(&*String::from_utf8_lossy(argv0)).file_name() != Some("cachefs".as_ref()) {
+        let exe = std::fs::read_link(e.path().join("exe")).unwrap_or_default();
+        let is_cachefs = |p: &Path| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("cachefs"))
+        };
+        if !is_cachefs(Path::new(&*String::from_utf8_lossy(argv0))) && !is_cachefs(&exe) {
             continue;
         }
         let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
