@@ -32,9 +32,8 @@ fn expected_sum(n: usize) -> String {
 
 #[test]
 fn cmake_ninja_rebuild_is_all_hits() {
-    if !have("cmake") || !have("ninja") {
-        panic!("cmake and ninja are required: run scripts/setup.sh");
-    }
+    require("cmake");
+    require("ninja");
     let sb = Sandbox::new();
     generate(&sb, 24);
     sb.write(
@@ -59,9 +58,8 @@ fn cmake_ninja_rebuild_is_all_hits() {
 /// the archive is the plain build's, byte for byte.
 #[test]
 fn cmake_static_libraries_hit_with_both_generators() {
-    if !have("cmake") || !have("ninja") {
-        panic!("cmake and ninja are required: run scripts/setup.sh");
-    }
+    require("cmake");
+    require("ninja");
     for (generator, clean) in [
         ("Ninja", "ninja -C build -t clean"),
         ("Unix Makefiles", "make -s -C build clean"),

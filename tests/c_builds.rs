@@ -440,7 +440,7 @@ fn every_compiler_name_is_cached() {
     let sb = Sandbox::new();
     sb.write("x.c", "int x(void) { return 1; }\n");
     sb.write("y.cc", "int y() { return 2; }\n");
-    let mut calls = vec![
+    let calls = [
         "gcc -c x.c -o x1.o",
         "cc -c x.c -o x2.o",
         "/usr/bin/cc -c x.c -o x3.o",
@@ -448,9 +448,11 @@ fn every_compiler_name_is_cached() {
         "x86_64-linux-gnu-gcc-12 -c x.c -o x5.o",
         "g++ -c y.cc -o y1.o",
         "c++ -c y.cc -o y2.o",
+        "clang -c x.c -o x6.o",
+        "clang++ -c y.cc -o y3.o",
     ];
-    if have("clang") {
-        calls.extend(["clang -c x.c -o x6.o", "clang++ -c y.cc -o y3.o"]);
+    for tool in ["gcc-12", "x86_64-linux-gnu-gcc-12", "clang", "clang++"] {
+        require(tool);
     }
     for c in &calls {
         sb.run_ok(c);

@@ -16,9 +16,7 @@ const BUILD: &str = "gcc -c a.c && gcc -c main.c && gcc a.o main.o -o prog && ./
 
 #[test]
 fn without_fuse_compiles_run_uncached_with_one_warning() {
-    if !have("unshare") {
-        panic!("util-linux unshare is required");
-    }
+    require("unshare");
     let sb = Sandbox::new();
     small_project(&sb);
     // A private mount namespace in which /dev/fuse is not a FUSE device: the
@@ -238,4 +236,40 @@ fn an_agent_of_another_version_is_refused_and_the_compile_runs() {
     assert!(sb.path("a.o").exists());
     let err = stderr(&out);
     assert!(err.contains("protocol version 9"), "{err}");
+}
+
+/// README ("Not cached"): results larger than a quarter of the cache are uncacheable.
+/// A 400 KiB cache takes results up to 100 KiB: a ~160 KiB object is compiled
+/// uncached (every time, with its reason in the stats), a small one is cached.
+#[test]
+fn a_result_over_a_quarter_of_the_cache_is_uncacheable() {
+    let sb = Sandbox::new();
+    let big = incompressible_objects(&sb, 1);
+    sb.write("small.c", "int small(void) { return 3; }\n");
+    let run = |script: &str| {
+        let out = sb
+            .cachefs()
+            .args(["run", "sh", "-c", script])
+            .env("CACHEFS_CACHE_SIZE", "400K")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    sb.cachefs()
+        .arg("start")
+        .env("CACHEFS_CACHE_SIZE", "400K")
+        .output()
+        .unwrap();
+    run(&big);
+    let size = std::fs::metadata(sb.path("t0.o")).unwrap().len();
+    assert!(size > 100 * 1024, "the big object is {size} bytes");
+    run("gcc -c small.c");
+    assert_eq!(sb.counts(), (0, 1, 1, 0), "{:#}", sb.stats());
+    let reasons = sb.stats()["uncacheable_reasons"].to_string();
+    assert!(reasons.contains("result too large"), "{reasons}");
+    sb.sh("rm -f t0.o small.o");
+    run(&big);
+    run("gcc -c small.c");
+    assert_eq!(sb.counts(), (1, 1, 2, 0), "{:#}", sb.stats());
+    assert_eq!(std::fs::metadata(sb.path("t0.o")).unwrap().len(), size);
 }

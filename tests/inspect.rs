@@ -184,6 +184,53 @@ fn explain_names_the_changed_header_flag_and_variable() {
     assert!(newest.contains("1 compiles (1 hits, 0 misses)"), "{newest}");
 }
 
+/// README: `cachefs explain` names the directory that changed, and arguments
+/// that are only reordered (a miss: order matters to the compiler, `-I`
+/// search order).
+#[test]
+fn explain_names_a_changed_directory_and_reordered_arguments() {
+    let sb = Sandbox::new();
+    project(&sb);
+    let x_c = sb.path("x.c");
+    let x_o = sb.path("x.o");
+    let (first, inc) = (sb.path("first"), sb.path("inc"));
+    let includes = format!("-I{} -I{}", first.display(), inc.display());
+    let compile = format!("gcc {includes} -c {} -o {}", x_c.display(), x_o.display());
+    sb.run_ok(&compile);
+    // The same command (absolute paths) from another directory: a miss (entries
+    // are not shared across directories), and explain names both directories.
+    std::fs::create_dir_all(sb.path("sub")).unwrap();
+    sb.run_ok(&format!("cd sub && {compile}"));
+    let (hits, misses, _, _) = sb.counts();
+    assert_eq!((hits, misses), (0, 2));
+    let why = cachefs_out(&sb, &["explain", "x.o"]);
+    let moved = format!(
+        "it missed because the directory changed: {} → {}",
+        sb.project.display(),
+        sb.path("sub").display()
+    );
+    assert!(why.contains(&moved), "{why}");
+    assert!(
+        !why.contains("argument"),
+        "only the directory changed: {why}"
+    );
+    // Reordered -I options: a miss; explain shows the new command line and says
+    // the arguments were reordered (none added or removed).
+    let reordered = compile.replace(
+        &includes,
+        &format!("-I{} -I{}", inc.display(), first.display()),
+    );
+    sb.run_ok(&format!("cd sub && {reordered}"));
+    assert_eq!(sb.counts().1, 3, "reordered arguments miss");
+    let why = cachefs_out(&sb, &["explain", "x.o"]);
+    assert!(
+        why.contains(&format!("last compile of {}: {reordered}", x_o.display())),
+        "{why}"
+    );
+    assert!(why.contains("the same arguments, reordered"), "{why}");
+    assert!(!why.contains("added") && !why.contains("removed"), "{why}");
+}
+
 /// Piped into a reader that has gone (`cachefs stats | head -1`): the
 /// command ends as `cat` would, by SIGPIPE, without a panic message.
 #[test]

@@ -8,14 +8,27 @@ use std::process::Command;
 
 const USER: &str = "cachefs-test";
 
-fn ensure_user() {
-    let exists = Command::new("id")
-        .arg(USER)
-        .output()
-        .unwrap()
-        .status
-        .success();
-    if !exists {
+/// Creates the test user if it is missing and returns its uid.
+///
+/// `useradd` checks that the name is free before it takes its lock on
+/// /etc/passwd: two at once (this file's two tests, or another checkout's
+/// run of them) both succeed, the second rewriting the entry with the next
+/// uid. A test that had read the first uid and chowned its sandbox to it
+/// then ran as a user who could not create the cache directory in it
+/// ("Permission denied"), on the first run only. Creation and the uid's
+/// look-up are therefore done under one lock file shared by all processes.
+fn ensure_user() -> String {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/cachefs-test-useradd.lock")
+        .unwrap();
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let id = || Command::new("id").args(["-u", USER]).output().unwrap();
+    if !id().status.success() {
         let out = Command::new("useradd").args(["-m", USER]).output().unwrap();
         assert!(
             out.status.success(),
@@ -23,6 +36,11 @@ fn ensure_user() {
             stderr(&out)
         );
     }
+    let out = id();
+    assert!(out.status.success(), "id -u {USER}: {}", stderr(&out));
+    let uid = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(uid.parse::<u32>().is_ok(), "id -u {USER}: {uid:?}");
+    uid
 }
 
 /// Debian's default /dev/fuse mode is 0666; some machines (this one) ship
@@ -54,35 +72,38 @@ fn ordinary_user_gets_hits_through_fusermount3_and_user_namespaces() {
         nix_is_root(),
         "this test sets up a second user account and needs root"
     );
-    ensure_user();
+    let uid = ensure_user();
     let _fuse = FuseOpenToAll::new();
     let sb = Sandbox::new();
+    // The user must reach the sandbox (a TMPDIR under /root would not do).
+    for dir in sb.root.path().ancestors().skip(1) {
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+        assert!(
+            mode & 0o001 != 0,
+            "{} is not searchable by other users: set TMPDIR to a directory that is",
+            dir.display()
+        );
+    }
     sb.write("a.c", "int a(void) { return 4; }\n");
     sb.write(
         "main.c",
         "int a(void);\nint main(void) { return a() - 4; }\n",
     );
-    let uid = String::from_utf8(
-        Command::new("id")
-            .args(["-u", USER])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    Command::new("chown")
-        .args(["-R", uid.trim(), &sb.root.path().to_string_lossy()])
-        .status()
+    let chown = Command::new("chown")
+        .args(["-R", &uid, &sb.root.path().to_string_lossy()])
+        .output()
         .unwrap();
+    assert!(chown.status.success(), "chown: {}", stderr(&chown));
     std::fs::set_permissions(sb.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let script = format!(
-        "set -ex; cd {}; export CACHEFS_DIR={}; C={}; trap '$C stop' EXIT; \
+        "set -ex; cd {}; export HOME={} CACHEFS_DIR={}; unset XDG_CONFIG_HOME XDG_CACHE_HOME; C={}; trap '$C stop' EXIT; \
          $C run sh -c 'gcc -c a.c && gcc -c main.c && gcc a.o main.o -o prog'; rm -f *.o prog; \
          $C run sh -c 'gcc -c a.c && gcc -c main.c && gcc a.o main.o -o prog'; ./prog; \
          $C mount . ../mnt; (cd ../mnt && cat a.c > copy.c); \
          $C umount ../mnt; $C graph --processes > ../graph.json; \
          $C stats --json",
         sb.project.display(),
+        sb.root.path().display(),
         sb.cache.display(),
         cachefs_bin().display()
     );
@@ -110,10 +131,7 @@ fn ordinary_user_gets_hits_through_fusermount3_and_user_namespaces() {
     assert!(graph.contains(copy.to_str().unwrap()), "{graph}");
     assert!(graph.contains("\"cat a.c"), "{graph}");
     let owner = std::fs::metadata(sb.cache.join("index.redb")).unwrap();
-    assert_eq!(
-        std::os::unix::fs::MetadataExt::uid(&owner).to_string(),
-        uid.trim()
-    );
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&owner).to_string(), uid);
     assert_eq!(
         std::fs::metadata(&sb.cache).unwrap().permissions().mode() & 0o777,
         0o700
@@ -176,6 +194,26 @@ fn another_user_cannot_use_roots_agent() {
     assert!(
         reply.contains("refused"),
         "another user got: {reply} {}",
+        stderr(&out)
+    );
+    // Nor can it reach the agent's FUSE mount (mounted without allow_other), the
+    // directories above it open or not: the kernel refuses, the agent never sees it.
+    let mnt = sb.cache.join("mnt");
+    assert!(
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&format!(" {} ", mnt.display())),
+        "the agent's mirror is mounted at {}",
+        mnt.display()
+    );
+    let out = Command::new("runuser")
+        .args(["-u", USER, "--", "ls", &mnt.to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && stderr(&out).contains("Permission denied"),
+        "another user listed the agent's mount: {}{}",
+        String::from_utf8_lossy(&out.stdout),
         stderr(&out)
     );
 }

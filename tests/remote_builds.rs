@@ -124,12 +124,21 @@ fn a_blackhole_server_never_fails_or_stalls_the_build() {
         &sb,
         &[
             ("CACHEFS_MEMCACHED", &format!("tcp://{}", hole.addr())),
-            ("CACHEFS_REMOTE_TIMEOUT", "100ms"),
+            ("CACHEFS_REMOTE_TIMEOUT", "2s"),
         ],
     );
+    let timeout = Duration::from_secs(2);
     let started = Instant::now();
     sb.run_ok("make -s -j2");
-    eprintln!("build with a blackhole remote: {:?}", started.elapsed());
+    let elapsed = started.elapsed();
+    // Without the breaker each of the 22 lookups would wait the timeout, 11 per make
+    // job: at least 22 s. With it only the first few operations wait (at most three at
+    // once, below), so the build takes its usual few seconds plus about one timeout.
+    let stalled = 11 * timeout;
+    assert!(
+        elapsed < stalled,
+        "the build took {elapsed:?}: as long as waiting the {timeout:?} timeout on every lookup"
+    );
     assert_eq!(sb.counts(), (0, 22, 0, 0));
     let s = sb.stats();
     let remote = &s["remote"];
@@ -262,7 +271,11 @@ fn corrupt_remote_blobs_are_misses_never_wrong_outputs() {
         .into_iter()
         .filter(|k| k.starts_with(&format!("cachefs{FORMAT_VERSION}:b:")))
         .collect();
-    assert!(blobs.len() >= 22, "blob items on the server: {blobs:?}");
+    assert_eq!(
+        blobs.len(),
+        43,
+        "21 objects, their 21 .d files and calc: {blobs:?}"
+    );
     for k in &blobs {
         corrupt_item(&mc.addr(), k);
     }
@@ -277,7 +290,11 @@ fn corrupt_remote_blobs_are_misses_never_wrong_outputs() {
         (Some(0), Some(22)),
         "{s}"
     );
-    assert!(s["remote"]["errors"].as_u64().unwrap() >= 22, "{s}");
+    assert_eq!(
+        s["remote"]["errors"].as_u64(),
+        Some(22),
+        "one corrupt blob read per compile: {s}"
+    );
     assert_eq!(
         example_outputs(&second),
         plain,
@@ -366,4 +383,224 @@ fn another_user_and_ci_job_hit_what_the_first_stored() {
     let s = second.stats();
     assert_eq!(s["remote_hits"].as_u64(), Some(22), "{s}");
     assert_eq!(example_outputs(&second), plain);
+}
+
+/// A memcached stand-in for the write queue: every `get` misses at once; every `set` is
+/// read whole, counted, and answered `STORED` only once the gate is opened, so the
+/// agent's one writer thread stays inside its first write until then.
+struct GatedMemcached {
+    port: u16,
+    sets: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl GatedMemcached {
+    fn new() -> GatedMemcached {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sets = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, o) = (sets.clone(), open.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (sets, open) = (s.clone(), o.clone());
+                std::thread::spawn(move || {
+                    let mut w = conn.try_clone().unwrap();
+                    let mut r = BufReader::new(conn);
+                    let mut line = String::new();
+                    while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                        let words: Vec<&str> = line.split_whitespace().collect();
+                        let reply = match words[..] {
+                            ["get", _] => "END\r\n",
+                            ["set", _, _, _, len] => {
+                                let mut data = vec![0; len.parse::<usize>().unwrap() + 2];
+                                r.read_exact(&mut data).unwrap();
+                                sets.fetch_add(1, SeqCst);
+                                while !open.load(SeqCst) {
+                                    std::thread::sleep(Duration::from_millis(5));
+                                }
+                                "STORED\r\n"
+                            }
+                            _ => "ERROR\r\n",
+                        };
+                        if w.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                        line.clear();
+                    }
+                });
+            }
+        });
+        GatedMemcached { port, sets, open }
+    }
+}
+
+/// README: a miss is "sent to the shared cache by a background thread through a bounded
+/// queue …: a full queue drops writes and counts them" (`writes_dropped` in
+/// `cachefs stats`). The queue holds 1024 writes; a compile pushes one per output
+/// file plus its manifest and result. With the writer held in its first write, a
+/// compile of 275 sources with -save-temps -MD (1100 outputs) overfills the queue:
+/// exactly the excess is dropped, the rest is sent once the server answers.
+#[test]
+fn a_full_write_queue_drops_and_counts_writes() {
+    use std::sync::atomic::Ordering::SeqCst;
+    const QUEUE: u64 = 1024;
+    let server = GatedMemcached::new();
+    let sb = Sandbox::new();
+    start_agent(
+        &sb,
+        &[
+            (
+                "CACHEFS_MEMCACHED",
+                &format!("tcp://127.0.0.1:{}", server.port),
+            ),
+            // Far longer than the test: the held write must not time out.
+            ("CACHEFS_REMOTE_TIMEOUT", "120s"),
+        ],
+    );
+    sb.write("a.c", "int a(void) { return 1; }\n");
+    sb.run_ok("gcc -c a.c");
+    let first = 3; // a.o, its result, its manifest
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.sets.load(SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the writer never sent a write");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let n = 275;
+    let mut sources = String::new();
+    for i in 0..n {
+        sb.write(
+            &format!("s{i}.c"),
+            &format!("int f{i}(void) {{ return {i}; }}\n"),
+        );
+        sources.push_str(&format!(" s{i}.c"));
+    }
+    sb.run_ok(&format!("gcc -c -save-temps -MD{sources}"));
+    assert_eq!(sb.counts(), (0, 2, 0, 0));
+    let outputs = std::fs::read_dir(&sb.project)
+        .unwrap()
+        .filter(|e| {
+            let name = e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            name.starts_with('s') && [".i", ".s", ".o", ".d"].iter().any(|x| name.ends_with(x))
+        })
+        .count() as u64;
+    assert_eq!(outputs, 4 * n);
+    let pushed = first + outputs + 2;
+    let s = sb.stats();
+    let remote = &s["remote"];
+    assert_eq!(
+        (
+            remote["writes_dropped"].as_u64(),
+            remote["writes_pending"].as_u64()
+        ),
+        (Some(pushed - QUEUE - 1), Some(QUEUE + 1)),
+        "one write held by the writer, the queue full, the rest dropped: {s}"
+    );
+    assert_eq!(server.sets.load(SeqCst), 1);
+    let text = String::from_utf8(sb.cachefs().arg("stats").output().unwrap().stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("writes dropped (queue full)"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.ends_with(&format!(" {}", pushed - QUEUE - 1)),
+        "{line}"
+    );
+
+    server.open.store(true, SeqCst);
+    let s = wait_for_remote_writes(&sb);
+    let remote = &s["remote"];
+    assert_eq!(
+        (
+            remote["writes"].as_u64(),
+            remote["writes_dropped"].as_u64(),
+            remote["errors"].as_u64()
+        ),
+        (Some(QUEUE + 1), Some(pushed - QUEUE - 1), Some(0)),
+        "{s}"
+    );
+}
+
+/// `SELECT db` then one command on a Redis server over RESP; the command's reply as
+/// text: an integer or status line, or the items of an array of bulk strings.
+fn redis_in_db(addr: &str, db: u32, args: &[&str]) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let db = db.to_string();
+    let mut req = String::new();
+    for cmd in [&["SELECT", db.as_str()][..], args] {
+        req.push_str(&format!("*{}\r\n", cmd.len()));
+        for a in cmd {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+    }
+    s.write_all(req.as_bytes()).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), "+OK", "SELECT {db}");
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    let line = line.trim_end().to_string();
+    match line.as_bytes()[0] {
+        b':' | b'+' => vec![line[1..].to_string()],
+        b'*' => {
+            let n: usize = line[1..].parse().unwrap();
+            (0..n)
+                .map(|_| {
+                    let mut len = String::new();
+                    r.read_line(&mut len).unwrap();
+                    let len: usize = len.trim_end()[1..].parse().unwrap();
+                    let mut item = vec![0; len + 2];
+                    r.read_exact(&mut item).unwrap();
+                    String::from_utf8_lossy(&item[..len]).into_owned()
+                })
+                .collect()
+        }
+        _ => panic!("redis replied {line}"),
+    }
+}
+
+/// README: `CACHEFS_REDIS_EXPIRY` is the "seconds a Redis entry lives (`SET … EX`);
+/// unset: no expiry". Every key a build writes carries that TTL (read back with
+/// `TTL`); without the setting none has one.
+#[test]
+fn redis_expiry_sets_a_ttl_on_every_key() {
+    let redis = servers::redis();
+    for (db, expiry) in [(1, Some(3600u64)), (2, None)] {
+        let sb = Sandbox::new();
+        example_project(&sb);
+        let url = format!("redis://{}/{db}", redis.addr());
+        let expiry_s = expiry.map(|e| e.to_string());
+        let mut env = vec![("CACHEFS_REDIS", url.as_str())];
+        if let Some(e) = &expiry_s {
+            env.push(("CACHEFS_REDIS_EXPIRY", e));
+        }
+        start_agent(&sb, &env);
+        sb.run_ok("make -s -j2");
+        let s = wait_for_remote_writes(&sb);
+        assert_eq!(s["remote"]["errors"], 0, "{s}");
+        let keys = redis_in_db(&redis.addr(), db, &["KEYS", "*"]);
+        // 22 results and manifests, and blobs: 22 objects' .o, 21 .d files, calc.
+        assert_eq!(keys.len(), 22 + 22 + 43, "{keys:?}");
+        for k in &keys {
+            assert!(k.starts_with("cachefs1:"), "{k}");
+            let ttl: i64 = redis_in_db(&redis.addr(), db, &["TTL", k])[0]
+                .parse()
+                .unwrap();
+            match expiry {
+                // Seconds left: at most the expiry, and the build took far less than a minute.
+                Some(e) => assert!(ttl <= e as i64 && ttl > e as i64 - 60, "TTL {ttl} of {k}"),
+                None => assert_eq!(ttl, -1, "{k} expires without CACHEFS_REDIS_EXPIRY"),
+            }
+        }
+    }
 }

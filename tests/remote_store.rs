@@ -279,3 +279,141 @@ fn keyed_entries_cannot_be_planted_without_the_key() {
         "forgeries count as errors, never hits"
     );
 }
+
+/// README: "entries are spread over the servers by rendezvous hashing …; adding or
+/// removing a server moves only the entries it gains or held". Real servers: after
+/// adding a third, exactly the entries it now owns miss, all others are still found
+/// where they were; after removing one, exactly the entries it held miss.
+#[test]
+fn adding_or_removing_a_server_moves_only_the_entries_it_gains_or_held() {
+    let (a, b, c) = (
+        servers::memcached(),
+        servers::memcached(),
+        servers::memcached(),
+    );
+    let n = 90u32;
+    let place = |addrs: &[String]| {
+        let m = Memcached::new(
+            &addrs
+                .iter()
+                .map(|s| format!("tcp://{s}"))
+                .collect::<Vec<_>>(),
+            TIMEOUT,
+        )
+        .unwrap();
+        (0..n)
+            .map(|i| m.server_of(&route_key(&id(i))).to_string())
+            .collect::<Vec<_>>()
+    };
+    let ab = [a.addr(), b.addr()];
+    let abc = [a.addr(), b.addr(), c.addr()];
+    let ac = [a.addr(), c.addr()];
+    let (on_ab, on_abc, on_ac) = (place(&ab), place(&abc), place(&ac));
+    let two = memcached_remote(&ab);
+    for i in 0..n {
+        two.put(Kind::Result, &id(i), &id(i), &noise(100, i));
+    }
+
+    // Adding c: an entry changes server only if c wins it.
+    let gained: Vec<u32> = (0..n).filter(|&i| on_abc[i as usize] == c.addr()).collect();
+    for i in 0..n {
+        let (was, now) = (&on_ab[i as usize], &on_abc[i as usize]);
+        assert!(
+            was == now || *now == c.addr(),
+            "entry {i} moved from {was} to {now}"
+        );
+    }
+    assert!(
+        !gained.is_empty() && gained.len() < n as usize / 2,
+        "c gains some entries: {}",
+        gained.len()
+    );
+    let three = memcached_remote(&abc);
+    for i in 0..n {
+        let got = three.get(Kind::Result, &id(i), &id(i));
+        if gained.contains(&i) {
+            assert_eq!(got, None, "entry {i} now belongs to the new, empty server");
+        } else {
+            assert_eq!(
+                got.as_deref(),
+                Some(&noise(100, i)[..]),
+                "entry {i} stayed put"
+            );
+        }
+    }
+    let r = three.report();
+    assert_eq!(
+        (r.gets_found, r.gets_missing, r.errors),
+        ((n as usize - gained.len()) as u64, gained.len() as u64, 0)
+    );
+
+    // Every entry where three servers put it; then b is removed.
+    for &i in &gained {
+        three.put(Kind::Result, &id(i), &id(i), &noise(100, i));
+    }
+    let held: Vec<u32> = (0..n).filter(|&i| on_abc[i as usize] == b.addr()).collect();
+    for i in 0..n {
+        let (was, now) = (&on_abc[i as usize], &on_ac[i as usize]);
+        assert!(
+            was == now || *was == b.addr(),
+            "entry {i} moved from {was} to {now}"
+        );
+    }
+    assert!(!held.is_empty(), "b held some entries");
+    let without_b = memcached_remote(&ac);
+    for i in 0..n {
+        let got = without_b.get(Kind::Result, &id(i), &id(i));
+        if held.contains(&i) {
+            assert_eq!(got, None, "entry {i} was on the removed server");
+        } else {
+            assert_eq!(
+                got.as_deref(),
+                Some(&noise(100, i)[..]),
+                "entry {i} stayed put"
+            );
+        }
+    }
+}
+
+/// README: a failed server "costs one timeout, then its circuit breaker skips it for
+/// 30 s". A server that was refused is skipped (not even tried: no new failure, and
+/// an entry put there meanwhile is not found) until the cool-down ends; the first
+/// request after it reaches the server again. Takes the 30 s.
+#[test]
+fn a_skipped_server_is_tried_again_after_its_cool_down() {
+    const COOL_DOWN: Duration = Duration::from_secs(30);
+    let mut server = servers::memcached();
+    let port = server.port;
+    let remote = memcached_remote(&[server.addr()]);
+    remote.put(Kind::Manifest, &id(50), &R, b"before");
+    assert!(remote.get(Kind::Manifest, &id(50), &R).is_some());
+
+    server.kill();
+    assert_eq!(remote.get(Kind::Manifest, &id(50), &R), None);
+    let failed_at = std::time::Instant::now();
+    let health = |r: &Remote| {
+        let s = &r.report().servers[0];
+        (s.healthy, s.failures)
+    };
+    assert_eq!(health(&remote), (false, 1), "refused: the breaker opens");
+
+    // Back on the same port, with the entry: the breaker still skips it.
+    let server = servers::memcached_on(Some(port));
+    memcached_remote(&[server.addr()]).put(Kind::Manifest, &id(50), &R, b"after");
+    std::thread::sleep(COOL_DOWN - Duration::from_secs(5));
+    assert_eq!(
+        remote.get(Kind::Manifest, &id(50), &R),
+        None,
+        "skipped during the cool-down"
+    );
+    assert_eq!(health(&remote), (false, 1), "skipped, not tried");
+
+    let end = failed_at + COOL_DOWN + Duration::from_millis(500);
+    std::thread::sleep(end.saturating_duration_since(std::time::Instant::now()));
+    assert_eq!(
+        remote.get(Kind::Manifest, &id(50), &R).as_deref(),
+        Some(&b"after"[..]),
+        "tried again after the cool-down"
+    );
+    assert_eq!(health(&remote), (true, 1));
+}

@@ -249,6 +249,12 @@ fn explain_no_entry(config: &Config, run: &str, i: usize, target: &str, c: &Comp
         println!("it missed because the command line changed: argument {a} removed");
         said = true;
     }
+    if !said && prev.argv.get(1..) != c.argv.get(1..) {
+        // The same arguments in another order: the order matters (`-I`
+        // search order, later flags winning), so it is another key.
+        println!("it missed because the command line changed: the same arguments, reordered");
+        said = true;
+    }
     if prev.cwd != c.cwd {
         println!(
             "it missed because the directory changed: {} → {}",

@@ -136,9 +136,185 @@ impl Sandbox {
 }
 
 impl Drop for Sandbox {
+    /// Stops the agent, kills whatever cachefs process still works for a
+    /// cache directory in the sandbox (an agent a test killed and a client
+    /// restarted, one with a cache directory of its own, a foreground
+    /// `cachefs mount`), and lazily unmounts every mount left under the
+    /// sandbox (a SIGKILLed agent's mirror lanes, a test's tmpfs). Then no
+    /// mount may remain there: checked unless the test is already failing.
     fn drop(&mut self) {
         let _ = self.cachefs().arg("stop").output();
+        let root = self.root.path().to_path_buf();
+        let alive = kill_cachefs_processes_under(&root);
+        unmount_all_under(&root);
+        let left = mounts_under(&root);
+        if !std::thread::panicking() {
+            assert!(
+                alive.is_empty(),
+                "cachefs processes of the dropped sandbox {} survived SIGKILL: {alive:?}",
+                root.display()
+            );
+            assert!(
+                left.is_empty(),
+                "mounts left under the dropped sandbox {}: {left:?}",
+                root.display()
+            );
+        }
     }
+}
+
+/// A mount from /proc/self/mountinfo: where, its filesystem type and its
+/// device number (a FUSE mount's fusectl connection number).
+#[derive(Debug)]
+pub struct MountEntry {
+    pub at: PathBuf,
+    pub fstype: String,
+    pub dev: u64,
+}
+
+/// Mounts at or under `dir`, deepest first. Reads /proc/self/mountinfo: a
+/// stat of a stuck FUSE mount would hang.
+pub fn mounts_under(dir: &Path) -> Vec<MountEntry> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut found: Vec<MountEntry> = info
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let at = PathBuf::from(unescape_mountinfo(fields.get(4)?));
+            if !at.starts_with(dir) {
+                return None;
+            }
+            let (major, minor) = fields.get(2)?.split_once(':')?;
+            let dev = (major.parse::<u64>().ok()? << 20) | minor.parse::<u64>().ok()?;
+            let dash = fields.iter().position(|f| *f == "-")?;
+            Some(MountEntry {
+                at,
+                fstype: fields.get(dash + 1)?.to_string(),
+                dev,
+            })
+        })
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.at.as_os_str().len()));
+    found
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            out.push(u8::from_str_radix(&s[i + 1..i + 4], 8).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Aborts the FUSE connections of the mounts under `dir` (so that nothing
+/// waits on a daemon that is gone or stuck) and lazily unmounts them all,
+/// `umount -l`, else `fusermount3 -uz` for FUSE, until none is left (a few
+/// rounds: mounts may be stacked).
+pub fn unmount_all_under(dir: &Path) {
+    for _ in 0..5 {
+        let mounts = mounts_under(dir);
+        if mounts.is_empty() {
+            return;
+        }
+        for m in &mounts {
+            let fuse = m.fstype.starts_with("fuse");
+            if fuse {
+                let _ = std::fs::write(format!("/sys/fs/fuse/connections/{}/abort", m.dev), "1");
+            }
+            let umounted = Command::new("umount")
+                .arg("-l")
+                .arg(&m.at)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !umounted && fuse {
+                let _ = Command::new("fusermount3").arg("-uz").arg(&m.at).output();
+            }
+        }
+    }
+}
+
+/// SIGKILLs every `cachefs` process whose `CACHEFS_DIR` lies under `dir`
+/// and waits (a few seconds at most) until each is gone; returns those
+/// still running then.
+pub fn kill_cachefs_processes_under(dir: &Path) -> Vec<i32> {
+    let me = std::process::id();
+    let mut killed = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for e in procs.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid as u32 == me {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        // The agent runs the cachefs-cli executable as `…/cachefs agent`.
+        let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+        let exe = std::fs::read_link(e.path().join("exe")).unwrap_or_default();
+        let is_cachefs = |p: &Path| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("cachefs"))
+        };
+        if !is_cachefs(Path::new(&*String::from_utf8_lossy(argv0))) && !is_cachefs(&exe) {
+            continue;
+        }
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        let ours = env.split(|&b| b == 0).any(|v| {
+            v.strip_prefix(b"CACHEFS_DIR=")
+                .is_some_and(|d| Path::new(&*String::from_utf8_lossy(d)).starts_with(dir))
+        });
+        if ours {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok() {
+                killed.push(pid);
+            }
+        }
+    }
+    if killed.is_empty() {
+        return Vec::new();
+    }
+    // A killed agent stuck on its own mirror exits once the connection is aborted.
+    for m in mounts_under(dir)
+        .iter()
+        .filter(|m| m.fstype.starts_with("fuse"))
+    {
+        let _ = std::fs::write(format!("/sys/fs/fuse/connections/{}/abort", m.dev), "1");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for &pid in &killed {
+        while process_alive(pid.as_raw()) && std::time::Instant::now() < deadline {
+            let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    killed
+        .into_iter()
+        .map(|p| p.as_raw())
+        .filter(|&p| process_alive(p))
+        .collect()
+}
+
+/// Whether `pid` runs (a zombie does not).
+fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 /// Copies a directory tree (regular files and dirs).
@@ -161,6 +337,15 @@ pub fn have(tool: &str) -> bool {
         .arg(format!("command -v {tool}"))
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// Panics unless `tool` is on PATH: scripts/setup.sh installs every tool
+/// the tests use, so a missing one is a setup failure, not a reason to skip.
+pub fn require(tool: &str) {
+    assert!(
+        have(tool),
+        "`{tool}` is not installed: run scripts/setup.sh (the tests need it)"
+    );
 }
 
 pub fn stderr(out: &Output) -> String {

@@ -48,9 +48,19 @@ fn free_port() -> u16 {
 }
 
 fn start(program: &str, args: impl Fn(u16, &std::path::Path) -> Vec<String>) -> ServerProcess {
+    start_on(program, None, args)
+}
+
+/// `start` on `port` if given (one attempt), else on a free port.
+fn start_on(
+    program: &str,
+    fixed: Option<u16>,
+    args: impl Fn(u16, &std::path::Path) -> Vec<String>,
+) -> ServerProcess {
     let dir = tempfile::tempdir().unwrap();
-    for _attempt in 0..5 {
-        let port = free_port();
+    let attempts = if fixed.is_some() { 1 } else { 5 };
+    for _attempt in 0..attempts {
+        let port = fixed.unwrap_or_else(free_port);
         let mut child = Command::new(program)
             .args(args(port, dir.path()))
             .stdout(Stdio::null())
@@ -76,11 +86,16 @@ fn start(program: &str, args: impl Fn(u16, &std::path::Path) -> Vec<String>) -> 
         let _ = child.kill();
         let _ = child.wait();
     }
-    panic!("{program} did not start listening on 127.0.0.1");
+    panic!("{program} did not start listening on 127.0.0.1 (port {fixed:?})");
 }
 
 pub fn memcached() -> ServerProcess {
-    start("memcached", |port, _| {
+    memcached_on(None)
+}
+
+/// A memcached on this port (one that a killed server of this test used), else on a free one.
+pub fn memcached_on(port: Option<u16>) -> ServerProcess {
+    start_on("memcached", port, |port, _| {
         let mut a = vec![
             "-l".into(),
             "127.0.0.1".into(),
