@@ -217,3 +217,91 @@ fn another_user_cannot_use_roots_agent() {
         stderr(&out)
     );
 }
+
+/// Portable keys across users: root builds a tree through a shared
+/// memcached; the ordinary user, with its own cache directory, `HOME`,
+/// `USER` and `LOGNAME`, builds the same tree and every compile is a remote
+/// hit, its objects the ones root's plain gcc makes.
+#[test]
+fn a_second_user_hits_what_the_first_stored_through_memcached() {
+    assert!(
+        nix_is_root(),
+        "this test sets up a second user and needs root"
+    );
+    let uid = ensure_user();
+    let _fuse = FuseOpenToAll::new();
+    let mc = servers::memcached();
+    let url = format!("tcp://{}", mc.addr());
+    let sb = Sandbox::new();
+    sb.write("a.c", "int a(void) { return 4; }\n");
+    sb.write(
+        "main.c",
+        "int a(void);\nint main(void) { return a() - 4; }\n",
+    );
+    const COMPILES: &str = "gcc -O2 -c a.c && gcc -O2 -c main.c";
+    sb.sh(COMPILES);
+    let plain = (sb.read("a.o"), sb.read("main.o"));
+    sb.sh("rm -f a.o main.o");
+    // cargo test's LD_LIBRARY_PATH names rustup's directories under /root,
+    // which the loader probes and the other user cannot search: not a
+    // build's environment.
+    let first = sb
+        .cachefs()
+        .env_remove("LD_LIBRARY_PATH")
+        .env("CACHEFS_MEMCACHED", &url)
+        .args(["run", "sh", "-c", COMPILES])
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{}", stderr(&first));
+    // Root's agent sends its entries in the background: wait for them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let sent = |s: serde_json::Value| {
+        s["remote"]["writes_pending"].as_u64() == Some(0)
+            && s["remote"]["writes"].as_u64() > Some(0)
+    };
+    while !sent(sb.stats()) {
+        assert!(std::time::Instant::now() < deadline, "writes never drained");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    sb.sh("rm -f a.o main.o");
+    let user_cache = sb.root.path().join("user-cache");
+    let chown = Command::new("chown")
+        .args(["-R", &uid, &sb.project.to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(chown.status.success(), "chown: {}", stderr(&chown));
+    std::fs::create_dir(&user_cache).unwrap();
+    let chown = Command::new("chown")
+        .args([&uid, &*user_cache.to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(chown.status.success(), "chown: {}", stderr(&chown));
+    std::fs::set_permissions(sb.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = format!(
+        "set -e; cd {}; export HOME={} USER={USER} LOGNAME={USER} CACHEFS_DIR={} CACHEFS_MEMCACHED={url}; \
+         unset XDG_CONFIG_HOME XDG_CACHE_HOME LD_LIBRARY_PATH; C={}; trap '$C stop' EXIT; \
+         $C run sh -c '{COMPILES}' >/dev/null 2>&1; $C explain a.o >&2; $C stats --json",
+        sb.project.display(),
+        user_cache.display(),
+        user_cache.display(),
+        cachefs_bin().display()
+    );
+    let out = Command::new("runuser")
+        .args(["-u", USER, "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(
+        (
+            stats["hits"].as_u64(),
+            stats["remote_hits"].as_u64(),
+            stats["misses"].as_u64()
+        ),
+        (Some(2), Some(2), Some(0)),
+        "{stats}\n{}",
+        stderr(&out)
+    );
+    assert_eq!((sb.read("a.o"), sb.read("main.o")), plain);
+}

@@ -592,7 +592,7 @@ fn redis_expiry_sets_a_ttl_on_every_key() {
         // 22 results and manifests, and blobs: 22 objects' .o, 21 .d files, calc.
         assert_eq!(keys.len(), 22 + 22 + 43, "{keys:?}");
         for k in &keys {
-            assert!(k.starts_with("cachefs1:"), "{k}");
+            assert!(k.starts_with(&format!("cachefs{FORMAT_VERSION}:")), "{k}");
             let ttl: i64 = redis_in_db(&redis.addr(), db, &["TTL", k])[0]
                 .parse()
                 .unwrap();

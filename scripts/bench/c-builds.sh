@@ -10,7 +10,9 @@
 #   libzstd 1.5.4, ~118 compiles), tmux (Debian source tmux 3.3a, autotools,
 #   143 compiles and one link; needs libevent-dev libncurses-dev bison,
 #   installed here when missing), micro (200 generated tiny files, -j1),
-#   cuda (40 generated .cu files compiled by a real nvcc, scripts/setup-cuda.sh)
+#   cuda (40 generated .cu files compiled by a real nvcc, scripts/setup-cuda.sh),
+#   configure (Debian source hello 2.10: `./configure` itself, ~266 compiles and links of
+#   conftest.c under a handful of command lines; CC names the cache as for make)
 # Default: lua micro. BENCH_MODES="plain cachefs-cold …" picks modes.
 # Mode `floor` replaces every compile by a copy of what the plain build wrote
 # (scripts/bench/floor-copy.c): what no compiler cache can remove (make, shells,
@@ -103,6 +105,7 @@ prepare() {
         zstd) fetch_debian libzstd zstd; TARGET=""; CLEAN="clean"; J=$JOBS ;;
         tmux) prepare_tmux; TARGET="tmux"; CLEAN="clean"; J=$JOBS ;;
         micro) generate_micro; TARGET="all"; CLEAN="clean"; J=1 ;;
+        configure) fetch_debian hello configure; TARGET=""; CLEAN="distclean"; J=1 ;;
         *) echo "unknown workload $1" >&2; exit 2 ;;
     esac
 }
@@ -155,7 +158,9 @@ build() {
     pid=$(daemon_pid "$mode" "$cache")
     c0=$(daemon_cpu "$pid")
     t0=$(date +%s%N)
-    /usr/bin/time -f "%U %S" -o "$W/cpu" "${runner[@]}" make -s -C "$tree" -j"$J" CC="${cc[*]}" "${vars[@]}" $TARGET \
+    local step=(make -s -C "$tree" -j"$J" CC="${cc[*]}" "${vars[@]}" $TARGET)
+    [ "$wl" = configure ] && step=(sh -c 'cd "$1" && ./configure -q CC="$2"' configure "$tree" "${cc[*]}")
+    /usr/bin/time -f "%U %S" -o "$W/cpu" "${runner[@]}" "${step[@]}" \
         >"$W/last-$wl-$mode.log" 2>&1 ||
         { echo "build failed: $wl $mode (see $W/last-$wl-$mode.log)" >&2; exit 1; }
     t1=$(date +%s%N)
@@ -181,8 +186,8 @@ for wl in "${WORKLOADS[@]}"; do
     # zstd names its object directories after a hash of $(CC) and the flags,
     # so a stand-in compiler builds into directories the plain build never
     # wrote: no floor for it.
-    if [ "$wl" = zstd ] && [[ " ${MODES[*]} " == *" floor "* ]]; then
-        echo "zstd: no floor mode (its object directories are named after \$(CC))" >&2
+    if [[ $wl == zstd || $wl == configure ]] && [[ " ${MODES[*]} " == *" floor "* ]]; then
+        echo "$wl: no floor mode (zstd names its object directories after \$(CC); configure's compiles are its checks)" >&2
         MODES=("${MODES[@]/floor}")
         read -r -a MODES <<<"${MODES[*]}"
     fi

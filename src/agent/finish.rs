@@ -184,7 +184,7 @@ impl Call {
         let reads = observe::env::take_reports(&mut record);
         observe::drop_own_files(&mut record);
         let printed = !done.stdout.is_empty() || !done.stderr.is_empty();
-        let env_deps = observe::env::deps(&reads, &req.env, family, &record, printed);
+        let env_deps = observe::env::deps(&reads, &req.env, family, &mut record, printed);
         let search_dirs = match done.exit {
             Exit::Code(0) => compiler::library_search_dirs(
                 family,

@@ -7,9 +7,9 @@ use crate::compiler::Family;
 use crate::entry::env::{self, Env};
 use crate::entry::Dep;
 use cachefs_mirror::{Access, Record};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Where the shim's reports are looked up (`cachefs_preload::env_reads::REPORT_PREFIX`).
 pub const REPORT_PREFIX: &[u8] = b"/usr/.cachefs-env=";
@@ -68,13 +68,14 @@ fn decode(name: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The environment deps of a compile of `family` that read `reads` from `env`, given what it
-/// looked up (`record`, for the names searched along `PATH`) and whether it printed anything.
+/// The environment deps of a compile of `family` that read `reads` from `env`, given whether it
+/// printed anything. Its failed probes along `PATH` are taken out of `record`: the `PATH` dep
+/// stands for them (see `searched_along_path`).
 pub fn deps(
     reads: &EnvReads,
     env: &Env,
     family: Family,
-    record: &Record,
+    record: &mut Record,
     printed: bool,
 ) -> Vec<Dep> {
     // nvcc's steps run through a shell of its own making, which takes in the whole environment.
@@ -85,27 +86,32 @@ pub fn deps(
     if printed {
         deps.push(env::matching(env, env::LOCALE));
     }
-    for name in &reads.names {
-        if env::is_volatile_env(name) {
-            continue;
-        }
-        if name.as_slice() == env::PATH {
-            deps.push(env::resolved(env, searched_along_path(record, env)));
-        } else {
-            deps.push(env::read(env, name));
-        }
+    let searched = searched_along_path(record, env);
+    if !searched.is_empty() {
+        deps.push(env::resolved(env, searched));
     }
+    let names = reads.names.iter().filter(|n| !env::is_volatile_env(n));
+    deps.extend(
+        names
+            .filter(|n| n.as_slice() != env::PATH)
+            .map(|n| env::read(env, n)),
+    );
     deps
 }
 
-/// The names the compile looked up in the directories of `PATH`: what it may have searched for.
-fn searched_along_path(record: &Record, env: &Env) -> BTreeSet<Vec<u8>> {
+/// The names the compile searched for in the directories of `PATH` (its own lookups, and
+/// execvp's, which reads `PATH` inside glibc, unseen): the `PATH` dep holds them by what they
+/// resolve to along the call's `PATH`, which a new `PATH` resolves again. Their failed probes
+/// leave the record: kept, one in a directory another user cannot search (`/root/.cargo/bin/as`)
+/// would cost that user every hit, and they say nothing the resolution does not.
+fn searched_along_path(record: &mut Record, env: &Env) -> BTreeSet<Vec<u8>> {
     let dirs: Vec<&Path> = env::path_dirs(env)
         .into_iter()
         .filter(|d| d.starts_with(b"/"))
         .map(|d| Path::new(std::ffi::OsStr::from_bytes(d)))
         .collect();
-    record
+    let in_path = |p: &Path| p.parent().is_some_and(|parent| dirs.contains(&parent));
+    let names: BTreeSet<Vec<u8>> = record
         .accesses
         .iter()
         .filter_map(|a| match a {
@@ -114,9 +120,19 @@ fn searched_along_path(record: &Record, env: &Env) -> BTreeSet<Vec<u8>> {
             }
             _ => None,
         })
-        .filter(|p| p.parent().is_some_and(|parent| dirs.contains(&parent)))
+        .filter(|p| in_path(p))
         .filter_map(|p| p.file_name().map(|n| n.as_bytes().to_vec()))
-        .collect()
+        .collect();
+    let probes: HashSet<PathBuf> = record
+        .accesses
+        .iter()
+        .filter_map(|a| match a {
+            Access::NotFound { path } if in_path(path) => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    super::drop_reaching(record, &probes);
+    names
 }
 
 #[cfg(test)]
@@ -166,14 +182,14 @@ mod tests {
             unseen: false,
             names: [b"CPATH".to_vec(), b"MAKEFLAGS".to_vec()].into(),
         };
-        let record = Record::default();
-        let deps = deps(&reads, &env, Family::CFamily, &record, false);
+        let mut record = Record::default();
+        let deps = deps(&reads, &env, Family::CFamily, &mut record, false);
         let paths: Vec<String> = deps
             .iter()
             .map(|d| String::from_utf8_lossy(&d.path).into_owned())
             .collect();
         assert_eq!(paths, [env::UNOBSERVED, "CPATH"]);
-        let printed = super::deps(&reads, &env, Family::CFamily, &record, true);
+        let printed = super::deps(&reads, &env, Family::CFamily, &mut record, true);
         assert!(printed.iter().any(|d| d.path == env::LOCALE.as_bytes()));
         for unseen in [
             EnvReads {
@@ -182,7 +198,7 @@ mod tests {
             },
             EnvReads::default(),
         ] {
-            let all = super::deps(&unseen, &env, Family::CFamily, &record, false);
+            let all = super::deps(&unseen, &env, Family::CFamily, &mut record, false);
             assert_eq!(all.len(), 1);
             assert!(matches!(all[0].state, DepState::EnvMatching(_)));
             assert_eq!(all[0].path, b"*");

@@ -106,39 +106,58 @@ pub fn drop_own_files(record: &mut Record) {
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with("libcachefs_preload") && n.ends_with(".so"))
     };
-    let path_of = |a: &Access| match a {
-        Access::Open {
-            path, write: false, ..
-        }
-        | Access::Found { path, .. } => Some(path.clone()),
-        _ => None,
-    };
     let shims: HashSet<PathBuf> = record
         .accesses
         .iter()
-        .filter_map(path_of)
+        .filter_map(|a| match a {
+            Access::Open {
+                path, write: false, ..
+            }
+            | Access::Found { path, .. } => Some(path),
+            _ => None,
+        })
         .filter(|p| own(p))
+        .cloned()
         .collect();
-    if shims.is_empty() {
+    drop_reaching(record, &shims);
+}
+
+/// Takes the lookups and reads of `paths` out of `record`, with the lookups
+/// of the directories walked to reach them that nothing else in the record
+/// was reached through.
+pub fn drop_reaching(record: &mut Record, paths: &HashSet<PathBuf>) {
+    if paths.is_empty() {
         return;
     }
-    let used: HashSet<PathBuf> = record
-        .accesses
-        .iter()
-        .filter_map(access_path)
-        .filter(|p| !shims.contains(*p))
-        .flat_map(|p| p.ancestors().skip(1))
-        .map(Path::to_path_buf)
-        .collect();
-    let only_to_the_shim: HashSet<PathBuf> = shims
-        .iter()
-        .flat_map(|p| p.ancestors().skip(1))
-        .filter(|d| !used.contains(*d))
-        .map(Path::to_path_buf)
-        .collect();
-    record.accesses.retain(|a| match path_of(a) {
-        Some(p) => !shims.contains(&p) && !only_to_the_shim.contains(&p),
-        None => true,
+    // A directory is walked only to reach them when every access under it is
+    // one of them or such a directory itself: grown until nothing is added.
+    let mut dropped = paths.clone();
+    loop {
+        let used: HashSet<&Path> = record
+            .accesses
+            .iter()
+            .filter_map(access_path)
+            .filter(|p| !dropped.contains(*p))
+            .flat_map(|p| p.ancestors().skip(1))
+            .collect();
+        let more: Vec<PathBuf> = paths
+            .iter()
+            .flat_map(|p| p.ancestors().skip(1))
+            .filter(|d| !used.contains(d) && !dropped.contains(*d))
+            .map(Path::to_path_buf)
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        dropped.extend(more);
+    }
+    record.accesses.retain(|a| match a {
+        Access::Open {
+            path, write: false, ..
+        }
+        | Access::Found { path, .. }
+        | Access::NotFound { path } => !dropped.contains(path),
+        _ => true,
     });
 }
 
@@ -471,6 +490,40 @@ mod tests {
     use crate::entry::validate::validate;
     use crate::entry::DepSet;
     use cachefs_mirror::{Access, Record};
+
+    #[test]
+    fn a_dropped_probe_takes_the_directories_walked_only_to_it() {
+        let found = |p: &str| Access::Found {
+            path: PathBuf::from(p),
+            kind: cachefs_mirror::Kind::Dir,
+        };
+        let probe = |p: &str| Access::NotFound {
+            path: PathBuf::from(p),
+        };
+        let mut record = Record {
+            accesses: vec![
+                found("/root"),
+                found("/root/.cargo"),
+                found("/root/.cargo/bin"),
+                probe("/root/.cargo/bin/as"),
+                found("/root/src"),
+                probe("/root/src/x.h"),
+                found("/usr/bin"),
+                probe("/usr/bin/as"),
+            ],
+        };
+        let dropped = ["/root/.cargo/bin/as", "/usr/bin/as"];
+        drop_reaching(&mut record, &dropped.iter().map(PathBuf::from).collect());
+        let left: Vec<Access> = ["/root", "/root/src"]
+            .iter()
+            .map(|p| found(p))
+            .chain([probe("/root/src/x.h")])
+            .collect();
+        assert_eq!(
+            record.accesses, left,
+            "/usr/bin went too: nothing else under it"
+        );
+    }
 
     fn stamp_of(p: &Path) -> cachefs_mirror::Stamp {
         let s = Stamp::of(&std::fs::symlink_metadata(p).unwrap());
