@@ -2,74 +2,15 @@
 //! fusermount3 and each compile enters a user namespace.
 
 mod common;
+use common::users::{ensure_user, give_to, is_root, FuseOpenToAll, USER};
 use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-const USER: &str = "cachefs-test";
-
-/// Creates the test user if it is missing and returns its uid.
-///
-/// `useradd` checks that the name is free before it takes its lock on
-/// /etc/passwd: two at once (this file's two tests, or another checkout's
-/// run of them) both succeed, the second rewriting the entry with the next
-/// uid. A test that had read the first uid and chowned its sandbox to it
-/// then ran as a user who could not create the cache directory in it
-/// ("Permission denied"), on the first run only. Creation and the uid's
-/// look-up are therefore done under one lock file shared by all processes.
-fn ensure_user() -> String {
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/tmp/cachefs-test-useradd.lock")
-        .unwrap();
-    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .unwrap();
-    let id = || Command::new("id").args(["-u", USER]).output().unwrap();
-    if !id().status.success() {
-        let out = Command::new("useradd").args(["-m", USER]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "useradd failed (the test needs root): {}",
-            stderr(&out)
-        );
-    }
-    let out = id();
-    assert!(out.status.success(), "id -u {USER}: {}", stderr(&out));
-    let uid = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(uid.parse::<u32>().is_ok(), "id -u {USER}: {uid:?}");
-    uid
-}
-
-/// Debian's default /dev/fuse mode is 0666; some machines (this one) ship
-/// 0600, which leaves ordinary users no FUSE at all. Restored on drop.
-struct FuseOpenToAll(Option<u32>);
-
-impl FuseOpenToAll {
-    fn new() -> Self {
-        let mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777;
-        if mode == 0o666 {
-            return FuseOpenToAll(None);
-        }
-        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
-        FuseOpenToAll(Some(mode))
-    }
-}
-
-impl Drop for FuseOpenToAll {
-    fn drop(&mut self) {
-        if let Some(mode) = self.0 {
-            let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(mode));
-        }
-    }
-}
-
 #[test]
 fn ordinary_user_gets_hits_through_fusermount3_and_user_namespaces() {
     assert!(
-        nix_is_root(),
+        is_root(),
         "this test sets up a second user account and needs root"
     );
     let uid = ensure_user();
@@ -89,12 +30,7 @@ fn ordinary_user_gets_hits_through_fusermount3_and_user_namespaces() {
         "main.c",
         "int a(void);\nint main(void) { return a() - 4; }\n",
     );
-    let chown = Command::new("chown")
-        .args(["-R", &uid, &sb.root.path().to_string_lossy()])
-        .output()
-        .unwrap();
-    assert!(chown.status.success(), "chown: {}", stderr(&chown));
-    std::fs::set_permissions(sb.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    give_to(&sb, &uid, &[sb.root.path()]);
     let script = format!(
         "set -ex; cd {}; export HOME={} CACHEFS_DIR={}; unset XDG_CONFIG_HOME XDG_CACHE_HOME; C={}; trap '$C stop' EXIT; \
          $C run sh -c 'gcc -c a.c && gcc -c main.c && gcc a.o main.o -o prog'; rm -f *.o prog; \
@@ -138,16 +74,9 @@ fn ordinary_user_gets_hits_through_fusermount3_and_user_namespaces() {
     );
 }
 
-fn nix_is_root() -> bool {
-    String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        == "0"
-}
-
 #[test]
 fn another_user_cannot_use_roots_agent() {
-    assert!(nix_is_root(), "this test needs root");
+    assert!(is_root(), "this test needs root");
     ensure_user();
     let sb = Sandbox::new();
     sb.write("a.c", "int a(void) { return 4; }\n");
@@ -224,10 +153,7 @@ fn another_user_cannot_use_roots_agent() {
 /// hit, its objects the ones root's plain gcc makes.
 #[test]
 fn a_second_user_hits_what_the_first_stored_through_memcached() {
-    assert!(
-        nix_is_root(),
-        "this test sets up a second user and needs root"
-    );
+    assert!(is_root(), "this test sets up a second user and needs root");
     let uid = ensure_user();
     let _fuse = FuseOpenToAll::new();
     let mc = servers::memcached();
@@ -265,18 +191,9 @@ fn a_second_user_hits_what_the_first_stored_through_memcached() {
     }
     sb.sh("rm -f a.o main.o");
     let user_cache = sb.root.path().join("user-cache");
-    let chown = Command::new("chown")
-        .args(["-R", &uid, &sb.project.to_string_lossy()])
-        .output()
-        .unwrap();
-    assert!(chown.status.success(), "chown: {}", stderr(&chown));
     std::fs::create_dir(&user_cache).unwrap();
-    let chown = Command::new("chown")
-        .args([&uid, &*user_cache.to_string_lossy()])
-        .output()
-        .unwrap();
-    assert!(chown.status.success(), "chown: {}", stderr(&chown));
-    std::fs::set_permissions(sb.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Not root's cache directory: its agent's mounts are in it.
+    give_to(&sb, &uid, &[&sb.project, &user_cache]);
     let script = format!(
         "set -e; cd {}; export HOME={} USER={USER} LOGNAME={USER} CACHEFS_DIR={} CACHEFS_MEMCACHED={url}; \
          unset XDG_CONFIG_HOME XDG_CACHE_HOME LD_LIBRARY_PATH; C={}; trap '$C stop' EXIT; \

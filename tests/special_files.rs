@@ -7,6 +7,7 @@
 //! hanging the suite.
 
 mod common;
+use common::users::{ensure_user, give_to, FuseOpenToAll, USER};
 use common::*;
 
 use std::io::{Read, Write};
@@ -303,18 +304,7 @@ fn a_unix_socket_reached_by_a_compile_behaves_as_outside() {
 /// (no error) and the compile cached.
 #[test]
 fn an_ordinary_user_gets_the_same() {
-    use std::os::unix::fs::PermissionsExt;
-    const USER: &str = "cachefs-test";
-    let id = |args: &[&str]| Command::new("id").args(args).output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&id(&["-u"]).stdout).trim(),
-        "0",
-        "this test sets up a second user account and needs root"
-    );
-    if !id(&[USER]).status.success() {
-        let out = Command::new("useradd").args(["-m", USER]).output().unwrap();
-        assert!(out.status.success(), "useradd: {}", stderr(&out));
-    }
+    let uid = ensure_user();
     let _fuse = FuseOpenToAll::new();
     let sb = Sandbox::new();
     sb.write("src.c", SOURCE);
@@ -324,11 +314,7 @@ fn an_ordinary_user_gets_the_same() {
         &plain_within_limit(&sb, &format!("{read_fifo} plain.o")),
         "plain gcc",
     );
-    Command::new("chown")
-        .args(["-R", USER, &sb.root.path().to_string_lossy()])
-        .status()
-        .unwrap();
-    std::fs::set_permissions(sb.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    give_to(&sb, &uid, &[sb.root.path()]);
     let script = format!(
         "set -e; cd {}; export CACHEFS_DIR={}; C={}; trap '$C stop' EXIT; \
          $C run sh -c '{read_fifo} x.o'; \
@@ -350,29 +336,4 @@ fn an_ordinary_user_gets_the_same() {
     let counts = (n("hits"), n("misses"), n("uncacheable"), n("errors"));
     assert_eq!(counts, (1, 1, 1, 0), "{stats}");
     assert_eq!(stats["uncacheable_reasons"]["reached a FIFO"], 1);
-}
-
-/// Debian's default /dev/fuse mode is 0666; this machine's is 0600, which
-/// leaves ordinary users no FUSE. Restored on drop.
-struct FuseOpenToAll(Option<u32>);
-
-impl FuseOpenToAll {
-    fn new() -> Self {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777;
-        if mode == 0o666 {
-            return FuseOpenToAll(None);
-        }
-        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
-        FuseOpenToAll(Some(mode))
-    }
-}
-
-impl Drop for FuseOpenToAll {
-    fn drop(&mut self) {
-        use std::os::unix::fs::PermissionsExt;
-        if let Some(mode) = self.0 {
-            let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(mode));
-        }
-    }
 }

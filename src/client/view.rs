@@ -83,7 +83,7 @@ impl ViewEntry {
         let fifos = self.fifos.open();
         for (fd, dst) in fds.iter().zip(&self.targets) {
             let mut buf = [0u8; 32];
-            let src = proc_fd_path(*fd, &mut buf);
+            let src = cachefs_mirror::proc_fd_path(*fd, &mut buf);
             check(unsafe {
                 libc::mount(
                     src.as_ptr(),
@@ -129,26 +129,4 @@ fn write_file(path: &std::ffi::CStr, data: &std::ffi::CStr) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// "/proc/self/fd/N\0" in a caller-provided buffer (no allocation).
-fn proc_fd_path(fd: i32, buf: &mut [u8; 32]) -> &std::ffi::CStr {
-    let prefix = b"/proc/self/fd/";
-    buf[..prefix.len()].copy_from_slice(prefix);
-    let mut digits = [0u8; 10];
-    let mut n = fd as u32;
-    let mut len = 0;
-    loop {
-        digits[len] = b'0' + (n % 10) as u8;
-        len += 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for i in 0..len {
-        buf[prefix.len() + i] = digits[len - 1 - i];
-    }
-    buf[prefix.len() + len] = 0;
-    std::ffi::CStr::from_bytes_until_nul(&buf[..]).expect("NUL written above")
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod servers;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -30,4 +30,4 @@ pub use mount::{is_stale, Mirror, MirrorStats, Probe};
 pub use options::MirrorOptions;
 pub use processes::{IgnoreCommand, ProcessRecord};
 pub use record::{Access, Kind, Record, Stamp};
-pub use special::{jobserver_fifos, FifoBinds, OpenFifos};
+pub use special::{jobserver_fifos, proc_fd_path, FifoBinds, OpenFifos};

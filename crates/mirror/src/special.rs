@@ -208,8 +208,9 @@ fn open_fifo(path: &CString) -> i32 {
     }
 }
 
-/// "/proc/self/fd/N\0" in a caller-provided buffer (no allocation).
-fn proc_fd_path(fd: i32, buf: &mut [u8; 32]) -> &CStr {
+/// "/proc/self/fd/N\0" in a caller-provided buffer (no allocation: a child
+/// between fork and exec calls it, as cachefs's view entry does).
+pub fn proc_fd_path(fd: i32, buf: &mut [u8; 32]) -> &CStr {
     let prefix = b"/proc/self/fd/";
     buf[..prefix.len()].copy_from_slice(prefix);
     let mut digits = [0u8; 10];

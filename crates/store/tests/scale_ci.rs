@@ -98,34 +98,7 @@ fn concurrent_puts_gets_and_evictions() {
     let limit = 2 << 20;
     let store = Arc::new(LocalStore::open(tmp.path(), limit).unwrap());
     let per_thread = 100u64;
-    let threads: Vec<_> = (0..6u64)
-        .map(|t| {
-            let store = Arc::clone(&store);
-            std::thread::spawn(move || {
-                for i in 0..per_thread {
-                    let shared = noise(i % 13, 20_000);
-                    let s = store.put_blob(&shared).unwrap();
-                    let own = store.put_blob(&noise(100 + t * 1000 + i, 20_000)).unwrap();
-                    let id = key(t * 1000 + i);
-                    store.put_result(&id, &noise(i, 300), &[s, own]).unwrap();
-                    store.put_manifest(&id, &noise(i, 200)).unwrap();
-                    for back in [i, i / 2, i / 3] {
-                        let id = key(t * 1000 + back);
-                        if let Some(v) = store.get_result(&id).unwrap() {
-                            assert_eq!(v, noise(back, 300));
-                        }
-                        assert_eq!(store.get_manifest(&id).unwrap().unwrap(), noise(back, 200));
-                    }
-                    if let Some(got) = store.get_blob(&s).unwrap() {
-                        assert_eq!(got, shared);
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    common::hammer(&store, per_thread);
     let stats = store.stats();
     // 6 × 100 results of ~20 KB own data each (12 MB) in a 2 MiB store: most evicted.
     assert_eq!(stats.corrupt_found, 0, "{stats:?}");
