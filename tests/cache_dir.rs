@@ -245,3 +245,78 @@ fn the_next_agent_detaches_a_killed_agents_mounts() {
     assert!(left.is_empty(), "stale mounts left: {left:?}");
     assert!(!lanes[0].parent().unwrap().exists());
 }
+
+/// The idle timeout's exit also unmounts and removes the mount directory.
+#[test]
+fn an_idle_agent_leaves_no_mount_behind() {
+    let sb = Sandbox::new();
+    let start = sb
+        .cachefs()
+        .env("CACHEFS_IDLE_TIMEOUT", "1")
+        .arg("start")
+        .status();
+    assert!(start.unwrap().success());
+    let pid = agent_pid(&sb);
+    let lanes = lanes_of(&sb, &pid);
+    assert!(!lanes.is_empty(), "agent {pid} mounted no lane");
+    wait_until("the idle agent exits", || !alive(&pid));
+    assert!(!mountpoints().iter().any(|m| lanes.contains(m)));
+    assert!(!lanes[0].parent().unwrap().exists());
+}
+
+const USER: &str = "cachefs-test";
+
+/// As an ordinary user (mounts through fusermount3, in /tmp/cachefs-<uid>
+/// when XDG_RUNTIME_DIR is not the user's): the same `rm -rf`, the agent's
+/// exit and a correct rebuild that fills the cache again.
+#[test]
+fn an_ordinary_user_can_remove_the_cache_directory_too() {
+    let user_exists = Command::new("id").arg(USER).status().unwrap().success();
+    if !user_exists {
+        let out = Command::new("useradd").args(["-m", USER]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "useradd (needs root): {}",
+            stderr(&out)
+        );
+    }
+    // Debian opens /dev/fuse to all (0666); some machines ship 0600.
+    let fuse_mode = std::fs::metadata("/dev/fuse").unwrap().mode() & 0o777;
+    let set_mode = |mode| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    set_mode(0o666);
+    let sb = Sandbox::new();
+    sb.write("a.c", "int a(void) { return 4; }\n");
+    let chown = Command::new("chown")
+        .args(["-R", USER])
+        .arg(sb.root.path())
+        .status();
+    assert!(chown.unwrap().success());
+    let script = format!(
+        "set -ex; cd {}; export CACHEFS_DIR={}; C={}; trap '$C stop' EXIT; \
+         gcc -c a.c -o first.o; $C run gcc -c a.c -o a.o; cmp a.o first.o; pid=$(cat $CACHEFS_DIR/agent.pid); \
+         grep -q \"/$pid/mnt \" /proc/self/mountinfo; rm -rf $CACHEFS_DIR; \
+         i=0; while kill -0 $pid 2>/dev/null; do i=$((i+1)); [ $i -lt 100 ]; sleep 0.1; done; \
+         ! grep \"/$pid/mnt\" /proc/self/mountinfo; \
+         $C run gcc -c a.c -o a.o; cmp a.o first.o; $C run gcc -c a.c -o a.o; cmp a.o first.o; \
+         $C stats --json",
+        sb.project.display(),
+        sb.cache.display(),
+        cachefs_bin().display()
+    );
+    let out = Command::new("runuser")
+        .args(["-u", USER, "--", "sh", "-c", &script])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    set_mode(fuse_mode);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (stats["hits"].as_u64(), stats["misses"].as_u64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+}
