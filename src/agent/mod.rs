@@ -80,12 +80,10 @@ pub fn serve(config: Config) -> Result<bool> {
         agent.config.dir.display()
     );
     let dir = &agent.config.dir;
-    let watched = watch::Watched::take(&[
-        dir.clone(),
-        dir.join(LOCK_FILE),
-        agent.config.socket_path(),
-        dir.join(cachefs_store::INDEX_FILE),
-    ]);
+    let watched = watch::Watched::take(
+        &[dir.clone(), dir.join(LOCK_FILE), agent.config.socket_path()],
+        &[dir.join(cachefs_store::INDEX_FILE)],
+    );
     spawn_housekeeping(agent.clone(), watched);
     // The agent ends by `shutdown` (process exit), which keeps the lock held
     // to the last moment.
@@ -171,8 +169,8 @@ impl Agent {
                 (lanes, Some(dir), how)
             }
             Err(e) => {
-                log::warn!("compiles will run uncached: {e}");
-                (lanes::Lanes::default(), None, format!("unavailable: {e}"))
+                log::warn!("compiles will run uncached: {e:#}");
+                (lanes::Lanes::default(), None, format!("unavailable: {e:#}"))
             }
         };
         let binds = top_level_binds();

@@ -4,32 +4,41 @@
 //! compile starts a fresh agent on a fresh directory. Each watched path is
 //! known by device and inode, taken at start: a path removed, or replaced by
 //! another file of that name (a successor's directory), no longer matches.
+//! The index is only watched for its removal: the store itself replaces a
+//! damaged one (moved aside, a fresh one made) and goes on.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 pub struct Watched {
     paths: Vec<(PathBuf, Option<(u64, u64)>)>,
+    present: Vec<PathBuf>,
 }
 
 impl Watched {
-    /// The identities of `paths` now; one already missing counts as lost.
-    pub fn take(paths: &[PathBuf]) -> Watched {
+    /// The identities of `paths` now (one already missing counts as lost),
+    /// and `present`, watched for removal only.
+    pub fn take(paths: &[PathBuf], present: &[PathBuf]) -> Watched {
         Watched {
             paths: paths.iter().map(|p| (p.clone(), identity(p))).collect(),
+            present: present.to_vec(),
         }
     }
 
     /// Why the agent has lost its directory, if it has: the first watched
     /// path removed or replaced.
     pub fn lost(&self) -> Option<String> {
-        self.paths.iter().find_map(|(path, then)| {
+        let replaced = self.paths.iter().find_map(|(path, then)| {
             let now = identity(path);
             match (then, now) {
                 (Some(a), Some(b)) if *a == b => None,
                 (_, None) => Some(format!("{} was removed", path.display())),
                 _ => Some(format!("{} was replaced", path.display())),
             }
+        });
+        replaced.or_else(|| {
+            let gone = self.present.iter().find(|p| identity(p).is_none())?;
+            Some(format!("{} was removed", gone.display()))
         })
     }
 }
@@ -52,8 +61,16 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         let index = dir.join("index");
         std::fs::write(&index, "x").unwrap();
-        let watched = Watched::take(&[dir.clone(), index.clone()]);
+        let redb = dir.join("redb");
+        std::fs::write(&redb, "x").unwrap();
+        let watched = Watched::take(&[dir.clone(), index.clone()], std::slice::from_ref(&redb));
         assert_eq!(watched.lost(), None);
+        std::fs::remove_file(&redb).unwrap();
+        std::fs::write(&redb, "replaced: fine").unwrap();
+        assert_eq!(watched.lost(), None);
+        std::fs::remove_file(&redb).unwrap();
+        assert!(watched.lost().unwrap().ends_with("redb was removed"));
+        std::fs::write(&redb, "x").unwrap();
         // Kept open by a second name, so the replacement cannot reuse the inode.
         let kept = tmp.path().join("kept");
         std::fs::rename(&index, &kept).unwrap();
