@@ -320,3 +320,31 @@ fn an_ordinary_user_can_remove_the_cache_directory_too() {
         "{stats}"
     );
 }
+
+/// `$XDG_RUNTIME_DIR` holds the mounts when it is this user's 0700
+/// directory; one that others may enter is passed over for
+/// /tmp/cachefs-<uid>.
+#[test]
+fn a_private_xdg_runtime_dir_holds_the_mounts() {
+    use std::os::unix::fs::PermissionsExt;
+    for (mode, used) in [(0o700, true), (0o755, false)] {
+        let sb = Sandbox::new();
+        let runtime = sb.root.path().join(format!("run-{mode:o}"));
+        std::fs::create_dir(&runtime).unwrap();
+        std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(mode)).unwrap();
+        let start = sb
+            .cachefs()
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .arg("start")
+            .status();
+        assert!(start.unwrap().success());
+        let lanes = lanes_of(&sb, &agent_pid(&sb));
+        assert!(!lanes.is_empty());
+        let uid = nix::unistd::geteuid().as_raw();
+        let expected = match used {
+            true => runtime.join("cachefs"),
+            false => PathBuf::from(format!("/tmp/cachefs-{uid}")),
+        };
+        assert!(lanes[0].starts_with(&expected), "{lanes:?}, mode {mode:o}");
+    }
+}
