@@ -271,7 +271,12 @@ const USER: &str = "cachefs-test";
 /// exit and a correct rebuild that fills the cache again.
 #[test]
 fn an_ordinary_user_can_remove_the_cache_directory_too() {
-    let user_exists = Command::new("id").arg(USER).status().unwrap().success();
+    let user_exists = Command::new("id")
+        .arg(USER)
+        .output()
+        .unwrap()
+        .status
+        .success();
     if !user_exists {
         let out = Command::new("useradd").args(["-m", USER]).output().unwrap();
         assert!(

@@ -87,12 +87,18 @@ fn with_path(e: io::Error, path: &Path, what: &str) -> io::Error {
 }
 
 /// Detaches the stale mounts other agents of this cache directory left
-/// (killed, their daemon gone) and removes their emptied directories. A live
-/// mount (an agent still shutting down) is left to its agent. Returns the
-/// mounts detached.
+/// (killed, their daemon gone) and removes their emptied directories. The
+/// directory of a process still running (an agent that lost its cache
+/// directory, still shutting down) is not touched: asking a stopped agent's
+/// mount whether it is stale would hang this one. Returns the mounts
+/// detached.
 pub fn clean_other_agents(cache_mounts: &Path, own: &Path) -> Vec<PathBuf> {
     let mut detached = Vec::new();
-    for agent in subdirs(cache_mounts).filter(|d| d != own) {
+    let gone = |dir: &PathBuf| {
+        let pid = dir.file_name().and_then(|n| n.to_str()?.parse().ok());
+        pid.is_some_and(|p| !running(p))
+    };
+    for agent in subdirs(cache_mounts).filter(|d| d != own && gone(d)) {
         for mnt in subdirs(&agent) {
             if super::is_stale(&mnt) && super::detach(&mnt).is_ok() {
                 detached.push(mnt.clone());
@@ -103,6 +109,19 @@ pub fn clean_other_agents(cache_mounts: &Path, own: &Path) -> Vec<PathBuf> {
         let _ = std::fs::remove_dir(&agent);
     }
     detached
+}
+
+/// Whether process `pid` runs: a zombie (killed, not yet reaped) has
+/// closed its FUSE connection already.
+fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next());
+    !matches!(state, Some("Z" | "X"))
 }
 
 /// Removes an agent's mount directories once its mounts are detached, and
@@ -156,5 +175,7 @@ mod tests {
         std::fs::create_dir(agent.join("mnt")).unwrap();
         remove_agent_dir(&agent);
         assert!(!a.exists());
+        assert!(running(std::process::id()));
+        assert!(!running(u32::MAX));
     }
 }
