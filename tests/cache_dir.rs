@@ -246,6 +246,31 @@ fn the_next_agent_detaches_a_killed_agents_mounts() {
     assert!(!lanes[0].parent().unwrap().exists());
 }
 
+/// `cachefs stop` cleans up after a killed agent: its stale mounts are
+/// detached and their directory removed, and it says so.
+#[test]
+fn stop_detaches_a_killed_agents_mounts() {
+    let sb = Sandbox::new();
+    assert!(sb.cachefs().arg("start").status().unwrap().success());
+    let pid = agent_pid(&sb);
+    let lanes = lanes_of(&sb, &pid);
+    assert!(!lanes.is_empty(), "agent {pid} mounted no lane");
+    let raw = nix::unistd::Pid::from_raw(pid.parse().unwrap());
+    nix::sys::signal::kill(raw, nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_until("the killed agent's mount is stale", || {
+        std::fs::read_dir(&lanes[0]).is_err()
+    });
+    let out = sb.cachefs().arg("stop").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("left by a killed agent"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!mountpoints().iter().any(|m| lanes.contains(m)));
+    assert!(!lanes[0].parent().unwrap().exists());
+}
+
 /// The idle timeout's exit also unmounts and removes the mount directory.
 #[test]
 fn an_idle_agent_leaves_no_mount_behind() {

@@ -428,7 +428,7 @@ fn mount_lanes(cache_dir: &Path, mut options: MirrorOptions) -> Result<(lanes::L
     let cache_mounts = place::cache_dir_mounts(&base, cache_dir);
     let dir = place::agent_dir(&cache_mounts, std::process::id())
         .context("no private directory for the FUSE mounts")?;
-    for stale in place::clean_other_agents(&cache_mounts, &dir) {
+    for stale in place::clean_dead_agents(&cache_mounts) {
         log::info!("detached {}, left by a killed agent", stale.display());
     }
     options.hide.push(base);

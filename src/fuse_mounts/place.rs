@@ -86,19 +86,19 @@ fn with_path(e: io::Error, path: &Path, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
-/// Detaches the stale mounts other agents of this cache directory left
-/// (killed, their daemon gone) and removes their emptied directories. The
-/// directory of a process still running (an agent that lost its cache
-/// directory, still shutting down) is not touched: asking a stopped agent's
-/// mount whether it is stale would hang this one. Returns the mounts
-/// detached.
-pub fn clean_other_agents(cache_mounts: &Path, own: &Path) -> Vec<PathBuf> {
+/// Detaches the stale mounts agents of this cache directory left (killed,
+/// their daemon gone) and removes their emptied directories. The directory
+/// of a process still running (the caller's own, or an agent that lost its
+/// cache directory, still shutting down) is not touched: asking a stopped
+/// agent's mount whether it is stale would hang the caller. Returns the
+/// mounts detached.
+pub fn clean_dead_agents(cache_mounts: &Path) -> Vec<PathBuf> {
     let mut detached = Vec::new();
     let gone = |dir: &PathBuf| {
         let pid = dir.file_name().and_then(|n| n.to_str()?.parse().ok());
         pid.is_some_and(|p| !running(p))
     };
-    for agent in subdirs(cache_mounts).filter(|d| d != own && gone(d)) {
+    for agent in subdirs(cache_mounts).filter(gone) {
         for mnt in subdirs(&agent) {
             if super::is_stale(&mnt) && super::detach(&mnt).is_ok() {
                 detached.push(mnt.clone());
