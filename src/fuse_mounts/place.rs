@@ -108,6 +108,8 @@ pub fn clean_dead_agents(cache_mounts: &Path) -> Vec<PathBuf> {
         }
         let _ = std::fs::remove_dir(&agent);
     }
+    // Empty now unless an agent runs (`stop` after a kill leaves nothing).
+    let _ = std::fs::remove_dir(cache_mounts);
     detached
 }
 
