@@ -38,9 +38,17 @@ pub fn cache_dir_mounts(base: &Path, cache_dir: &Path) -> PathBuf {
 
 /// Creates (or checks) this agent's directory of mounts below `cache_mounts`.
 pub fn agent_dir(cache_mounts: &Path, pid: u32) -> io::Result<PathBuf> {
-    private_dir(cache_mounts)?;
     let dir = cache_mounts.join(pid.to_string());
-    private_dir(&dir)?;
+    private_dir(cache_mounts)?;
+    match private_dir(&dir) {
+        // Another agent's exit or a `stop` removed `cache_mounts` as it
+        // emptied: once more.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            private_dir(cache_mounts)?;
+            private_dir(&dir)?;
+        }
+        done => done?,
+    }
     Ok(dir)
 }
 
