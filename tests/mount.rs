@@ -404,7 +404,7 @@ fn umount_cleans_up_after_a_killed_mount_and_a_killed_agent() {
 
     // The agent's own mirror, left by an agent killed with SIGKILL.
     sb.run_ok("gcc -c a.c -o a.o");
-    let agent_mnt = sb.cache.join("mnt");
+    let agent_mnt = agent_lane(&sb, 0);
     assert!(mounted(&agent_mnt));
     let agent = Command::new("pgrep")
         .args(["-f", &format!("^{} agent", cachefs_bin().display())])

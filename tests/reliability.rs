@@ -210,7 +210,7 @@ fn fuse_connection_aborted_mid_build() {
         "OBJS := $(patsubst %.c,%.o,$(wildcard src/*.c))\nall: $(OBJS)\n%.o: %.c\n\tgcc -O2 -c $< -o $@\n",
     );
     sb.cachefs().arg("start").output().unwrap();
-    let mnt = sb.cache.join("mnt");
+    let mnt = agent_lane(&sb, 0);
     let connection = std::fs::metadata(&mnt).unwrap().dev();
     let abort = control.join(format!(
         "{}/abort",
@@ -594,7 +594,7 @@ fn an_agent_started_under_taskset_serves_every_cpu() {
     let cpus = std::thread::available_parallelism().unwrap().get().min(8);
     let cache_dev = std::fs::metadata(&sb.cache).unwrap().dev();
     for lane in 1..cpus {
-        let mnt = sb.cache.join(format!("mnt-{lane}"));
+        let mnt = agent_lane(&sb, lane);
         let dev = std::fs::metadata(&mnt).unwrap().dev();
         assert_ne!(dev, cache_dev, "{} is a mount", mnt.display());
     }

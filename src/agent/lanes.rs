@@ -41,7 +41,8 @@ impl Drop for Taken<'_> {
 }
 
 impl Lanes {
-    /// Mounts the lanes under `dir`: `mnt` (lane 0), `mnt-1`, …. The first
+    /// Mounts the lanes in `dir` (the agent's own, outside the cache
+    /// directory: `fuse_mounts::place`): `mnt` (lane 0), `mnt-1`, …. The first
     /// mount's failure is the caller's (no observation at all); a later one
     /// only means fewer lanes.
     pub fn mount(dir: &Path, base: &MirrorOptions) -> Result<Lanes, MirrorError> {

@@ -11,6 +11,7 @@ mod pending;
 mod remote;
 mod runs;
 mod stats;
+mod watch;
 mod workers;
 
 use crate::config::Config;
@@ -24,7 +25,7 @@ use cachefs_store::{LocalStore, TieredStore};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +42,9 @@ pub struct Agent {
     /// The CPU-local mirrors compiles are observed through (none when FUSE
     /// is unavailable).
     lanes: lanes::Lanes,
+    /// The directory the lanes are mounted in (outside the cache directory,
+    /// see `fuse_mounts::place`), removed at exit.
+    mounts: Option<PathBuf>,
     /// How compiles are observed, or why they cannot be (shown by `stats`).
     observation: String,
     binds: Vec<Vec<u8>>,
@@ -75,15 +79,22 @@ pub fn serve(config: Config) -> Result<bool> {
         std::process::id(),
         agent.config.dir.display()
     );
-    spawn_housekeeping(agent.clone());
+    let dir = &agent.config.dir;
+    let watched = watch::Watched::take(
+        &[dir.clone(), dir.join(LOCK_FILE), agent.config.socket_path()],
+        &[dir.join(cachefs_store::INDEX_FILE)],
+    );
+    spawn_housekeeping(agent.clone(), watched);
     // The agent ends by `shutdown` (process exit), which keeps the lock held
     // to the last moment.
     let _lock = lock;
     workers::serve(listener, move |s| agent.serve_connection(s))
 }
 
+const LOCK_FILE: &str = "agent.lock";
+
 fn take_lock(dir: &Path) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
-    let path = dir.join("agent.lock");
+    let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -146,19 +157,20 @@ impl Agent {
             probe_delay,
             ..MirrorOptions::default()
         };
-        let (lanes, observation) = match lanes::Lanes::mount(&config.dir, &options) {
-            Ok(lanes) => {
+        let (lanes, mounts, observation) = match mount_lanes(&config.dir, options) {
+            Ok((lanes, dir)) => {
                 let passthrough = lanes.first().is_some_and(|m| m.passthrough_active());
                 let how = format!(
-                    "FUSE mirror{}, {} CPU lanes",
+                    "FUSE mirror{}, {} CPU lanes at {}",
                     if passthrough { ", passthrough" } else { "" },
-                    lanes.iter().count()
+                    lanes.iter().count(),
+                    dir.display()
                 );
-                (lanes, how)
+                (lanes, Some(dir), how)
             }
             Err(e) => {
-                log::warn!("compiles will run uncached: {e}");
-                (lanes::Lanes::default(), format!("unavailable: {e}"))
+                log::warn!("compiles will run uncached: {e:#}");
+                (lanes::Lanes::default(), None, format!("unavailable: {e:#}"))
             }
         };
         let binds = top_level_binds();
@@ -179,6 +191,7 @@ impl Agent {
             config,
             store,
             lanes,
+            mounts,
             observation,
             coverage: Coverage::of_root(&binds),
             binds,
@@ -359,6 +372,31 @@ impl Agent {
         self.save_stat_cache();
         self.store.close_for_exit();
         let _ = std::fs::remove_file(self.config.socket_path());
+        self.unmount_lanes();
+        std::process::exit(0)
+    }
+
+    /// The exit when the cache directory was taken away (`watch`): compiles
+    /// in flight finish first (their clients would otherwise run them again
+    /// uncached), then the lanes are unmounted. Nothing is written into the
+    /// directory: it is gone, or a successor's (a stats flush, the stat cache,
+    /// the index's clean-close marker or removing "our" socket would land in
+    /// the new one). An index left unclosed only costs the next agent a check.
+    fn shutdown_lost(&self, why: &str) -> ! {
+        log::warn!(
+            "agent {} exiting: {why}; the next compile starts a fresh agent",
+            std::process::id()
+        );
+        let deadline = Instant::now() + LOST_DRAIN;
+        while self.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.unmount_lanes();
+        std::process::exit(0)
+    }
+
+    /// Detaches every lane and removes their directory.
+    fn unmount_lanes(&self) {
         for lane in self.lanes.iter() {
             let m = &lane.mirror;
             let served: Vec<String> = m
@@ -370,7 +408,36 @@ impl Agent {
             log::info!("the mirror served {}", served.join(", "));
             detach_mount(m.mountpoint());
         }
-        std::process::exit(0)
+        if let Some(dir) = &self.mounts {
+            crate::fuse_mounts::place::remove_agent_dir(dir);
+        }
+    }
+}
+
+/// How long an agent whose directory was taken away lets compiles in flight
+/// finish before it exits anyway.
+const LOST_DRAIN: Duration = Duration::from_secs(10);
+
+/// Mounts the lanes in this agent's own directory outside the cache
+/// directory (`fuse_mounts::place`), after detaching what killed agents of
+/// this cache directory left there. Views hide every agent's mounts (the
+/// base), so no view walks into a mirror's own mount.
+fn mount_lanes(cache_dir: &Path, mut options: MirrorOptions) -> Result<(lanes::Lanes, PathBuf)> {
+    use crate::fuse_mounts::place;
+    let base = place::base_dir().context("no private directory for the FUSE mounts")?;
+    let cache_mounts = place::cache_dir_mounts(&base, cache_dir);
+    let dir = place::agent_dir(&cache_mounts, std::process::id())
+        .context("no private directory for the FUSE mounts")?;
+    for stale in place::clean_dead_agents(&cache_mounts) {
+        log::info!("detached {}, left by a killed agent", stale.display());
+    }
+    options.hide.push(base);
+    match lanes::Lanes::mount(&dir, &options) {
+        Ok(lanes) => Ok((lanes, dir)),
+        Err(e) => {
+            place::remove_agent_dir(&dir);
+            Err(e.into())
+        }
     }
 }
 
@@ -391,11 +458,15 @@ fn same_user(stream: &UnixStream) -> bool {
     }
 }
 
-fn spawn_housekeeping(agent: Arc<Agent>) {
+fn spawn_housekeeping(agent: Arc<Agent>, watched: watch::Watched) {
     std::thread::spawn(move || {
         let mut flushed_after: Option<Instant> = None;
         loop {
             std::thread::sleep(Duration::from_secs(1));
+            // First: every step below writes into the directory.
+            if let Some(why) = watched.lost() {
+                agent.shutdown_lost(&why);
+            }
             agent.flush_stats();
             agent.clean_up_dead_mirror();
             let last = *agent.last_activity.lock().unwrap();

@@ -184,7 +184,8 @@ fn store_and_mount(config: &Config) -> (Verdict, Verdict) {
     let mount = if report.observation.starts_with("unavailable") {
         Err((
             report.observation.clone(),
-            "as an ordinary user install fuse3 (fusermount3); check /dev/fuse above; \
+            "as an ordinary user install fuse3 (fusermount3); check /dev/fuse above; a \
+             directory for the mounts named above must be this user's (or set XDG_RUNTIME_DIR); \
              then `cachefs stop` so the next agent mounts again"
                 .into(),
         ))

@@ -38,7 +38,24 @@ pub fn stop() -> Result<()> {
         }
         Err(_) => eprintln!("cachefs: no agent running for {}", config.dir.display()),
     }
+    detach_dead_agents_mounts(&config);
     Ok(())
+}
+
+/// A killed agent leaves its FUSE mounts stale (every access ENOTCONN)
+/// until the next agent of the cache directory starts; `stop` is where a
+/// user cleans up after one, so it detaches them too.
+fn detach_dead_agents_mounts(config: &Config) {
+    use crate::fuse_mounts::place;
+    let Ok(base) = place::base_dir() else {
+        return;
+    };
+    for mnt in place::clean_dead_agents(&place::cache_dir_mounts(&base, &config.dir)) {
+        eprintln!(
+            "cachefs: detached {}, left by a killed agent",
+            mnt.display()
+        );
+    }
 }
 
 pub fn agent() -> Result<()> {

@@ -137,7 +137,15 @@ fn serve(config: &Config, src: PathBuf, mnt: PathBuf) -> Result<()> {
         // must see that as it would on SRC. Failed lookups are never cached
         // in a tree mount, so each process's own probes are seen.
         ttl: TREE_TTL,
-        hide: vec![config.dir.clone()],
+        // The cache directory and every agent's lanes (`fuse_mounts::place`)
+        // stay out of sight, as the lanes did inside the cache directory.
+        hide: [
+            Some(config.dir.clone()),
+            fuse_mounts::place::base_dir().ok(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         ..MirrorOptions::default()
     };
     let mirror = Mirror::mount_tree(&src, &mnt, options, Box::new(is_cachefs_daemon))?;

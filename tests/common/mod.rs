@@ -402,3 +402,29 @@ pub fn example_outputs(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
     v.push(("calc".into(), sb.read("calc")));
     v
 }
+
+/// Every mountpoint in this mount namespace (/proc/self/mountinfo's fifth
+/// field; cachefs's own have no characters it escapes).
+pub fn mountpoints() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .collect()
+}
+
+/// Where the sandbox's agent mounted mirror lane `lane` (`mnt`, `mnt-1`, …):
+/// a directory named by its pid, outside the cache directory (DESIGN.md,
+/// "The mounts live outside the cache directory").
+pub fn agent_lane(sb: &Sandbox, lane: usize) -> PathBuf {
+    let pid = std::fs::read_to_string(sb.cache.join("agent.pid")).unwrap();
+    let name = match lane {
+        0 => "mnt".to_string(),
+        n => format!("mnt-{n}"),
+    };
+    let suffix = format!("/{}/{name}", pid.trim());
+    mountpoints()
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(&suffix))
+        .unwrap_or_else(|| panic!("agent {} has no lane {lane} mounted", pid.trim()))
+}

@@ -16,7 +16,7 @@ mod tx;
 
 pub use error::{SizeError, StoreError};
 pub use size::parse_size;
-pub use store::{LocalStore, StoreStats};
+pub use store::{LocalStore, StoreStats, INDEX_FILE};
 pub use tiered::TieredStore;
 
 /// blake3 of a blob's uncompressed content; also the type of result and manifest keys.

@@ -143,6 +143,10 @@ fn hash(data: &[u8]) -> Hash {
     *blake3::hash(data).as_bytes()
 }
 
+/// The index's file name in the cache directory (the agent watches it: deleted, the cache is
+/// gone).
+pub const INDEX_FILE: &str = "index.redb";
+
 impl LocalStore {
     /// Opens the cache in `dir` (created 0700 if missing), with index `dir/index.redb` and blobs
     /// under `dir/blobs/`. An unreadable index is moved aside and replaced by an empty one.
@@ -150,7 +154,7 @@ impl LocalStore {
         create_private_dir(dir)?;
         let blob_dir = dir.join("blobs");
         create_private_dir(&blob_dir)?;
-        let index_path = dir.join("index.redb");
+        let index_path = dir.join(INDEX_FILE);
         let verify = !index::unchanged_since_clean_close(&index_path);
         let db = index::open(&index_path, verify)?;
         let mut store = LocalStore {

@@ -1,5 +1,8 @@
 //! FUSE mounts seen from outside: whether a path is one, whether its daemon
-//! is gone (stale), and detaching it, as root or through fusermount3.
+//! is gone (stale), and detaching it, as root or through fusermount3; and
+//! where the agent's own mounts live (`place`).
+
+pub mod place;
 
 use std::ffi::CString;
 use std::io;
