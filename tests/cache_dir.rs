@@ -4,6 +4,7 @@
 //! correct and fills the cache again.
 
 mod common;
+use common::users::{ensure_user, give_to, FuseOpenToAll, USER};
 use common::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -290,40 +291,16 @@ fn an_idle_agent_leaves_no_mount_behind() {
     assert!(!lanes[0].parent().unwrap().exists());
 }
 
-const USER: &str = "cachefs-test";
-
 /// As an ordinary user (mounts through fusermount3, in /tmp/cachefs-<uid>
 /// when XDG_RUNTIME_DIR is not the user's): the same `rm -rf`, the agent's
 /// exit and a correct rebuild that fills the cache again.
 #[test]
 fn an_ordinary_user_can_remove_the_cache_directory_too() {
-    let user_exists = Command::new("id")
-        .arg(USER)
-        .output()
-        .unwrap()
-        .status
-        .success();
-    if !user_exists {
-        let out = Command::new("useradd").args(["-m", USER]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "useradd (needs root): {}",
-            stderr(&out)
-        );
-    }
-    // Debian opens /dev/fuse to all (0666); some machines ship 0600.
-    let fuse_mode = std::fs::metadata("/dev/fuse").unwrap().mode() & 0o777;
-    let set_mode = |mode| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(mode)).unwrap();
-    };
+    let uid = ensure_user();
+    let _fuse = FuseOpenToAll::new();
     let sb = Sandbox::new();
     sb.write("a.c", "int a(void) { return 4; }\n");
-    let chown = Command::new("chown")
-        .args(["-R", USER])
-        .arg(sb.root.path())
-        .status();
-    assert!(chown.unwrap().success());
+    give_to(&sb, &uid, &[sb.root.path()]);
     let script = format!(
         "set -ex; cd {}; export CACHEFS_DIR={}; C={}; trap '$C stop' EXIT; \
          gcc -c a.c -o first.o; $C run gcc -c a.c -o a.o; cmp a.o first.o; pid=$(cat $CACHEFS_DIR/agent.pid); \
@@ -336,26 +313,13 @@ fn an_ordinary_user_can_remove_the_cache_directory_too() {
         sb.cache.display(),
         cachefs_bin().display()
     );
-    // Other test binaries (ordinary_user, special_files) set /dev/fuse's
-    // mode and restore it when done, which can land in the middle of this
-    // run: the agent then has no FUSE (compiles uncached, correct). Such a
-    // run is tried again, with the mode set anew.
-    let mut stats = serde_json::Value::Null;
-    for _ in 0..3 {
-        set_mode(0o666);
-        let out = Command::new("runuser")
-            .args(["-u", USER, "--", "sh", "-c", &script])
-            .env_remove("XDG_RUNTIME_DIR")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        stats = serde_json::from_slice(&out.stdout).unwrap();
-        let observation = stats["observation"].as_str().unwrap_or_default();
-        if !observation.contains("/dev/fuse") {
-            break;
-        }
-    }
-    set_mode(fuse_mode);
+    let out = Command::new("runuser")
+        .args(["-u", USER, "--", "sh", "-c", &script])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (stats["hits"].as_u64(), stats["misses"].as_u64()),
         (Some(1), Some(1)),
