@@ -90,7 +90,7 @@ impl Agent {
     ) -> Result<Hit, MissReason> {
         let key = wanted.key;
         let mut reason = MissReason::NoEntry;
-        let mut checked = Checked::default();
+        let mut checked = Checked::for_sets(manifest.sets.len());
         for set in &manifest.sets {
             let validating = std::time::Instant::now();
             let valid = validate_with(set, &self.stat_cache, wanted.env, &mut checked);

@@ -54,8 +54,9 @@ pub enum DepState {
     Env(Option<Hash>),
     /// Every variable matching the patterns in the dep's path, by one hash.
     EnvMatching(Hash),
-    /// The names looked up along `PATH`, each with what it resolved to.
-    Resolved(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    /// The names looked up along `PATH`, each with what it resolved to (the
+    /// path as found there, and its real path).
+    Resolved(Vec<super::env::Resolution>),
 }
 
 impl std::fmt::Display for DepState {
@@ -89,7 +90,7 @@ impl std::fmt::Display for DepState {
                 let each: Vec<String> = found
                     .iter()
                     .map(|(n, to)| {
-                        let to = to.as_deref().map_or("nothing".into(), text);
+                        let to = to.as_ref().map_or("nothing".into(), |(_, r)| text(r));
                         format!("{} → {to}", text(n))
                     })
                     .collect();

@@ -147,9 +147,13 @@ fn matching_hash(env: &Env, patterns: &str) -> Hash {
     *h.finalize().as_bytes()
 }
 
+/// A name looked up along `PATH`, and what it resolved to: the path as found
+/// there and that file's real path; `None`: nothing.
+pub type Resolution = (Vec<u8>, Option<(Vec<u8>, Vec<u8>)>);
+
 /// The `PATH` dep: each of `names` with the file it resolves to along `env`'s `PATH`.
 pub fn resolved(env: &Env, names: impl IntoIterator<Item = Vec<u8>>) -> Dep {
-    let mut found: Vec<(Vec<u8>, Option<Vec<u8>>)> = names
+    let mut found: Vec<Resolution> = names
         .into_iter()
         .map(|n| {
             let to = resolve(env, &n);
@@ -174,9 +178,13 @@ pub fn path_dirs(env: &Env) -> Vec<&[u8]> {
 }
 
 /// What execvp would run for `name`: the first executable regular file along
-/// `PATH`, by its real path (`/bin/as` and `/usr/bin/as` are one file where
-/// `/bin` links to `usr/bin`).
-fn resolve(env: &Env, name: &[u8]) -> Option<Vec<u8>> {
+/// `PATH`, as found there; `may_exist` rules candidates out cheaply first
+/// (the stat cache knows most failed probes by their directory's stamp).
+fn first_candidate(
+    env: &Env,
+    name: &[u8],
+    mut may_exist: impl FnMut(&Path) -> bool,
+) -> Option<Vec<u8>> {
     use std::os::unix::fs::PermissionsExt;
     path_dirs(env).into_iter().find_map(|dir| {
         let mut full = if dir.is_empty() {
@@ -187,23 +195,53 @@ fn resolve(env: &Env, name: &[u8]) -> Option<Vec<u8>> {
         full.push(b'/');
         full.extend_from_slice(name);
         let path = Path::new(OsStr::from_bytes(&full));
-        let meta = std::fs::metadata(path).ok()?;
-        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        if !may_exist(path) {
             return None;
         }
-        let real = std::fs::canonicalize(path).ok()?;
-        Some(real.into_os_string().into_encoded_bytes())
+        let meta = std::fs::metadata(path).ok()?;
+        (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(full)
     })
 }
 
-/// Whether an environment dep holds for a call with `env`; None for a file dep.
+/// The real path of `path` (`/bin/as` and `/usr/bin/as` are one file where
+/// `/bin` links to `usr/bin`).
+fn real(path: &[u8]) -> Option<Vec<u8>> {
+    let real = std::fs::canonicalize(Path::new(OsStr::from_bytes(path))).ok()?;
+    Some(real.into_os_string().into_encoded_bytes())
+}
+
+fn resolve(env: &Env, name: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let along = first_candidate(env, name, |_| true)?;
+    let real = real(&along)?;
+    Some((along, real))
+}
+
+/// Whether each name still resolves to the same file along `env`'s `PATH`:
+/// the same path as found (no real path needed), or another path to the
+/// same real file.
+pub fn resolution_holds(
+    found: &[Resolution],
+    env: &Env,
+    mut may_exist: impl FnMut(&Path) -> bool,
+) -> bool {
+    found.iter().all(
+        |(name, want)| match (first_candidate(env, name, &mut may_exist), want) {
+            (None, None) => true,
+            (Some(now), Some((along, was))) => now == *along || real(&now).as_ref() == Some(was),
+            _ => false,
+        },
+    )
+}
+
+/// Whether an environment dep holds for a call with `env`; None for a file
+/// dep, and for `PATH`'s, which the caller checks with its stat cache
+/// (`resolution_holds`).
 pub fn holds(dep: &Dep, env: &Env) -> Option<bool> {
     Some(match &dep.state {
         DepState::Env(_) => read(env, &dep.path).state == dep.state,
         DepState::EnvMatching(hash) => {
             matching_hash(env, &String::from_utf8_lossy(&dep.path)) == *hash
         }
-        DepState::Resolved(found) => found.iter().all(|(n, to)| resolve(env, n) == *to),
         _ => return None,
     })
 }
@@ -229,17 +267,19 @@ pub fn now(dep: &Dep, env: &Env) -> Option<String> {
         },
         DepState::EnvMatching(_) => "different".into(),
         DepState::Resolved(found) => {
+            let real_of = |to: &Option<(Vec<u8>, Vec<u8>)>| to.as_ref().map(|(_, r)| r.clone());
             let moved: Vec<String> = found
                 .iter()
-                .filter(|(n, to)| resolve(env, n) != *to)
-                .map(|(n, _)| {
+                .filter_map(|(n, was)| {
                     let to = resolve(env, n);
-                    let shown = to.as_deref().map(String::from_utf8_lossy);
-                    format!(
-                        "{} → {}",
-                        String::from_utf8_lossy(n),
-                        shown.unwrap_or("nothing".into())
-                    )
+                    (real_of(&to) != real_of(was)).then(|| {
+                        let shown = real_of(&to).map(|r| String::from_utf8_lossy(&r).into_owned());
+                        format!(
+                            "{} → {}",
+                            String::from_utf8_lossy(n),
+                            shown.unwrap_or("nothing".into())
+                        )
+                    })
                 })
                 .collect();
             moved.join(", ")
@@ -318,10 +358,21 @@ mod tests {
             &env(&[("PATH", &format!("/nonexistent:{d}"))]),
             [b"tool".to_vec()],
         );
+        let DepState::Resolved(found) = &dep.state else {
+            panic!("{dep:?}")
+        };
+        let holds = |e: &Env| resolution_holds(found, e, |_| true);
         let reordered = env(&[("PATH", &format!("{d}:/usr/bin:/nonexistent"))]);
-        assert_eq!(holds(&dep, &reordered), Some(true), "same tool, other PATH");
+        assert!(holds(&reordered), "same tool, other PATH");
+        let through_a_link = tempfile::tempdir().unwrap();
+        let link = through_a_link.path().join("bin");
+        std::os::unix::fs::symlink(&d, &link).unwrap();
+        assert!(
+            holds(&env(&[("PATH", &link.display().to_string())])),
+            "the same file by another path"
+        );
         let shadowed = env(&[("PATH", &format!("{o}:{d}"))]);
-        assert_eq!(holds(&dep, &shadowed), Some(false), "another tool first");
+        assert!(!holds(&shadowed), "another tool first");
         assert!(now(&dep, &shadowed).unwrap().contains(&o));
     }
 }

@@ -28,9 +28,22 @@ pub struct Mismatch {
 /// otherwise be hashed once per set (it is too fresh for the stat cache).
 #[derive(Default)]
 pub struct Checked<'a> {
+    /// Whether to remember each answer: not for one set alone (a hit's usual
+    /// case), where nothing is asked twice and remembering costs a hash each.
+    remember: bool,
     deps: HashMap<&'a Dep, bool>,
     files: HashMap<&'a [u8], Option<Hash>>,
     dirs: DirStamps,
+}
+
+impl Checked<'_> {
+    /// For validating `sets` dep sets of one manifest.
+    pub fn for_sets(sets: usize) -> Self {
+        Checked {
+            remember: sets > 1,
+            ..Checked::default()
+        }
+    }
 }
 
 /// Checks every dep against the disk and the call's environment `env`; the
@@ -51,8 +64,10 @@ pub fn validate_with<'a>(
         let holds = match checked.deps.get(dep) {
             Some(known) => *known,
             None => {
-                let holds = env::holds(dep, env).unwrap_or_else(|| checked.holds(dep, cache));
-                checked.deps.insert(dep, holds);
+                let holds = env::holds(dep, env).unwrap_or_else(|| checked.holds(dep, cache, env));
+                if checked.remember {
+                    checked.deps.insert(dep, holds);
+                }
                 holds
             }
         };
@@ -85,10 +100,14 @@ fn describe(path: &Path, state: &DepState) -> String {
 }
 
 impl<'a> Checked<'a> {
-    fn holds(&mut self, dep: &'a Dep, cache: &StatCache) -> bool {
+    fn holds(&mut self, dep: &'a Dep, cache: &StatCache, env: &Env) -> bool {
         let path = Path::new(OsStr::from_bytes(&dep.path));
         match &dep.state {
-            DepState::File(hash) => {
+            DepState::Resolved(found) => {
+                let dirs = &mut self.dirs;
+                env::resolution_holds(found, env, |p| !cache.is_absent(p, dirs))
+            }
+            DepState::File(hash) if self.remember => {
                 let now = *self
                     .files
                     .entry(&dep.path)
