@@ -56,7 +56,7 @@ pub enum DepState {
     EnvMatching(Hash),
     /// The names looked up along `PATH`, each with what it resolved to (the
     /// path as found there, and its real path).
-    Resolved(Vec<super::env::Resolution>),
+    Resolved(Vec<Resolution>),
 }
 
 impl std::fmt::Display for DepState {
@@ -99,6 +99,10 @@ impl std::fmt::Display for DepState {
         }
     }
 }
+
+/// A name looked up along `PATH`, and what it resolved to: the path as found
+/// there and that file's real path; `None`: nothing (see `entry::env`).
+pub type Resolution = (Vec<u8>, Option<(Vec<u8>, Vec<u8>)>);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Dep {

@@ -13,7 +13,7 @@
 //!   that two users with different `PATH`s that find the same programs share results, and a `PATH`
 //!   that finds another `as` first does not.
 
-use super::dep_set::{Dep, DepState};
+use super::dep_set::{Dep, DepState, Resolution};
 use crate::digest::{field, Hash};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -146,10 +146,6 @@ fn matching_hash(env: &Env, patterns: &str) -> Hash {
     }
     *h.finalize().as_bytes()
 }
-
-/// A name looked up along `PATH`, and what it resolved to: the path as found
-/// there and that file's real path; `None`: nothing.
-pub type Resolution = (Vec<u8>, Option<(Vec<u8>, Vec<u8>)>);
 
 /// The `PATH` dep: each of `names` with the file it resolves to along `env`'s `PATH`.
 pub fn resolved(env: &Env, names: impl IntoIterator<Item = Vec<u8>>) -> Dep {
