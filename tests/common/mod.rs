@@ -147,8 +147,17 @@ impl Drop for Sandbox {
         let _ = self.cachefs().arg("stop").output();
         let root = self.root.path().to_path_buf();
         let alive = kill_cachefs_processes_under(&root);
+        // A killed agent's mounts are outside the sandbox (DESIGN.md, "The
+        // mounts live outside the cache directory"): `stop` detaches those of
+        // dead agents of this cache directory.
+        let _ = self.cachefs().arg("stop").output();
         unmount_all_under(&root);
-        let left = mounts_under(&root);
+        let mut left = mounts_under(&root);
+        if let Ok(base) = cachefs::fuse_mounts::place::base_dir() {
+            let agents = cachefs::fuse_mounts::place::cache_dir_mounts(&base, &self.cache);
+            unmount_all_under(&agents);
+            left.extend(mounts_under(&agents));
+        }
         if !std::thread::panicking() {
             assert!(
                 alive.is_empty(),
