@@ -4,7 +4,7 @@
 //! correct and fills the cache again.
 
 mod common;
-use common::users::{ensure_user, give_to, FuseOpenToAll, USER};
+use common::users::{as_user, ensure_user, give_to, FuseOpenToAll};
 use common::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -223,20 +223,27 @@ fn doctor_reports_where_the_mounts_are() {
     assert!(!line.contains(&sb.cache.display().to_string()), "{text}");
 }
 
-/// A killed agent's mounts are stale; the next agent of the same cache
-/// directory detaches them and removes their directory.
-#[test]
-fn the_next_agent_detaches_a_killed_agents_mounts() {
-    let sb = Sandbox::new();
+/// Starts the sandbox's agent and SIGKILLs it once it has mounted: its pid
+/// and its lanes, stale now.
+fn kill_an_agent(sb: &Sandbox) -> (String, Vec<PathBuf>) {
     assert!(sb.cachefs().arg("start").status().unwrap().success());
-    let pid = agent_pid(&sb);
-    let lanes = lanes_of(&sb, &pid);
+    let pid = agent_pid(sb);
+    let lanes = lanes_of(sb, &pid);
     assert!(!lanes.is_empty(), "agent {pid} mounted no lane");
     let raw = nix::unistd::Pid::from_raw(pid.parse().unwrap());
     nix::sys::signal::kill(raw, nix::sys::signal::Signal::SIGKILL).unwrap();
     wait_until("the killed agent's mount is stale", || {
         std::fs::read_dir(&lanes[0]).is_err()
     });
+    (pid, lanes)
+}
+
+/// A killed agent's mounts are stale; the next agent of the same cache
+/// directory detaches them and removes their directory.
+#[test]
+fn the_next_agent_detaches_a_killed_agents_mounts() {
+    let sb = Sandbox::new();
+    let (pid, lanes) = kill_an_agent(&sb);
     assert!(sb.cachefs().arg("start").status().unwrap().success());
     assert_ne!(agent_pid(&sb), pid);
     let left: Vec<PathBuf> = mountpoints()
@@ -252,15 +259,7 @@ fn the_next_agent_detaches_a_killed_agents_mounts() {
 #[test]
 fn stop_detaches_a_killed_agents_mounts() {
     let sb = Sandbox::new();
-    assert!(sb.cachefs().arg("start").status().unwrap().success());
-    let pid = agent_pid(&sb);
-    let lanes = lanes_of(&sb, &pid);
-    assert!(!lanes.is_empty(), "agent {pid} mounted no lane");
-    let raw = nix::unistd::Pid::from_raw(pid.parse().unwrap());
-    nix::sys::signal::kill(raw, nix::sys::signal::Signal::SIGKILL).unwrap();
-    wait_until("the killed agent's mount is stale", || {
-        std::fs::read_dir(&lanes[0]).is_err()
-    });
+    let (_, lanes) = kill_an_agent(&sb);
     let out = sb.cachefs().arg("stop").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -313,11 +312,7 @@ fn an_ordinary_user_can_remove_the_cache_directory_too() {
         sb.cache.display(),
         cachefs_bin().display()
     );
-    let out = Command::new("runuser")
-        .args(["-u", USER, "--", "sh", "-c", &script])
-        .env_remove("XDG_RUNTIME_DIR")
-        .output()
-        .unwrap();
+    let out = as_user(&script);
     assert!(out.status.success(), "{}", stderr(&out));
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

@@ -2,7 +2,7 @@
 //! fusermount3 and each compile enters a user namespace.
 
 mod common;
-use common::users::{ensure_user, give_to, is_root, FuseOpenToAll, USER};
+use common::users::{as_user, ensure_user, give_to, is_root, FuseOpenToAll, USER};
 use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -43,10 +43,7 @@ fn ordinary_user_gets_hits_through_fusermount3_and_user_namespaces() {
         sb.cache.display(),
         cachefs_bin().display()
     );
-    let out = Command::new("runuser")
-        .args(["-u", USER, "--", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let out = as_user(&script);
     // `set -x`: a failure shows which step failed.
     assert!(out.status.success(), "{}", stderr(&out));
     let json = String::from_utf8_lossy(&out.stdout);
@@ -115,10 +112,7 @@ fn another_user_cannot_use_roots_agent() {
     .unwrap();
     std::fs::set_permissions(&client, std::fs::Permissions::from_mode(0o644)).unwrap();
     let script = format!("python3 {}", client.display());
-    let out = Command::new("runuser")
-        .args(["-u", USER, "--", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let out = as_user(&script);
     let reply = String::from_utf8_lossy(&out.stdout);
     assert!(
         reply.contains("refused"),
@@ -197,10 +191,7 @@ fn a_second_user_hits_what_the_first_stored_through_memcached() {
         user_cache.display(),
         cachefs_bin().display()
     );
-    let out = Command::new("runuser")
-        .args(["-u", USER, "--", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let out = as_user(&script);
     assert!(out.status.success(), "{}", stderr(&out));
     let stats: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();

@@ -20,6 +20,30 @@ pub(super) fn reply(stream: &mut UnixStream, response: Response) -> Result<()> {
     Ok(())
 }
 
+impl super::Agent {
+    /// A miss found uncacheable once its compile was over (a reason of the
+    /// compile's own, or a special file it reached): counted under its
+    /// family's label and the reason's category, logged with the reason.
+    pub(super) fn miss_not_cached(
+        &self,
+        run: Origin,
+        family: Family,
+        rec: crate::runlog::CompileRecord,
+        reason: &str,
+    ) {
+        use super::runs::Ended;
+        let why = format!(
+            "{}{}",
+            crate::compiler::stats_label(family),
+            category(reason)
+        );
+        self.stats
+            .reclassify_miss(run, super::Outcome::Uncacheable(&why));
+        self.runs
+            .add(run.run, rec.ended("uncacheable", Some(reason)));
+    }
+}
+
 /// Statistics count reasons by kind, without the path that triggered them.
 pub(super) fn category(reason: &str) -> &str {
     reason.split(':').next().unwrap_or(reason)

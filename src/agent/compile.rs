@@ -213,15 +213,7 @@ impl Agent {
         reason: String,
     ) -> Result<()> {
         log::info!("not cached, run again outside the view: {reason}");
-        let why = format!(
-            "{}{}",
-            compiler::stats_label(call.family),
-            category(&reason)
-        );
-        self.stats
-            .reclassify_miss(call.run, Outcome::Uncacheable(&why));
-        self.runs
-            .add(call.run.run, rec.ended("uncacheable", Some(&reason)));
+        self.miss_not_cached(call.run, call.family, rec, &reason);
         let warn = false;
         reply(stream, Response::RunPlain { reason, warn })
     }

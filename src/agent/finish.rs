@@ -2,7 +2,7 @@
 //! its outputs captured (or the reason it is not cached), the client
 //! released, then the entry written.
 
-use super::call::{category, reply, Served};
+use super::call::{reply, Served};
 use super::runs::{self, Ended};
 use super::stats::Origin;
 use super::{Agent, Outcome};
@@ -30,7 +30,7 @@ impl Agent {
         key: &Hash,
         run: Origin,
         done: Finished,
-        call: &Call,
+        call: &Call<'_>,
         stream: &mut UnixStream,
         mut rec: CompileRecord,
     ) -> Result<()> {
@@ -45,14 +45,7 @@ impl Agent {
             Ok(c) => c,
             Err(reason) => {
                 log::info!("not cached: {reason}");
-                let why = format!(
-                    "{}{}",
-                    compiler::stats_label(call.family),
-                    category(&reason)
-                );
-                self.stats.reclassify_miss(run, Outcome::Uncacheable(&why));
-                self.runs
-                    .add(run.run, rec.ended("uncacheable", Some(&reason)));
+                self.miss_not_cached(run, call.family, rec, &reason);
                 return reply(stream, Response::Stored);
             }
         };
@@ -62,7 +55,7 @@ impl Agent {
         // than miss because it is still being written.
         let _pending = self.pending.hold(*key);
         let (deps, captured) = captured;
-        runs::fill_deps(&mut rec, &deps, &call.env);
+        runs::fill_deps(&mut rec, &deps, call.env);
         rec.written = captured.iter().map(Captured::path_string).collect();
         // Recorded before the client is released: its run may end (and its
         // log be written) right after.
@@ -79,7 +72,11 @@ impl Agent {
         Ok(())
     }
 
-    fn capture(&self, done: &Finished, call: &Call) -> Result<(Vec<Dep>, Vec<Captured>), String> {
+    fn capture(
+        &self,
+        done: &Finished,
+        call: &Call<'_>,
+    ) -> Result<(Vec<Dep>, Vec<Captured>), String> {
         if let Exit::Signal(s) = done.exit {
             return Err(format!("compiler killed by signal {s}"));
         }
@@ -158,7 +155,7 @@ impl Agent {
 }
 
 /// What the analysis of a finished compile needs to know about the call.
-pub(super) struct Call {
+pub(super) struct Call<'a> {
     record: cachefs_mirror::Record,
     /// Library search directories (listed by crate candidates; none for a
     /// failed compile) and whether inputs may be rewritten: see
@@ -171,15 +168,15 @@ pub(super) struct Call {
     /// What of its environment the compile depends on (`observe::env`).
     env_deps: Vec<Dep>,
     /// The call's environment, for the run log's values of what was read.
-    env: Vec<(Vec<u8>, Vec<u8>)>,
+    env: &'a [(Vec<u8>, Vec<u8>)],
 }
 
-impl Call {
+impl<'a> Call<'a> {
     pub(super) fn new(
-        served: &Served,
+        served: &Served<'a>,
         done: &Finished,
         mut record: cachefs_mirror::Record,
-    ) -> Call {
+    ) -> Call<'a> {
         let (req, family) = (served.req, served.family);
         let reads = observe::env::take_reports(&mut record);
         observe::drop_own_files(&mut record);
@@ -205,7 +202,7 @@ impl Call {
                 time_macros::fixed_by_env(family, compiler, &req.env)
             }),
             env_deps,
-            env: req.env.clone(),
+            env: &req.env,
         }
     }
 }

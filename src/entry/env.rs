@@ -111,8 +111,13 @@ pub fn value<'a>(env: &'a Env, name: &[u8]) -> Option<&'a [u8]> {
 pub fn read(env: &Env, name: &[u8]) -> Dep {
     Dep {
         path: name.to_vec(),
-        state: DepState::Env(value(env, name).map(|v| *blake3::hash(v).as_bytes())),
+        state: DepState::Env(value_hash(env, name)),
     }
+}
+
+/// What an `Env` dep holds of `name`: its value's hash, or `None` (unset).
+fn value_hash(env: &Env, name: &[u8]) -> Option<Hash> {
+    value(env, name).map(|v| *blake3::hash(v).as_bytes())
 }
 
 /// Whether `name` matches one of the space-separated `patterns` (`NAME`, `PREFIX*` or `*`). The
@@ -234,7 +239,7 @@ pub fn resolution_holds(
 /// (`resolution_holds`).
 pub fn holds(dep: &Dep, env: &Env) -> Option<bool> {
     Some(match &dep.state {
-        DepState::Env(_) => read(env, &dep.path).state == dep.state,
+        DepState::Env(hash) => value_hash(env, &dep.path) == *hash,
         DepState::EnvMatching(hash) => {
             matching_hash(env, &String::from_utf8_lossy(&dep.path)) == *hash
         }

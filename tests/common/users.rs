@@ -97,3 +97,13 @@ pub fn give_to(sb: &Sandbox, uid: &str, paths: &[&std::path::Path]) {
     }
     std::fs::set_permissions(sb.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// `sh -c SCRIPT` as the ordinary user (without root's `XDG_RUNTIME_DIR`,
+/// which is not the user's); not checked: the caller looks.
+pub fn as_user(script: &str) -> std::process::Output {
+    Command::new("runuser")
+        .args(["-u", USER, "--", "sh", "-c", script])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap()
+}

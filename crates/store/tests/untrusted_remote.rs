@@ -9,7 +9,7 @@ mod common;
 use cachefs_store::remote::chunking::{seal_from_secret, HEAD_LEN};
 use cachefs_store::remote::{chunk_key, remote_key, route_key, Kind, Memcached, Redis, Remote};
 use common::alloc::{largest, reset_largest};
-use common::servers;
+use common::{noise, servers};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -41,16 +41,6 @@ fn memcached(addr: &str) -> Remote {
 fn redis(addr: &str) -> Remote {
     let url = format!("redis://{addr}");
     Remote::new(Box::new(Redis::new(&url, TIMEOUT, 0).unwrap()), false)
-}
-
-/// Deterministic bytes that do not compress.
-fn noise(len: usize, seed: u32) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut out);
-    out
 }
 
 /// `remote.get`, asserting that it missed quickly, counted one more error, and never asked
@@ -202,7 +192,7 @@ fn genuine_values_only_open_where_they_were_written(open: impl Fn() -> Remote) {
     let team = || open().with_key(Some(seal_from_secret("team secret")));
     let writer = team();
     let small = b"a manifest".to_vec();
-    let big = noise(1500 * 1024, 10);
+    let big = noise(10, 1500 * 1024);
     writer.put(Kind::Result, &id(10), &R, &small);
     writer.put(Kind::Blob, &id(11), &R, &big);
     let reader = team();
@@ -248,7 +238,7 @@ fn keyed_values_copied_to_another_key_or_kind_are_counted_misses_on_redis() {
 fn unkeyed_values_keep_their_checks() {
     let server = servers::memcached();
     let remote = memcached(&server.addr());
-    let big = noise(1500 * 1024, 20);
+    let big = noise(20, 1500 * 1024);
     remote.put(Kind::Blob, &id(20), &R, &big);
     remote.put(Kind::Manifest, &id(21), &R, b"manifest");
     assert_eq!(remote.get(Kind::Blob, &id(20), &R), Some(big));
@@ -272,11 +262,11 @@ fn unkeyed_values_keep_their_checks() {
 fn a_keyed_reader_refuses_a_rewritten_head_before_fetching_chunks() {
     let server = servers::memcached();
     let team = memcached(&server.addr()).with_key(Some(seal_from_secret("team secret")));
-    let value = noise(2500 * 1024, 40);
+    let value = noise(40, 2500 * 1024);
     team.put(Kind::Blob, &id(40), &R, &value);
     let (route, key) = (route_key(&R), remote_key(Kind::Blob, &id(40)));
     let mut head = team.tier().get(&route, &key).unwrap().unwrap();
-    let planted = noise(1000 * 1024, 41);
+    let planted = noise(41, 1000 * 1024);
     head[HEAD_LEN..HEAD_LEN + 32].copy_from_slice(blake3::hash(&planted).as_bytes());
     team.tier()
         .set(&route, &chunk_key(&key, 0), &planted)
@@ -339,7 +329,7 @@ fn a_value_over_the_readers_limit_is_refused_at_its_head() {
     let server = servers::memcached();
     let limit = 2 << 20;
     let limited = || memcached(&server.addr()).with_max_value(limit);
-    let value = noise(3 << 20, 50);
+    let value = noise(50, 3 << 20);
     limited().put(Kind::Blob, &id(50), &R, &value);
     assert_eq!(memcached(&server.addr()).get(Kind::Blob, &id(50), &R), None);
 
@@ -361,7 +351,7 @@ fn a_value_over_the_readers_limit_is_refused_at_its_head() {
         head.len() as u64,
         "only the head was read"
     );
-    let small = noise(limit as usize, 52);
+    let small = noise(52, limit as usize);
     reader.put(Kind::Blob, &id(52), &R, &small);
     assert_eq!(reader.get(Kind::Blob, &id(52), &R), Some(small));
 }
