@@ -238,6 +238,33 @@ fn kill_an_agent(sb: &Sandbox) -> (String, Vec<PathBuf>) {
     (pid, lanes)
 }
 
+/// README, reliability table: the agent also notices its socket, its lock
+/// or its index deleted under it, exits and unmounts, and the next build is
+/// correct (and, with the index gone, compiled again).
+#[test]
+fn removing_the_socket_the_lock_or_the_index_stops_the_agent() {
+    let n = 2;
+    for file in ["agent.sock", "agent.lock", "index.redb"] {
+        let sb = Sandbox::new();
+        project(&sb, n);
+        let expected = plain(&sb, n);
+        assert_eq!(build(&sb, n), expected);
+        let pid = agent_pid(&sb);
+        let lanes = lanes_of(&sb, &pid);
+        std::fs::remove_file(sb.cache.join(file)).unwrap();
+        wait_until(&format!("the agent exits without its {file}"), || {
+            !alive(&pid)
+        });
+        let left: Vec<PathBuf> = mountpoints()
+            .into_iter()
+            .filter(|m| lanes.contains(m))
+            .collect();
+        assert!(left.is_empty(), "{file}: mounts left behind: {left:?}");
+        assert_eq!(build(&sb, n), expected, "{file}");
+        assert_ne!(agent_pid(&sb), pid, "{file}: a fresh agent");
+    }
+}
+
 /// A killed agent's mounts are stale; the next agent of the same cache
 /// directory detaches them and removes their directory.
 #[test]
