@@ -47,6 +47,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "client",
             "compiler",
             "config",
+            "entry",
             "fuse_mounts",
             "logging",
             "protocol",

@@ -3,16 +3,45 @@
 
 use super::stats::Origin;
 use crate::compiler::Family;
+use crate::entry::env::Env;
+use crate::entry::location::Root;
 use crate::protocol::{self, CompileRequest, Response};
 use anyhow::Result;
+use std::borrow::Cow;
 use std::os::unix::net::UnixStream;
 
-/// The call being served, as the request tells it; its family found once.
+/// The call being served, as the request tells it; its family and tree
+/// root found once.
 pub(super) struct Served<'a> {
     pub req: &'a CompileRequest,
     pub family: Family,
     /// Who it counts for.
     pub run: Origin<'a>,
+    /// The root its key and dep sets are relative to (`entry::location`).
+    pub root: Option<Root>,
+    /// Its environment as keys compare it: the root marked in values.
+    pub env: Cow<'a, Env>,
+}
+
+impl<'a> Served<'a> {
+    pub fn new(req: &'a CompileRequest, base_dir: Option<&[u8]>) -> Served<'a> {
+        let family = crate::compiler::family(&req.compiler);
+        let root = Root::of(&req.cwd, &req.env, base_dir);
+        let env = match &root {
+            Some(r) => r.mark_env(&req.env),
+            None => Cow::Borrowed(&req.env[..]),
+        };
+        Served {
+            req,
+            family,
+            run: Origin {
+                run: req.run_id.as_deref(),
+                language: crate::compiler::language::language(family, &req.compiler, &req.argv),
+            },
+            root,
+            env,
+        }
+    }
 }
 
 pub(super) fn reply(stream: &mut UnixStream, response: Response) -> Result<()> {

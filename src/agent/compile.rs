@@ -34,15 +34,7 @@ enum Plain {
 
 impl Agent {
     pub(super) fn compile(&self, req: CompileRequest, stream: &mut UnixStream) -> Result<()> {
-        let family = compiler::family(&req.compiler);
-        let call = Served {
-            req: &req,
-            family,
-            run: Origin {
-                run: req.run_id.as_deref(),
-                language: compiler::language::language(family, &req.compiler, &req.argv),
-            },
-        };
+        let call = Served::new(&req, None);
         let run = call.run;
         let mut rec = runs::record_of(&req);
         let key = match self.key_of(&call) {
@@ -52,7 +44,7 @@ impl Agent {
         rec.key = runs::hex(&key);
         // Only a `cachefs run` keeps a log: a wrapper-mode hit skips the copy.
         let logged = run.run.is_some();
-        match self.look_up_call(&req, &key, logged) {
+        match self.look_up_call(&call, &key, logged) {
             Ok((hit, remote, deps)) => {
                 return self.answer_hit(stream, &call, rec, hit, remote, deps)
             }
@@ -75,7 +67,7 @@ impl Agent {
             let reason = format!("cannot hash the compiler {}: {e}", compiler.display());
             Plain::Error("cannot hash the compiler", reason)
         })?;
-        Ok(key1::key1(req, &compiler_hash))
+        Ok(key1::key1(req, &compiler_hash, call.root.as_ref()))
     }
 
     fn answer_hit(

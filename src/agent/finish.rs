@@ -11,9 +11,11 @@ use crate::compiler::{
     time_macros::{self, TimeMacros},
 };
 use crate::entry::capture::{self, Captured};
+use crate::entry::location::Root;
+use crate::entry::relocate;
 use crate::entry::{CachedResult, Dep, DepSet, DepState, Hash};
 use crate::observe;
-use crate::protocol::{Exit, Finished, Response};
+use crate::protocol::{CompileRequest, Exit, Finished, Response};
 use crate::runlog::CompileRecord;
 use anyhow::Result;
 use std::os::unix::ffi::OsStrExt;
@@ -56,13 +58,14 @@ impl Agent {
         let _pending = self.pending.hold(*key);
         let (deps, captured) = captured;
         runs::fill_deps(&mut rec, &deps, call.env);
+        let (deps, moves) = self.relocation(call, deps, &captured, &done);
         rec.written = captured.iter().map(Captured::path_string).collect();
         // Recorded before the client is released: its run may end (and its
         // log be written) right after.
         self.runs.add(run.run, rec.ended("miss", None));
         reply(stream, Response::Stored)?;
         let saving = std::time::Instant::now();
-        let saved = self.save(key, deps, captured, &done);
+        let saved = self.save(key, deps, captured, &done, moves);
         log::debug!("saved in {:?}", saving.elapsed());
         if let Err(e) = saved {
             log::warn!("cannot store a compile result: {e}");
@@ -125,8 +128,42 @@ impl Agent {
             return Err(format!("result too large: {size} bytes"));
         }
         // The environment first: a changed variable is found without a stat.
-        let deps = call.env_deps.iter().cloned().chain(obs.deps).collect();
+        let deps: Vec<Dep> = call.env_deps.iter().cloned().chain(obs.deps).collect();
         Ok((deps, captured))
+    }
+
+    /// The dep set as stored: marked, when the result may serve the tree at
+    /// another root (the returned root then marks its outputs too), else
+    /// pinned to its root.
+    fn relocation<'r>(
+        &self,
+        call: &Call<'r>,
+        deps: Vec<Dep>,
+        captured: &[Captured],
+        done: &Finished,
+    ) -> (Vec<Dep>, Option<&'r Root>) {
+        let Some(root) = call.root else {
+            return (deps, None);
+        };
+        let finished = relocate::Finished {
+            argv: &call.req.argv,
+            cwd: &call.req.cwd,
+            env: call.env,
+            deps: &deps,
+            outputs: captured,
+            stdout: &done.stdout,
+            stderr: &done.stderr,
+        };
+        match relocate::pinned_reason(root, &finished) {
+            None => (relocate::mark_deps(root, deps), Some(root)),
+            Some(why) => {
+                log::debug!(
+                    "result pinned to {}: {why}",
+                    String::from_utf8_lossy(&root.path)
+                );
+                (relocate::pin_deps(root, why, deps), None)
+            }
+        }
     }
 
     fn save(
@@ -135,8 +172,12 @@ impl Agent {
         deps: Vec<Dep>,
         captured: Vec<Captured>,
         done: &Finished,
+        moves: Option<&Root>,
     ) -> Result<()> {
-        let outputs = capture::store_outputs(&self.store, captured, key)?;
+        let mut outputs = capture::store_outputs(&self.store, captured, key)?;
+        if let Some(root) = moves {
+            relocate::mark_outputs(root, &mut outputs);
+        }
         let result = CachedResult {
             outputs,
             stdout: done.stdout.clone(),
@@ -169,11 +210,15 @@ pub(super) struct Call<'a> {
     env_deps: Vec<Dep>,
     /// The call's environment, for the run log's values of what was read.
     env: &'a [(Vec<u8>, Vec<u8>)],
+    req: &'a CompileRequest,
+    /// The tree root, if any: a result that does not carry it is stored
+    /// for any root, one that does is pinned to it (`entry::relocate`).
+    root: Option<&'a Root>,
 }
 
 impl<'a> Call<'a> {
     pub(super) fn new(
-        served: &Served<'a>,
+        served: &'a Served<'a>,
         done: &Finished,
         mut record: cachefs_mirror::Record,
     ) -> Call<'a> {
@@ -181,7 +226,8 @@ impl<'a> Call<'a> {
         let reads = observe::env::take_reports(&mut record);
         observe::drop_own_files(&mut record);
         let printed = !done.stdout.is_empty() || !done.stderr.is_empty();
-        let env_deps = observe::env::deps(&reads, &req.env, family, &mut record, printed);
+        // Values compared as keys compare them: with the root marked.
+        let env_deps = observe::env::deps(&reads, &served.env, family, &mut record, printed);
         let search_dirs = match done.exit {
             Exit::Code(0) => compiler::library_search_dirs(
                 family,
@@ -203,6 +249,8 @@ impl<'a> Call<'a> {
             }),
             env_deps,
             env: &req.env,
+            req,
+            root: served.root.as_ref(),
         }
     }
 }

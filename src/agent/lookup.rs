@@ -2,23 +2,27 @@
 //! shared tier's, each validated against the disk; the first that holds has
 //! its outputs restored.
 
+use super::call::Served;
 use super::{runs, Agent};
 use crate::config;
 use crate::entry::env::Env;
+use crate::entry::location::Root;
+use crate::entry::relocate::{result_here, set_here};
 use crate::entry::validate::{validate_with, Checked};
 use crate::entry::{restore, CachedResult, Dep, Hash, Manifest};
-use crate::protocol::CompileRequest;
 use crate::runlog::MissReason;
 
 /// A hit: the result (outputs restored), whether any of it came from the
 /// remote tier, and the dep set's deps when asked for (for the run log).
 pub(super) type Hit = (CachedResult, bool, Vec<Dep>);
 
-/// What a lookup is for: the call's key1 and environment, and whether the
-/// hit's deps are wanted back (for the run log).
+/// What a lookup is for: the call's key1, environment (as keys compare it)
+/// and tree root, and whether the hit's deps are wanted back (for the run
+/// log).
 struct Wanted<'a> {
     key: &'a Hash,
     env: &'a Env,
+    root: Option<&'a Root>,
     with_deps: bool,
 }
 
@@ -27,17 +31,18 @@ impl Agent {
     /// replace its entry (CACHEFS_RECACHE).
     pub(super) fn look_up_call(
         &self,
-        req: &CompileRequest,
+        call: &Served,
         key: &Hash,
         with_deps: bool,
     ) -> Result<Hit, MissReason> {
-        if config::switch_in(&req.env, config::ENV_RECACHE) {
+        if config::switch_in(&call.req.env, config::ENV_RECACHE) {
             return Err(MissReason::Recache);
         }
         let looking = std::time::Instant::now();
         let found = self.lookup(&Wanted {
             key,
-            env: &req.env,
+            env: &call.env,
+            root: call.root.as_ref(),
             with_deps,
         });
         log::debug!(
@@ -90,13 +95,22 @@ impl Agent {
     ) -> Result<Hit, MissReason> {
         let key = wanted.key;
         let mut reason = MissReason::NoEntry;
+        // Each set as it reads at this root (marked paths written out).
+        let here: Vec<_> = manifest
+            .sets
+            .iter()
+            .map(|s| set_here(s, wanted.root))
+            .collect();
         let mut checked = Checked::for_sets(manifest.sets.len());
-        for set in &manifest.sets {
+        for (stored, set) in manifest.sets.iter().zip(&here) {
             let validating = std::time::Instant::now();
-            let valid = validate_with(set, &self.stat_cache, wanted.env, &mut checked);
+            let valid = match set {
+                Ok(set) => validate_with(set, &self.stat_cache, wanted.env, &mut checked),
+                Err(pinned) => Err(pinned.clone()),
+            };
             log::debug!(
                 "{} deps checked in {:?}",
-                set.deps.len(),
+                stored.deps.len(),
                 validating.elapsed()
             );
             if let Err(m) = valid {
@@ -110,29 +124,30 @@ impl Agent {
                 }
                 continue;
             }
-            let Some((result, remote_result)) = self.result_tiered(key, &set.result) else {
+            let Some((result, remote_result)) = self.result_tiered(key, &stored.result) else {
                 continue;
             };
             let restoring = std::time::Instant::now();
-            let restored = restore::restore(&result, &self.store, key);
+            let written = result_here(&result, wanted.root);
+            let restored = restore::restore(&written, &self.store, key);
             log::debug!("outputs restored in {:?}", restoring.elapsed());
             match restored {
                 Ok(remote_blobs) => {
                     let remote = remote_manifest || remote_result || remote_blobs;
+                    // Kept as stored: marked, for any root.
                     if remote_manifest || remote_result {
-                        self.keep_remote_hit(key, set, &result);
+                        self.keep_remote_hit(key, stored, &result);
                     }
-                    let deps = if wanted.with_deps {
-                        set.deps.clone()
-                    } else {
-                        Vec::new()
+                    let deps = match set {
+                        Ok(set) if wanted.with_deps => set.deps.clone(),
+                        _ => Vec::new(),
                     };
-                    return Ok((result, remote, deps));
+                    return Ok((written.into_owned(), remote, deps));
                 }
                 Err(e) => {
                     log::warn!("cached result unusable, compiling instead: {e}");
                     if !remote_result {
-                        let _ = self.store.remove_result(&set.result);
+                        let _ = self.store.remove_result(&stored.result);
                     }
                 }
             }

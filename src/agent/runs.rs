@@ -102,7 +102,8 @@ pub fn fill_deps(rec: &mut CompileRecord, deps: &[Dep], env: &Env) {
             DepState::Symlink(_)
             | DepState::Exists(_)
             | DepState::EnvMatching(_)
-            | DepState::Resolved(_) => {}
+            | DepState::Resolved(_)
+            | DepState::Pinned(_) => {}
         }
     }
 }

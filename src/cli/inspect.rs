@@ -2,6 +2,7 @@
 //! agent wrote (no agent needed).
 
 use crate::config::Config;
+use crate::entry::relocate;
 use crate::runlog::graph::{self, Filter};
 use crate::runlog::{self, CompileRecord, MissReason};
 use anyhow::{anyhow, bail, Context, Result};
@@ -211,6 +212,16 @@ pub fn explain(path: &Path) -> Result<()> {
     match c.outcome.as_str() {
         "hit" => println!("it was a hit: nothing changed since the stored result"),
         "miss" => match &c.miss {
+            Some(MissReason::Changed { path, was, now }) if path == relocate::LOCATION => {
+                let why = match was.split_once(", and ") {
+                    Some((_, why)) if why.starts_with(relocate::CARRIED) => relocate::CARRIED,
+                    Some((_, why)) => why,
+                    None => was,
+                };
+                println!("it missed because it was built at another location, and {why}");
+                println!("  stored: {was}");
+                println!("  here:   {now}");
+            }
             Some(MissReason::Changed { path, was, now }) => {
                 println!("it missed because an input changed: {path}");
                 println!("  stored: {was}");

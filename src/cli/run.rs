@@ -52,7 +52,11 @@ pub fn run(command: Vec<OsString>, progress: bool) -> Result<i32> {
         cmd.env("LD_PRELOAD", preload_value(&shim))
             .env(ENV_CLIENT, &client)
             .env(ENV_DIR, &config.dir)
-            .env(ENV_RUN_ID, &run_id);
+            .env(ENV_RUN_ID, &run_id)
+            .env(
+                crate::entry::location::ENV_RUN_DIR,
+                std::env::current_dir()?,
+            );
     }
     let mut child = cmd
         .spawn()

@@ -4,6 +4,7 @@
 //! function of their inputs (incremental state).
 
 pub mod archiver;
+pub mod carries;
 pub mod color;
 mod gcc;
 pub mod host_target;

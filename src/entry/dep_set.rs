@@ -57,6 +57,10 @@ pub enum DepState {
     /// The names looked up along `PATH`, each with what it resolved to (the
     /// path as found there, and its real path).
     Resolved(Vec<Resolution>),
+    /// First in a dep set whose result carries its tree's location (or may
+    /// reach it another way): the dep's path is that root, and the set holds
+    /// at that root only; the text says why (see `relocate`).
+    Pinned(String),
 }
 
 impl std::fmt::Display for DepState {
@@ -85,6 +89,7 @@ impl std::fmt::Display for DepState {
             DepState::Env(Some(h)) => write!(f, "set, value {}", short(h)),
             DepState::Env(None) => write!(f, "unset"),
             DepState::EnvMatching(h) => write!(f, "variables {}", short(h)),
+            DepState::Pinned(why) => write!(f, "pinned to its location: {why}"),
             DepState::Resolved(found) => {
                 let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
                 let each: Vec<String> = found

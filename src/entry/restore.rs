@@ -52,13 +52,8 @@ pub fn restore(
                 &contents.next().expect("one blob per file"),
             ),
         };
-        let path = match o {
-            Output::Dir { path, .. } | Output::Symlink { path, .. } | Output::File { path, .. } => {
-                path
-            }
-        };
         written.map_err(|source| RestoreError::Write {
-            path: path_of(path).into(),
+            path: path_of(o.path()).into(),
             source,
         })?;
     }

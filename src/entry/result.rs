@@ -29,6 +29,24 @@ pub enum Output {
     },
 }
 
+impl Output {
+    pub fn path(&self) -> &[u8] {
+        match self {
+            Output::File { path, .. } | Output::Symlink { path, .. } | Output::Dir { path, .. } => {
+                path
+            }
+        }
+    }
+
+    pub fn path_mut(&mut self) -> &mut Vec<u8> {
+        match self {
+            Output::File { path, .. } | Output::Symlink { path, .. } | Output::Dir { path, .. } => {
+                path
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CachedResult {
     pub outputs: Vec<Output>,
@@ -62,11 +80,7 @@ impl CachedResult {
     pub fn output_paths(&self) -> Vec<String> {
         self.outputs
             .iter()
-            .map(|o| match o {
-                Output::File { path, .. }
-                | Output::Symlink { path, .. }
-                | Output::Dir { path, .. } => String::from_utf8_lossy(path).into_owned(),
-            })
+            .map(|o| String::from_utf8_lossy(o.path()).into_owned())
             .collect()
     }
 

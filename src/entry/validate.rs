@@ -133,6 +133,8 @@ fn holds(path: &Path, state: &DepState, cache: &StatCache, dirs: &mut DirStamps)
         DepState::Candidates { stems, hash } => {
             matches!(candidates_hash(path, stems, &|_| false), Ok(h) if h == *hash)
         }
+        // Checked before the set is validated (`relocate::set_here`).
+        DepState::Pinned(_) => true,
         // Environment deps are checked by `env::holds`.
         DepState::Env(_) | DepState::EnvMatching(_) | DepState::Resolved(_) => false,
     }

@@ -142,11 +142,17 @@ fn argument_paths<'a>(argv: &'a [Vec<u8>], cwd: &'a Path) -> impl Iterator<Item 
             skip_next = a.len() == opt.len();
             return None;
         }
-        if a.starts_with(b"-") {
-            let at = a.iter().position(|&b| b == b'/')?;
-            return Some(PathBuf::from(OsStr::from_bytes(&a[at..])));
-        }
-        let p = Path::new(OsStr::from_bytes(a));
+        let p = if a.starts_with(b"-") {
+            // A glued path: from its first `/`, or from the `.`s before it
+            // (`-I../include` names `../include`, not `/include`).
+            let mut at = a.iter().position(|&b| b == b'/')?;
+            while at > 1 && a[at - 1] == b'.' {
+                at -= 1;
+            }
+            Path::new(OsStr::from_bytes(&a[at..]))
+        } else {
+            Path::new(OsStr::from_bytes(a))
+        };
         if p.is_absolute() {
             Some(p.to_path_buf())
         } else {
@@ -240,6 +246,9 @@ mod tests {
         assert!(!ok(&["gcc", "-c", "a.c", "-o", "/run/a.o"]));
         assert!(!ok(&["gcc", "-c", "a.c", "-o/run/a.o"]));
         assert!(!ok(&["gcc", "-I/run/include", "-c", "a.c"]));
+        // A glued relative path is relative: `-I../x` is /home/x, not /x.
+        assert!(ok(&["gcc", "-I../include", "-c", "a.c"]));
+        assert!(!ok(&["gcc", "-I../../../run/include", "-c", "a.c"]));
         assert!(!ok(&["gcc", "-c", "a.c", "-o", "../../../run/a.o"]));
         assert!(!ok(&["gcc", "-include", "/top.h", "-c", "a.c"]));
         assert!(!ok(&["gcc", "-E", "a.c", "-o", "/dev/tty"]));

@@ -1,0 +1,272 @@
+//! Whether a result may be served where the tree lies elsewhere, and the
+//! dep set and outputs written so (`location` marks the root).
+//!
+//! The argument: a compile at root B whose key and dep set match one at
+//! root A (paths under the root compared as marked, every other input the
+//! same) saw A's world with A written as B. It writes A's outputs with A
+//! written as B; so where they do not carry A at all, they are B's
+//! byte for byte. That holds only while every way the compile reached the
+//! tree went through a spelling of the root or the working directory, so
+//! a result is pinned to its root (served there only, as before) when:
+//! - an output, stdout or stderr carries the root (`compiler::carries`,
+//!   which also reads compressed debug sections and archive members and
+//!   counts what it cannot read as carrying it): `-g` without a prefix map;
+//! - it read, probed or wrote beside the tree (under a directory above the
+//!   root other than `/`), which a `..` may have reached: another root's
+//!   `..` reaches another place;
+//! - an argument or a variable it read climbs out of the tree with `..`;
+//! - a symbolic link it followed leads into the tree or above it by an
+//!   absolute path, or out of the tree by a relative one;
+//! - a program it found along `PATH` lies in the tree (`PATH` is compared
+//!   by resolution, not by its marked value).
+//!
+//! What cannot be seen, and is assumed: that a compiler depends on its
+//! location only through the paths it reads and writes (not, say, through
+//! a hash of its working directory written into an object), and that no
+//! source file includes another by a relative path climbing through `/`
+//! (`#include "../../../usr/include/x.h"`, which reaches another file at
+//! another depth).
+
+use super::capture::Captured;
+use super::dep_set::{Dep, DepSet, DepState, Kind};
+use super::env::Env;
+use super::location::{Root, MARK};
+use super::result::{CachedResult, Output};
+use super::validate::Mismatch;
+use crate::compiler::carries::carries;
+use std::borrow::Cow;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// What of a finished compile decides whether it relocates.
+pub struct Finished<'a> {
+    pub argv: &'a [Vec<u8>],
+    pub cwd: &'a [u8],
+    /// The call's environment as the client sent it (values unmarked).
+    pub env: &'a Env,
+    pub deps: &'a [Dep],
+    pub outputs: &'a [Captured],
+    pub stdout: &'a [u8],
+    pub stderr: &'a [u8],
+}
+
+/// Why the result must stay at its root, or `None`: it may move.
+pub fn pinned_reason(root: &Root, f: &Finished) -> Option<String> {
+    let at = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+    if let Some(a) = f.argv.iter().skip(1).find(|a| root.climbs_out(a, f.cwd)) {
+        return Some(format!("argument {} climbs out of the tree", at(a)));
+    }
+    for dep in f.deps {
+        if let Some(why) = dep_pins(root, dep, f) {
+            return Some(why);
+        }
+    }
+    for o in f.outputs {
+        if let Some(why) = output_pins(root, o) {
+            return Some(why);
+        }
+    }
+    let spellings: Vec<&[u8]> = root.spellings().collect();
+    for (name, text) in [("stdout", f.stdout), ("stderr", f.stderr)] {
+        if let Some(why) = carries(text, &spellings) {
+            return Some(format!("{CARRIED}: its {name} {why}"));
+        }
+    }
+    None
+}
+
+fn dep_pins(root: &Root, dep: &Dep, f: &Finished) -> Option<String> {
+    let at = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+    let path = &dep.path;
+    match &dep.state {
+        DepState::Env(Some(_)) => {
+            let value = super::env::value(f.env, path).unwrap_or_default();
+            root.climbs_out(value, f.cwd).then(|| {
+                format!(
+                    "variable {} climbs out of the tree: {}",
+                    at(path),
+                    at(value)
+                )
+            })
+        }
+        DepState::Env(None) | DepState::EnvMatching(_) => None,
+        DepState::Resolved(found) => found
+            .iter()
+            .filter_map(|(name, to)| to.as_ref().map(|(p, real)| (name, p, real)))
+            .find(|(_, p, real)| root.contains(p) || root.contains(real))
+            .map(|(name, _, real)| format!("runs {} = {} from the tree", at(name), at(real))),
+        // The walk down to the root: the location itself, left out.
+        DepState::Exists(Kind::Dir) if root.is_at_or_above(path) => None,
+        _ if root.is_beside(path) || (root.is_at_or_above(path) && !root.contains(path)) => {
+            Some(format!("it read or probed {}, beside the tree", at(path)))
+        }
+        DepState::Symlink(target) => link_pins(root, path, target),
+        _ => None,
+    }
+}
+
+fn link_pins(root: &Root, link: &[u8], target: &[u8]) -> Option<String> {
+    let to = if target.starts_with(b"/") {
+        normalize(target)
+    } else {
+        let dir = Path::new(std::ffi::OsStr::from_bytes(link))
+            .parent()
+            .unwrap_or(Path::new("/"));
+        normalize(
+            dir.join(std::ffi::OsStr::from_bytes(target))
+                .as_os_str()
+                .as_bytes(),
+        )
+    };
+    let into_or_above = root.contains(&to) || root.is_at_or_above(&to) || root.is_beside(&to);
+    let pinned = if target.starts_with(b"/") || !root.contains(link) {
+        into_or_above
+    } else {
+        !root.contains(&to)
+    };
+    pinned.then(|| {
+        format!(
+            "it followed {} -> {}",
+            String::from_utf8_lossy(link),
+            String::from_utf8_lossy(target)
+        )
+    })
+}
+
+fn output_pins(root: &Root, o: &Captured) -> Option<String> {
+    let path = PathBuf::from(o.path_string());
+    let bytes = path.as_os_str().as_bytes();
+    if root.is_beside(bytes) || (root.is_at_or_above(bytes) && !root.contains(bytes)) {
+        return Some(format!("it wrote {}, beside the tree", path.display()));
+    }
+    let spellings: Vec<&[u8]> = root.spellings().collect();
+    let carried = match o {
+        Captured::File(f) => carries(&f.data, &spellings),
+        Captured::Symlink { target, .. } => carries(target.as_os_str().as_bytes(), &spellings),
+        Captured::Dir { .. } => None,
+    };
+    carried.map(|why| format!("{CARRIED}: {} {why}", path.display()))
+}
+
+/// `path` with `.` and `..` resolved by name.
+fn normalize(path: &[u8]) -> Vec<u8> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    [b"/".as_slice(), &out.join(&b'/')].concat()
+}
+
+/// A relocatable compile's deps with the root marked, less the walk down
+/// to the root.
+pub fn mark_deps(root: &Root, deps: Vec<Dep>) -> Vec<Dep> {
+    deps.into_iter()
+        .filter(|d| !(d.state == DepState::Exists(Kind::Dir) && root.is_at_or_above(&d.path)))
+        .map(|d| match d.state {
+            DepState::Env(_) | DepState::EnvMatching(_) | DepState::Resolved(_) => d,
+            _ => Dep {
+                path: root.mark_path(&d.path).unwrap_or(d.path),
+                state: d.state,
+            },
+        })
+        .collect()
+}
+
+/// A pinned compile's deps: first, what pins them to `root`.
+pub fn pin_deps(root: &Root, why: String, mut deps: Vec<Dep>) -> Vec<Dep> {
+    deps.insert(
+        0,
+        Dep {
+            path: root.path.clone(),
+            state: DepState::Pinned(why),
+        },
+    );
+    deps
+}
+
+/// A relocatable result's output paths with the root marked.
+pub fn mark_outputs(root: &Root, outputs: &mut [Output]) {
+    for o in outputs {
+        let path = o.path_mut();
+        if let Some(marked) = root.mark_path(path) {
+            *path = marked;
+        }
+    }
+}
+
+/// A stored dep set as it reads at this call's root: marked paths written
+/// as the root; a set pinned to another root does not hold here.
+pub fn set_here<'a>(set: &'a DepSet, root: Option<&Root>) -> Result<Cow<'a, DepSet>, Mismatch> {
+    if let Some(Dep {
+        path,
+        state: DepState::Pinned(why),
+    }) = set.deps.first()
+    {
+        let here = root.map(|r| r.path.as_slice());
+        if here == Some(path.as_slice()) {
+            return Ok(Cow::Borrowed(set));
+        }
+        let text = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+        return Err(Mismatch {
+            path: PathBuf::from(std::ffi::OsStr::from_bytes(path)),
+            input: LOCATION.into(),
+            expected: format!("built at {}, and {why}", text(path)),
+            now: Some(here.map_or_else(|| "/".into(), text)),
+        });
+    }
+    let marked = |d: &Dep| d.path.starts_with(MARK);
+    if !set.deps.iter().any(marked) {
+        return Ok(Cow::Borrowed(set));
+    }
+    let Some(root) = root else {
+        return Err(Mismatch {
+            path: PathBuf::from("/"),
+            input: LOCATION.into(),
+            expected: "a tree root".into(),
+            now: Some("/".into()),
+        });
+    };
+    let deps = set
+        .deps
+        .iter()
+        .map(|d| match marked(d) {
+            true => Dep {
+                path: root.unmark(&d.path).into_owned(),
+                state: d.state.clone(),
+            },
+            false => d.clone(),
+        })
+        .collect();
+    Ok(Cow::Owned(DepSet {
+        deps,
+        result: set.result,
+    }))
+}
+
+/// How a reason to pin that is the result's own content begins.
+pub const CARRIED: &str = "its outputs carry that location";
+
+/// What a pinned set's mismatch names as its input (`cachefs explain`).
+pub const LOCATION: &str = "the tree's location";
+
+/// A stored result as it writes at this call's root.
+pub fn result_here<'a>(result: &'a CachedResult, root: Option<&Root>) -> Cow<'a, CachedResult> {
+    let marked = |o: &Output| o.path().starts_with(MARK);
+    match root {
+        Some(root) if result.outputs.iter().any(marked) => {
+            let mut here = result.clone();
+            for o in &mut here.outputs {
+                let path = o.path_mut();
+                *path = root.unmark(path).into_owned();
+            }
+            Cow::Owned(here)
+        }
+        _ => Cow::Borrowed(result),
+    }
+}
