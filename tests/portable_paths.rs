@@ -302,3 +302,34 @@ fn cmake_with_debug_info_and_no_prefix_map_misses_with_correct_objects() {
     let (hits, misses) = cmake_both(&sb, "-g");
     assert_eq!(hits, 0, "{misses} misses");
 }
+
+/// A depfile names every header by its absolute path: it is kept with the
+/// root marked and written at a hit as gcc writes it there, line breaks
+/// included (the second tree's longer path moves them).
+#[test]
+fn a_depfile_naming_the_tree_is_written_for_the_tree_it_lands_in() {
+    let sb = Sandbox::new();
+    let (one, two) = two_trees(&sb);
+    let compile = "gcc -MD -MP -MF a.d -I$PWD/inc -ffile-prefix-map=$PWD=. -c $PWD/a.c -o a.o \
+                   && gcc -MD -MF b.d -I$PWD/inc -c $PWD/b.c -o b.o";
+    sh_in(&two, compile);
+    let plain: Vec<_> = ["a.d", "a.o", "b.d", "b.o"]
+        .iter()
+        .map(|n| std::fs::read(two.join(n)).unwrap())
+        .collect();
+    assert!(String::from_utf8_lossy(&plain[0]).contains(&*two.to_string_lossy()));
+    sh_in(&two, "rm a.d a.o b.d b.o");
+    run_in(&sb, &one, compile);
+    sb.zero_stats();
+    run_in(&sb, &two, compile);
+    let built: Vec<_> = ["a.d", "a.o", "b.d", "b.o"]
+        .iter()
+        .map(|n| std::fs::read(two.join(n)).unwrap())
+        .collect();
+    assert_eq!(built, plain);
+    assert_eq!(
+        sb.counts().0,
+        2,
+        "both hit: neither object carries the path"
+    );
+}

@@ -56,9 +56,9 @@ impl Agent {
         // A lookup of the same key meanwhile waits for the entry rather
         // than miss because it is still being written.
         let _pending = self.pending.hold(*key);
-        let (deps, captured) = captured;
+        let (deps, mut captured) = captured;
         runs::fill_deps(&mut rec, &deps, call.env);
-        let (deps, moves) = self.relocation(call, deps, &captured, &done);
+        let (deps, moves) = self.relocation(call, deps, &mut captured, &done);
         rec.written = captured.iter().map(Captured::path_string).collect();
         // Recorded before the client is released: its run may end (and its
         // log be written) right after.
@@ -139,9 +139,9 @@ impl Agent {
         &self,
         call: &Call<'r>,
         deps: Vec<Dep>,
-        captured: &[Captured],
+        captured: &mut [Captured],
         done: &Finished,
-    ) -> (Vec<Dep>, Option<&'r Root>) {
+    ) -> (Vec<Dep>, Option<(&'r Root, Vec<usize>)>) {
         let Some(root) = call.root else {
             return (deps, None);
         };
@@ -154,9 +154,12 @@ impl Agent {
             stdout: &done.stdout,
             stderr: &done.stderr,
         };
-        match relocate::pinned_reason(root, &finished) {
-            None => (relocate::mark_deps(root, deps), Some(root)),
-            Some(why) => {
+        match relocate::decide(root, &finished) {
+            Ok(depfiles) => {
+                relocate::mark_depfiles(root, captured, &depfiles);
+                (relocate::mark_deps(root, deps), Some((root, depfiles)))
+            }
+            Err(why) => {
                 log::debug!(
                     "result pinned to {}: {why}",
                     String::from_utf8_lossy(&root.path)
@@ -172,11 +175,11 @@ impl Agent {
         deps: Vec<Dep>,
         captured: Vec<Captured>,
         done: &Finished,
-        moves: Option<&Root>,
+        moves: Option<(&Root, Vec<usize>)>,
     ) -> Result<()> {
         let mut outputs = capture::store_outputs(&self.store, captured, key)?;
-        if let Some(root) = moves {
-            relocate::mark_outputs(root, &mut outputs);
+        if let Some((root, depfiles)) = moves {
+            relocate::mark_outputs(root, &mut outputs, &depfiles);
         }
         let result = CachedResult {
             outputs,

@@ -129,7 +129,8 @@ impl Agent {
             };
             let restoring = std::time::Instant::now();
             let written = result_here(&result, wanted.root);
-            let restored = restore::restore(&written, &self.store, key);
+            let root = wanted.root.map(|r| r.path.as_slice());
+            let restored = restore::restore(&written, &self.store, key, root);
             log::debug!("outputs restored in {:?}", restoring.elapsed());
             match restored {
                 Ok(remote_blobs) => {

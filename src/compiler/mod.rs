@@ -6,6 +6,7 @@
 pub mod archiver;
 pub mod carries;
 pub mod color;
+pub mod depfile;
 mod gcc;
 pub mod host_target;
 pub mod language;

@@ -42,10 +42,11 @@ const GLUED: &[&[u8]] = &[
 ];
 
 /// A call's tree root: the directory whose location its key does not
-/// hold. The first of `CACHEFS_BASEDIR` (or the config's `base_dir`), the
-/// directory `cachefs run` was started in, and the call's working
-/// directory that contains the working directory; never `/` (a root of
-/// `/` would say nothing).
+/// hold. The first of `CACHEFS_BASEDIR` (`configured`: the config's
+/// `base_dir`), the directory `cachefs run` was started in, and the
+/// working directory itself, that holds the working directory; never `/`
+/// (a root of `/` would say nothing), nor a path with characters outside
+/// `plain`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Root {
     /// The physical path, as the working directory and the mirror's
@@ -68,7 +69,7 @@ impl Root {
             .into_iter()
             .flatten()
             .map(trim_slashes)
-            .find(|r| r.len() > 1 && r.starts_with(b"/") && under(cwd, r))?
+            .find(|r| r.len() > 1 && r.starts_with(b"/") && plain(r) && under(cwd, r))?
             .to_vec();
         let also = logical(&path, cwd, value("PWD")).into_iter().collect();
         Some(Root { path, also })
@@ -202,6 +203,14 @@ fn under(path: &[u8], dir: &[u8]) -> bool {
     dir == b"/" || path.starts_with(dir) && matches!(path.get(dir.len()), None | Some(b'/'))
 }
 
+/// Whether a root is spelt the same everywhere it may be written: no
+/// spaces, quotes or characters a depfile or a shell escapes. A tree under
+/// another path keeps the key of its absolute location, as before.
+fn plain(root: &[u8]) -> bool {
+    root.iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._+-@~".contains(b))
+}
+
 fn trim_slashes(p: &[u8]) -> &[u8] {
     let mut end = p.len();
     while end > 1 && p[end - 1] == b'/' {
@@ -288,6 +297,7 @@ mod tests {
         // A run started elsewhere: the working directory itself.
         assert_eq!(Root::of(b"/b/q", &run, None).unwrap().path, b"/b/q");
         assert_eq!(Root::of(b"/", &run, None), None);
+        assert_eq!(Root::of(b"/a b/p", &[], None), None);
         // PWD through a symlink: the logical spelling too.
         let linked = env(&[(ENV_RUN_DIR, "/data/u/p"), ("PWD", "/home/u/p/src")]);
         let r = Root::of(b"/data/u/p/src", &linked, None).unwrap();

@@ -10,7 +10,10 @@
 //! a result is pinned to its root (served there only, as before) when:
 //! - an output, stdout or stderr carries the root (`compiler::carries`,
 //!   which also reads compressed debug sections and archive members and
-//!   counts what it cannot read as carrying it): `-g` without a prefix map;
+//!   counts what it cannot read as carrying it): `-g` without a prefix map.
+//!   A depfile in gcc's exact layout is the exception: it is kept with the
+//!   root marked in its names and written at a hit as gcc would write it
+//!   there (`compiler::depfile`), since it names, by design, where things are;
 //! - it read, probed or wrote beside the tree (under a directory above the
 //!   root other than `/`), which a `..` may have reached: another root's
 //!   `..` reaches another place;
@@ -34,6 +37,7 @@ use super::location::{Root, MARK};
 use super::result::{CachedResult, Output};
 use super::validate::Mismatch;
 use crate::compiler::carries::carries;
+use crate::compiler::depfile::Depfile;
 use std::borrow::Cow;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -50,29 +54,58 @@ pub struct Finished<'a> {
     pub stderr: &'a [u8],
 }
 
-/// Why the result must stay at its root, or `None`: it may move.
-pub fn pinned_reason(root: &Root, f: &Finished) -> Option<String> {
+/// Whether the result may move: `Ok` with the outputs (by index) that are
+/// depfiles naming the root, which move rewritten (`compiler::depfile`);
+/// `Err` with why it must stay at its root.
+pub fn decide(root: &Root, f: &Finished) -> Result<Vec<usize>, String> {
     let at = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
     if let Some(a) = f.argv.iter().skip(1).find(|a| root.climbs_out(a, f.cwd)) {
-        return Some(format!("argument {} climbs out of the tree", at(a)));
+        return Err(format!("argument {} climbs out of the tree", at(a)));
     }
     for dep in f.deps {
         if let Some(why) = dep_pins(root, dep, f) {
-            return Some(why);
+            return Err(why);
         }
     }
-    for o in f.outputs {
-        if let Some(why) = output_pins(root, o) {
-            return Some(why);
+    let mut depfiles = Vec::new();
+    for (i, o) in f.outputs.iter().enumerate() {
+        if let Some(why) = place_pins(root, o) {
+            return Err(why);
+        }
+        match (content_pins(root, o), o) {
+            (None, _) => {}
+            (Some(_), Captured::File(file)) if marked_depfile(root, &file.data).is_some() => {
+                depfiles.push(i)
+            }
+            (Some(why), _) => return Err(why),
         }
     }
     let spellings: Vec<&[u8]> = root.spellings().collect();
     for (name, text) in [("stdout", f.stdout), ("stderr", f.stderr)] {
         if let Some(why) = carries(text, &spellings) {
-            return Some(format!("{CARRIED}: its {name} {why}"));
+            return Err(format!("{CARRIED}: its {name} {why}"));
         }
     }
-    None
+    Ok(depfiles)
+}
+
+/// A depfile in gcc's exact shape with the root marked in its names, when
+/// the root appears nowhere else in it.
+fn marked_depfile(root: &Root, data: &[u8]) -> Option<Vec<u8>> {
+    let marked = Depfile::parse(data)?.map(|n| root.mark_text(n)).render();
+    let spellings: Vec<&[u8]> = root.spellings().collect();
+    carries(&marked, &spellings).is_none().then_some(marked)
+}
+
+/// The depfiles `decide` found, with the root marked in their names.
+pub fn mark_depfiles(root: &Root, captured: &mut [Captured], depfiles: &[usize]) {
+    for &i in depfiles {
+        if let Captured::File(f) = &mut captured[i] {
+            if let Some(marked) = marked_depfile(root, &f.data) {
+                f.data = marked;
+            }
+        }
+    }
 }
 
 fn dep_pins(root: &Root, dep: &Dep, f: &Finished) -> Option<String> {
@@ -133,12 +166,15 @@ fn link_pins(root: &Root, link: &[u8], target: &[u8]) -> Option<String> {
     })
 }
 
-fn output_pins(root: &Root, o: &Captured) -> Option<String> {
+fn place_pins(root: &Root, o: &Captured) -> Option<String> {
     let path = PathBuf::from(o.path_string());
     let bytes = path.as_os_str().as_bytes();
-    if root.is_beside(bytes) || (root.is_at_or_above(bytes) && !root.contains(bytes)) {
-        return Some(format!("it wrote {}, beside the tree", path.display()));
-    }
+    (root.is_beside(bytes) || (root.is_at_or_above(bytes) && !root.contains(bytes)))
+        .then(|| format!("it wrote {}, beside the tree", path.display()))
+}
+
+fn content_pins(root: &Root, o: &Captured) -> Option<String> {
+    let path = PathBuf::from(o.path_string());
     let spellings: Vec<&[u8]> = root.spellings().collect();
     let carried = match o {
         Captured::File(f) => carries(&f.data, &spellings),
@@ -190,8 +226,18 @@ pub fn pin_deps(root: &Root, why: String, mut deps: Vec<Dep>) -> Vec<Dep> {
     deps
 }
 
-/// A relocatable result's output paths with the root marked.
-pub fn mark_outputs(root: &Root, outputs: &mut [Output]) {
+/// A relocatable result's output paths with the root marked, and its
+/// depfiles (by index, as `decide` found them) kept as such.
+pub fn mark_outputs(root: &Root, outputs: &mut [Output], depfiles: &[usize]) {
+    for &i in depfiles {
+        if let Output::File { path, mode, blob } = &outputs[i] {
+            outputs[i] = Output::Depfile {
+                path: path.clone(),
+                mode: *mode,
+                blob: *blob,
+            };
+        }
+    }
     for o in outputs {
         let path = o.path_mut();
         if let Some(marked) = root.mark_path(path) {

@@ -25,28 +25,36 @@ pub enum RestoreError {
 /// when not local) and verified first, so a damaged cache entry leaves the
 /// tree untouched and the caller can fall back to compiling. Returns whether
 /// any blob came from the remote tier.
+/// A depfile's names are written at `root`, the call's tree root.
 pub fn restore(
     result: &CachedResult,
     store: &TieredStore,
     key: &Hash,
+    root: Option<&[u8]>,
 ) -> Result<bool, RestoreError> {
     let mut contents = Vec::new();
     let mut remote = false;
     for o in &result.outputs {
-        if let Output::File { path, blob, .. } = o {
-            let (data, from_remote) = store
-                .get_blob_tiered(blob, key)?
-                .ok_or_else(|| RestoreError::MissingBlob(path_of(path).into()))?;
-            remote |= from_remote;
-            contents.push(data);
-        }
+        let (path, blob) = match o {
+            Output::File { path, blob, .. } | Output::Depfile { path, blob, .. } => (path, blob),
+            _ => continue,
+        };
+        let (data, from_remote) = store
+            .get_blob_tiered(blob, key)?
+            .ok_or_else(|| RestoreError::MissingBlob(path_of(path).into()))?;
+        remote |= from_remote;
+        contents.push(match o {
+            Output::Depfile { .. } => depfile_at(&data, root)
+                .ok_or_else(|| RestoreError::MissingBlob(path_of(path).into()))?,
+            _ => data,
+        });
     }
     let mut contents = contents.into_iter();
     for o in &result.outputs {
         let written = match o {
             Output::Dir { path, mode } => restore_dir(path_of(path), *mode),
             Output::Symlink { path, target } => restore_symlink(path_of(path), path_of(target)),
-            Output::File { path, mode, .. } => restore_file(
+            Output::File { path, mode, .. } | Output::Depfile { path, mode, .. } => restore_file(
                 path_of(path),
                 *mode,
                 &contents.next().expect("one blob per file"),
@@ -58,6 +66,12 @@ pub fn restore(
         })?;
     }
     Ok(remote)
+}
+
+/// A stored depfile (root marked) as gcc writes it at `root`.
+fn depfile_at(marked: &[u8], root: Option<&[u8]>) -> Option<Vec<u8>> {
+    let root = root?;
+    crate::compiler::depfile::rewrite(marked, |n| super::location::unmark_with(n, root))
 }
 
 fn restore_dir(path: &Path, mode: u32) -> std::io::Result<()> {

@@ -27,22 +27,32 @@ pub enum Output {
         path: Vec<u8>,
         mode: u32,
     },
+    /// A make-format depfile kept with the tree root marked in its names,
+    /// written at a hit as gcc writes it at that root (`compiler::depfile`).
+    Depfile {
+        #[serde(with = "crate::bytes")]
+        path: Vec<u8>,
+        mode: u32,
+        blob: Hash,
+    },
 }
 
 impl Output {
     pub fn path(&self) -> &[u8] {
         match self {
-            Output::File { path, .. } | Output::Symlink { path, .. } | Output::Dir { path, .. } => {
-                path
-            }
+            Output::File { path, .. }
+            | Output::Symlink { path, .. }
+            | Output::Dir { path, .. }
+            | Output::Depfile { path, .. } => path,
         }
     }
 
     pub fn path_mut(&mut self) -> &mut Vec<u8> {
         match self {
-            Output::File { path, .. } | Output::Symlink { path, .. } | Output::Dir { path, .. } => {
-                path
-            }
+            Output::File { path, .. }
+            | Output::Symlink { path, .. }
+            | Output::Dir { path, .. }
+            | Output::Depfile { path, .. } => path,
         }
     }
 }
@@ -71,7 +81,7 @@ impl CachedResult {
         self.outputs
             .iter()
             .filter_map(|o| match o {
-                Output::File { blob, .. } => Some(*blob),
+                Output::File { blob, .. } | Output::Depfile { blob, .. } => Some(*blob),
                 _ => None,
             })
             .collect()
