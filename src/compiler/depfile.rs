@@ -112,7 +112,7 @@ impl Depfile {
 
 /// `text` (a depfile in any layout `Depfile::read` accepts) with its names
 /// passed through `map`, written as gcc would write them.
-pub fn rewrite<'a>(text: &'a [u8], map: impl Fn(&[u8]) -> Cow<'_, [u8]>) -> Option<Vec<u8>> {
+pub fn rewrite(text: &[u8], map: impl Fn(&[u8]) -> Cow<'_, [u8]>) -> Option<Vec<u8>> {
     let f = Depfile::read(text)?;
     let mapped = f.map(|n| Cow::Owned(map(n).into_owned()));
     Some(mapped.render())
