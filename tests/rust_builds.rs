@@ -417,3 +417,99 @@ fn emitted_files_are_restored() {
     assert_eq!(sb.counts(), (1, 1, 0, 0));
     assert_eq!(sb.read("out/x.o"), obj);
 }
+
+/// The workspace and its crates.io dependencies vendored inside it, at
+/// `dir`: the same tree anywhere (cargo names vendored sources by absolute
+/// path, and `-C metadata` does not depend on where the workspace lies).
+fn vendored_workspace_at(sb: &Sandbox, dir: &Path) {
+    cargo_project(sb, "rust-ws");
+    common::copy_tree(&sb.project, dir);
+    let vendor = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vendor-rust-ws");
+    common::copy_tree(&vendor, &dir.join("vendor"));
+    std::fs::write(
+        dir.join(".cargo/config.toml"),
+        "[source.crates-io]\nreplace-with = \"vendored\"\n\n\
+         [source.vendored]\ndirectory = \"vendor\"\n\n[net]\noffline = true\n",
+    )
+    .unwrap();
+}
+
+/// Everything cargo left in `target/debug` that a build produces: the
+/// binary, rlibs, rmeta and depfiles (by name), for comparing two builds.
+fn target_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for sub in ["target/debug", "target/debug/deps"] {
+        for e in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                let name = format!("{sub}/{}", p.file_name().unwrap().to_string_lossy());
+                out.push((name, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A cargo workspace with vendored registry dependencies at two paths,
+/// built with `--remap-path-prefix` and, for the build script's C, a
+/// `-ffile-prefix-map` (a debug build's rlibs otherwise carry the path:
+/// they miss, with outputs correct). Every compile hits at the
+/// second path but the proc-macro's (a dylib whose metadata rustc
+/// compresses, which cachefs does not read into: it stays at its path) and
+/// the cc crate's random-named probe; every file cargo writes is the one a
+/// plain build at the second path writes, depfiles and JSON messages
+/// included (cargo reads the artifact paths from them).
+#[test]
+fn a_vendored_workspace_at_another_path_hits_with_a_remapped_prefix() {
+    let sb = Sandbox::new();
+    let (one, two) = (
+        sb.root.path().join("w/one"),
+        sb.root.path().join("ci/7/two"),
+    );
+    vendored_workspace_at(&sb, &one);
+    vendored_workspace_at(&sb, &two);
+    let build = |dir: &Path, cachefs: bool| {
+        let mut c = if cachefs {
+            let mut c = sb.cachefs();
+            c.args(["run", "cargo", "build"]);
+            c
+        } else {
+            let mut c = Command::new("cargo");
+            c.arg("build");
+            c
+        };
+        cargo_env(&mut c, dir);
+        // The build script's C object (the cc crate builds with -g) too.
+        let remap = format!("--remap-path-prefix={}=/ws", dir.display());
+        let prefix_map = format!("-ffile-prefix-map={}=/ws", dir.display());
+        let out = c
+            .env("RUSTFLAGS", remap)
+            .env("CFLAGS", prefix_map)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    build(&two, false);
+    let plain = target_files(&two);
+    std::fs::remove_dir_all(two.join("target")).unwrap();
+    build(&one, true);
+    sb.zero_stats();
+    build(&two, true);
+    let (hits, misses, _, _) = sb.counts();
+    assert_eq!(
+        misses,
+        1 + CC_PROBE_MISSES,
+        "{hits} hits; the proc-macro dylib and the probe miss"
+    );
+    let built = target_files(&two);
+    let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&built), names(&plain));
+    for ((name, a), (_, b)) in built.iter().zip(&plain) {
+        assert!(a == b, "{name} differs from a plain build's");
+    }
+    let out = Command::new(two.join("target/debug/ws_app"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), WS_OUTPUT);
+}

@@ -13,6 +13,7 @@ use crate::compiler::{
 use crate::entry::capture::{self, Captured};
 use crate::entry::location::Root;
 use crate::entry::relocate;
+use crate::entry::relocate::Moves;
 use crate::entry::{CachedResult, Dep, DepSet, DepState, Hash};
 use crate::observe;
 use crate::protocol::{CompileRequest, Exit, Finished, Response};
@@ -141,11 +142,12 @@ impl Agent {
         deps: Vec<Dep>,
         captured: &mut [Captured],
         done: &Finished,
-    ) -> (Vec<Dep>, Option<(&'r Root, Vec<usize>)>) {
+    ) -> (Vec<Dep>, Option<(&'r Root, Moves)>) {
         let Some(root) = call.root else {
             return (deps, None);
         };
         let finished = relocate::Finished {
+            family: call.family,
             argv: &call.req.argv,
             cwd: &call.req.cwd,
             env: call.env,
@@ -155,9 +157,9 @@ impl Agent {
             stderr: &done.stderr,
         };
         match relocate::decide(root, &finished) {
-            Ok(depfiles) => {
-                relocate::mark_depfiles(root, captured, &depfiles);
-                (relocate::mark_deps(root, deps), Some((root, depfiles)))
+            Ok(moves) => {
+                relocate::mark_depfiles(root, call.family, captured, &moves);
+                (relocate::mark_deps(root, deps), Some((root, moves)))
             }
             Err(why) => {
                 log::debug!(
@@ -175,18 +177,24 @@ impl Agent {
         deps: Vec<Dep>,
         captured: Vec<Captured>,
         done: &Finished,
-        moves: Option<(&Root, Vec<usize>)>,
+        moves: Option<(&Root, Moves)>,
     ) -> Result<()> {
         let mut outputs = capture::store_outputs(&self.store, captured, key)?;
-        if let Some((root, depfiles)) = moves {
-            relocate::mark_outputs(root, &mut outputs, &depfiles);
+        let mut streams = None;
+        if let Some((root, moves)) = moves {
+            relocate::mark_outputs(root, &mut outputs, &moves);
+            streams = moves.streams;
         }
+        let streams_marked = streams.is_some();
+        let (stdout, stderr) =
+            streams.unwrap_or_else(|| (done.stdout.clone(), done.stderr.clone()));
         let result = CachedResult {
             outputs,
-            stdout: done.stdout.clone(),
-            stderr: done.stderr.clone(),
+            stdout,
+            stderr,
             exit: done.exit,
             compile_ms: done.wall_ms,
+            streams_marked,
         };
         let id = result.id();
         let encoded = result.encode();

@@ -14,7 +14,44 @@
 //! (two-space continuation lines, another rule) and names with escapes are
 //! not, and stay where they are.
 
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+
+/// The two layouts kept: gcc's (and its family's: lines wrapped by their
+/// length) and rustc's `--emit=dep-info` (one line per rule, blank lines
+/// between, `# env-dep:NAME=VALUE` lines; nothing wrapped, so a name
+/// written longer moves nothing else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Style {
+    Gcc,
+    Lines,
+}
+
+/// `text` in `style` with its names passed through `map`, laid out as the
+/// compiler lays it out; `None` when it is not in that style.
+pub fn rewrite_as<'t>(
+    style: Style,
+    text: &'t [u8],
+    map: impl Fn(&[u8]) -> Cow<'_, [u8]>,
+) -> Option<Vec<u8>> {
+    match style {
+        Style::Gcc => rewrite(text, map),
+        Style::Lines => rewrite_lines(text, map),
+    }
+}
+
+/// rustc's layout: each line passed through `map` as a whole (its names
+/// are separated by spaces and `:`), when no line is continued.
+fn rewrite_lines(text: &[u8], map: impl Fn(&[u8]) -> Cow<'_, [u8]>) -> Option<Vec<u8>> {
+    if !text.ends_with(b"\n") || text.split(|&b| b == b'\n').any(|l| l.ends_with(b"\\")) {
+        return None;
+    }
+    let lines: Vec<Vec<u8>> = text
+        .split(|&b| b == b'\n')
+        .map(|l| map(l).into_owned())
+        .collect();
+    Some(lines.join(&b'\n'))
+}
 
 /// gcc's column limit (`deps_write (…, 72)`).
 const COLUMNS: usize = 72;

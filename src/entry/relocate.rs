@@ -37,13 +37,15 @@ use super::location::{Root, MARK};
 use super::result::{CachedResult, Output};
 use super::validate::Mismatch;
 use crate::compiler::carries::carries;
-use crate::compiler::depfile::Depfile;
+use crate::compiler::depfile::{self, Depfile, Style};
+use crate::compiler::Family;
 use std::borrow::Cow;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// What of a finished compile decides whether it relocates.
 pub struct Finished<'a> {
+    pub family: Family,
     pub argv: &'a [Vec<u8>],
     pub cwd: &'a [u8],
     /// The call's environment as the client sent it (values unmarked).
@@ -54,10 +56,21 @@ pub struct Finished<'a> {
     pub stderr: &'a [u8],
 }
 
-/// Whether the result may move: `Ok` with the outputs (by index) that are
-/// depfiles naming the root, which move rewritten (`compiler::depfile`);
-/// `Err` with why it must stay at its root.
-pub fn decide(root: &Root, f: &Finished) -> Result<Vec<usize>, String> {
+/// How a result that may move is stored, besides its root marked in paths.
+#[derive(Debug, Default)]
+pub struct Moves {
+    /// The outputs (by index) that are depfiles naming the root, which move
+    /// rewritten (`compiler::depfile`).
+    pub depfiles: Vec<(usize, Style)>,
+    /// stdout and stderr with the root marked, when they name it: rustc's
+    /// messages (`--error-format=json` names every artifact by its path),
+    /// lines laid out by nothing but their content.
+    pub streams: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Whether the result may move: `Ok` with how it is stored, `Err` with why
+/// it must stay at its root.
+pub fn decide(root: &Root, f: &Finished) -> Result<Moves, String> {
     let at = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
     if let Some(a) = f.argv.iter().skip(1).find(|a| root.climbs_out(a, f.cwd)) {
         return Err(format!("argument {} climbs out of the tree", at(a)));
@@ -74,34 +87,63 @@ pub fn decide(root: &Root, f: &Finished) -> Result<Vec<usize>, String> {
         }
         match (content_pins(root, o), o) {
             (None, _) => {}
-            (Some(_), Captured::File(file)) if marked_depfile(root, &file.data).is_some() => {
-                depfiles.push(i)
-            }
+            (Some(why), Captured::File(file)) => match marked_depfile(root, f.family, &file.data) {
+                Some((style, _)) => depfiles.push((i, style)),
+                None => return Err(why),
+            },
             (Some(why), _) => return Err(why),
         }
     }
     let spellings: Vec<&[u8]> = root.spellings().collect();
+    let mut marked = Vec::new();
     for (name, text) in [("stdout", f.stdout), ("stderr", f.stderr)] {
-        if let Some(why) = carries(text, &spellings) {
-            return Err(format!("{CARRIED}: its {name} {why}"));
+        match carries(text, &spellings) {
+            None => marked.push(text.to_vec()),
+            Some(why) => match marked_stream(root, f.family, text) {
+                Some(m) => marked.push(m),
+                None => return Err(format!("{CARRIED}: its {name} {why}")),
+            },
         }
     }
-    Ok(depfiles)
+    let streams = (marked[0] != f.stdout || marked[1] != f.stderr)
+        .then(|| (marked.remove(0), marked.remove(0)));
+    Ok(Moves { depfiles, streams })
 }
 
-/// A depfile in gcc's exact shape with the root marked in its names, when
-/// the root appears nowhere else in it.
-fn marked_depfile(root: &Root, data: &[u8]) -> Option<Vec<u8>> {
-    let marked = Depfile::parse(data)?.map(|n| root.mark_text(n)).render();
+/// rustc's stdout or stderr with the root marked, when the root appears
+/// nowhere else in it (other compilers' messages are not rewritten).
+fn marked_stream(root: &Root, family: Family, text: &[u8]) -> Option<Vec<u8>> {
+    if family != Family::Rustc {
+        return None;
+    }
+    let marked = depfile::rewrite_as(Style::Lines, text, |l| root.mark_text(l))?;
     let spellings: Vec<&[u8]> = root.spellings().collect();
     carries(&marked, &spellings).is_none().then_some(marked)
 }
 
+/// A depfile in its compiler's exact layout (gcc's for the C family,
+/// rustc's dep-info for rustc) with the root marked in its names, when the
+/// root appears nowhere else in it.
+fn marked_depfile(root: &Root, family: Family, data: &[u8]) -> Option<(Style, Vec<u8>)> {
+    let style = match family {
+        Family::Rustc => Style::Lines,
+        _ => Style::Gcc,
+    };
+    if style == Style::Gcc {
+        Depfile::parse(data)?;
+    }
+    let marked = depfile::rewrite_as(style, data, |n| root.mark_text(n))?;
+    let spellings: Vec<&[u8]> = root.spellings().collect();
+    carries(&marked, &spellings)
+        .is_none()
+        .then_some((style, marked))
+}
+
 /// The depfiles `decide` found, with the root marked in their names.
-pub fn mark_depfiles(root: &Root, captured: &mut [Captured], depfiles: &[usize]) {
-    for &i in depfiles {
+pub fn mark_depfiles(root: &Root, family: Family, captured: &mut [Captured], moves: &Moves) {
+    for &(i, _) in &moves.depfiles {
         if let Captured::File(f) = &mut captured[i] {
-            if let Some(marked) = marked_depfile(root, &f.data) {
+            if let Some((_, marked)) = marked_depfile(root, family, &f.data) {
                 f.data = marked;
             }
         }
@@ -228,13 +270,14 @@ pub fn pin_deps(root: &Root, why: String, mut deps: Vec<Dep>) -> Vec<Dep> {
 
 /// A relocatable result's output paths with the root marked, and its
 /// depfiles (by index, as `decide` found them) kept as such.
-pub fn mark_outputs(root: &Root, outputs: &mut [Output], depfiles: &[usize]) {
-    for &i in depfiles {
+pub fn mark_outputs(root: &Root, outputs: &mut [Output], moves: &Moves) {
+    for &(i, style) in &moves.depfiles {
         if let Output::File { path, mode, blob } = &outputs[i] {
             outputs[i] = Output::Depfile {
                 path: path.clone(),
                 mode: *mode,
                 blob: *blob,
+                style,
             };
         }
     }
@@ -305,11 +348,16 @@ pub const LOCATION: &str = "the tree's location";
 pub fn result_here<'a>(result: &'a CachedResult, root: Option<&Root>) -> Cow<'a, CachedResult> {
     let marked = |o: &Output| o.path().starts_with(MARK);
     match root {
-        Some(root) if result.outputs.iter().any(marked) => {
+        Some(root) if result.streams_marked || result.outputs.iter().any(marked) => {
             let mut here = result.clone();
             for o in &mut here.outputs {
                 let path = o.path_mut();
                 *path = root.unmark(path).into_owned();
+            }
+            if here.streams_marked {
+                here.stdout = root.unmark(&here.stdout).into_owned();
+                here.stderr = root.unmark(&here.stderr).into_owned();
+                here.streams_marked = false;
             }
             Cow::Owned(here)
         }

@@ -2,6 +2,7 @@
 //! first, then each output written under a temporary name and renamed.
 
 use super::result::{path_of, CachedResult, Output};
+use crate::compiler::depfile::{self, Style};
 use crate::digest::Hash;
 use cachefs_store::TieredStore;
 use std::io::Write;
@@ -44,7 +45,7 @@ pub fn restore(
             .ok_or_else(|| RestoreError::MissingBlob(path_of(path).into()))?;
         remote |= from_remote;
         contents.push(match o {
-            Output::Depfile { .. } => depfile_at(&data, root)
+            Output::Depfile { style, .. } => depfile_at(*style, &data, root)
                 .ok_or_else(|| RestoreError::MissingBlob(path_of(path).into()))?,
             _ => data,
         });
@@ -68,10 +69,10 @@ pub fn restore(
     Ok(remote)
 }
 
-/// A stored depfile (root marked) as gcc writes it at `root`.
-fn depfile_at(marked: &[u8], root: Option<&[u8]>) -> Option<Vec<u8>> {
+/// A stored depfile (root marked) as its compiler writes it at `root`.
+fn depfile_at(style: Style, marked: &[u8], root: Option<&[u8]>) -> Option<Vec<u8>> {
     let root = root?;
-    crate::compiler::depfile::rewrite(marked, |n| super::location::unmark_with(n, root))
+    depfile::rewrite_as(style, marked, |n| super::location::unmark_with(n, root))
 }
 
 fn restore_dir(path: &Path, mode: u32) -> std::io::Result<()> {

@@ -34,6 +34,7 @@ pub enum Output {
         path: Vec<u8>,
         mode: u32,
         blob: Hash,
+        style: crate::compiler::depfile::Style,
     },
 }
 
@@ -66,6 +67,9 @@ pub struct CachedResult {
     pub stderr: Vec<u8>,
     pub exit: Exit,
     pub compile_ms: u64,
+    /// Whether stdout and stderr hold the tree root marked (rustc's JSON
+    /// messages name its outputs by absolute path; see `relocate`).
+    pub streams_marked: bool,
 }
 
 impl CachedResult {
