@@ -29,9 +29,9 @@ pub enum Style {
 
 /// `text` in `style` with its names passed through `map`, laid out as the
 /// compiler lays it out; `None` when it is not in that style.
-pub fn rewrite_as<'t>(
+pub fn rewrite_as(
     style: Style,
-    text: &'t [u8],
+    text: &[u8],
     map: impl Fn(&[u8]) -> Cow<'_, [u8]>,
 ) -> Option<Vec<u8>> {
     match style {
