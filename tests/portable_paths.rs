@@ -333,3 +333,33 @@ fn a_depfile_naming_the_tree_is_written_for_the_tree_it_lands_in() {
         "both hit: neither object carries the path"
     );
 }
+
+/// A build started in a build directory that reaches the sources with
+/// `..`: the run's directory as root would see a climb out of the tree (and
+/// pin every result); `CACHEFS_BASEDIR` (ccache's `base_dir`) names the
+/// tree's top, and the build hits at another path.
+#[test]
+fn a_base_dir_takes_in_what_a_build_directory_reaches_with_dotdot() {
+    let sb = Sandbox::new();
+    let (one, two) = two_trees(&sb);
+    let compile = "gcc -O2 -I../inc -c ../a.c -o a.o";
+    for dir in [&one, &two] {
+        std::fs::create_dir_all(dir.join("build")).unwrap();
+    }
+    sh_in(&two.join("build"), compile);
+    let plain = std::fs::read(two.join("build/a.o")).unwrap();
+    for (base, hits) in [(false, 0), (true, 1)] {
+        for dir in [&one, &two] {
+            let _ = std::fs::remove_file(dir.join("build/a.o"));
+        }
+        let script = |dir: &Path| match base {
+            true => format!("CACHEFS_BASEDIR={} {compile}", dir.display()),
+            false => compile.to_string(),
+        };
+        run_in(&sb, &one.join("build"), &script(&one));
+        sb.zero_stats();
+        run_in(&sb, &two.join("build"), &script(&two));
+        assert_eq!(std::fs::read(two.join("build/a.o")).unwrap(), plain);
+        assert_eq!(sb.counts().0, hits, "CACHEFS_BASEDIR set: {base}");
+    }
+}

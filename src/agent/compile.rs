@@ -34,7 +34,12 @@ enum Plain {
 
 impl Agent {
     pub(super) fn compile(&self, req: CompileRequest, stream: &mut UnixStream) -> Result<()> {
-        let call = Served::new(&req, None);
+        let base_dir = crate::entry::env::value(&req.env, config::ENV_BASE_DIR.as_bytes()).or(self
+            .config
+            .base_dir
+            .as_ref()
+            .map(|p| p.as_os_str().as_bytes()));
+        let call = Served::new(&req, base_dir);
         let run = call.run;
         let mut rec = runs::record_of(&req);
         let key = match self.key_of(&call) {

@@ -35,6 +35,9 @@ pub const ENV_RECACHE: &str = "CACHEFS_RECACHE";
 /// Per call: look up, but store nothing (a miss runs the compiler uncached).
 pub const ENV_READONLY: &str = "CACHEFS_READONLY";
 pub const ENV_RUN_ID: &str = "CACHEFS_RUN_ID";
+/// The tree root keys are relative to (ccache's `base_dir`), over the
+/// directory `cachefs run` started in; also read from a call's environment.
+pub const ENV_BASE_DIR: &str = "CACHEFS_BASEDIR";
 /// Per call: run `ar` and `ranlib` directly (as with CACHEFS_DISABLE), for
 /// a build that wants only its compiles cached.
 pub const ENV_NO_ARCHIVES: &str = "CACHEFS_NO_ARCHIVES";
@@ -128,6 +131,8 @@ pub struct Config {
     pub origins: Vec<(&'static str, String, Source)>,
     /// The config file's `[remote]` settings, by the variable that overrides each.
     pub remote_file: Vec<(&'static str, String)>,
+    /// The tree root of every compile under it (`entry::location`).
+    pub base_dir: Option<PathBuf>,
 }
 
 /// The config file's keys; anything else is an error naming the key.
@@ -138,6 +143,7 @@ struct FileConfig {
     cache_size: Option<toml::Value>,
     idle_timeout: Option<toml::Value>,
     log: Option<PathBuf>,
+    base_dir: Option<PathBuf>,
     remote: Option<RemoteFile>,
 }
 
@@ -189,6 +195,20 @@ impl Config {
             .map_or("stderr".into(), |p| p.display().to_string());
         origins.push(("log", log_text, src));
 
+        let (base_dir, src) = layers.pick(
+            (ENV_BASE_DIR, |v| Ok(Some(PathBuf::from(v)))),
+            ("base_dir", parsed.base_dir.as_ref(), |p| {
+                Ok(Some(expand_home(p)))
+            }),
+            || Ok(None),
+        )?;
+        let base_text = base_dir
+            .as_ref()
+            .map_or("(the directory `cachefs run` starts in)".into(), |p| {
+                p.display().to_string()
+            });
+        origins.push(("base_dir", base_text, src));
+
         let remote_file = parsed
             .remote
             .as_ref()
@@ -216,6 +236,7 @@ impl Config {
             file,
             origins,
             remote_file,
+            base_dir,
         })
     }
 

@@ -16,8 +16,6 @@ pub const MARK: &[u8] = b"\0R";
 
 /// The variable `cachefs run` sets to the directory it was started in.
 pub const ENV_RUN_DIR: &str = "CACHEFS_RUN_DIR";
-/// The user's choice of tree root (ccache's `base_dir`), over the run's.
-pub const ENV_BASE_DIR: &str = "CACHEFS_BASEDIR";
 
 /// Bytes before which a path may start inside an argument or a value:
 /// `-ffile-prefix-map=/a/p=.`, `-Wl,-rpath,/a/p`, `CPATH=/a/p:/b`, quoted
@@ -42,8 +40,8 @@ const GLUED: &[&[u8]] = &[
 ];
 
 /// A call's tree root: the directory whose location its key does not
-/// hold. The first of `CACHEFS_BASEDIR` (`configured`: the config's
-/// `base_dir`), the directory `cachefs run` was started in, and the
+/// hold. The first of `base_dir` (the user's choice: ccache's `base_dir`,
+/// `CACHEFS_BASEDIR`), the directory `cachefs run` was started in, and the
 /// working directory itself, that holds the working directory; never `/`
 /// (a root of `/` would say nothing), nor a path with characters outside
 /// `plain`.
@@ -58,10 +56,9 @@ pub struct Root {
 }
 
 impl Root {
-    pub fn of(cwd: &[u8], env: &Env, configured: Option<&[u8]>) -> Option<Root> {
+    pub fn of(cwd: &[u8], env: &Env, base_dir: Option<&[u8]>) -> Option<Root> {
         let value = |name: &str| super::env::value(env, name.as_bytes());
-        let base = value(ENV_BASE_DIR)
-            .or(configured)
+        let base = base_dir
             .and_then(|b| std::fs::canonicalize(OsStr::from_bytes(b)).ok())
             .map(|p| p.into_os_string().into_vec());
         let candidates = [base.as_deref(), value(ENV_RUN_DIR), Some(cwd)];
