@@ -170,6 +170,7 @@ mod tests {
             file: None,
             origins: Vec::new(),
             remote_file: settings.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            base_dir: None,
         }
     }
 
