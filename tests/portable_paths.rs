@@ -363,3 +363,29 @@ fn a_base_dir_takes_in_what_a_build_directory_reaches_with_dotdot() {
         assert_eq!(sb.counts().0, hits, "CACHEFS_BASEDIR set: {base}");
     }
 }
+
+/// The tree reached through a symbolic link: gcc writes the logical path
+/// (`PWD`) as the object's directory, which holds no physical spelling of
+/// the root; it is looked for too.
+#[test]
+fn debug_info_through_a_symlinked_directory_is_still_found() {
+    let sb = Sandbox::new();
+    let (one, two) = two_trees(&sb);
+    let alias = sb.path("alias");
+    std::os::unix::fs::symlink(&one, &alias).unwrap();
+    let make = "make -s CC=gcc CFLAGS=-g";
+    sh_in(&two, make);
+    let plain = outputs(&two);
+    sh_in(&two, "make -s clean");
+    run_in(&sb, &one, &format!("cd {} && {make}", alias.display()));
+    let object = std::fs::read(one.join("a.o")).unwrap();
+    let logical = alias.as_os_str().as_encoded_bytes();
+    assert!(
+        object.windows(logical.len()).any(|w| w == logical),
+        "gcc did not write the logical path: this test would not test it"
+    );
+    sb.zero_stats();
+    run_in(&sb, &two, make);
+    assert_eq!(outputs(&two), plain);
+    assert_eq!(sb.counts().0, 0, "no hit: the first tree's objects name it");
+}

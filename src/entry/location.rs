@@ -216,13 +216,20 @@ fn trim_slashes(p: &[u8]) -> &[u8] {
     &p[..end]
 }
 
-/// The root as `PWD` spells it, when `PWD` is the working directory by
-/// another (symlinked) path: the same tail under another head.
+/// How `PWD` may spell the working directory's place, when it is another
+/// (symlinked) path: gcc writes `PWD` as `DW_AT_comp_dir` when it is the
+/// working directory. The root under another head when `PWD` ends with the
+/// same tail; else `PWD` itself.
 fn logical(root: &[u8], cwd: &[u8], pwd: Option<&[u8]>) -> Option<Vec<u8>> {
     let pwd = trim_slashes(pwd?);
+    if pwd == cwd || !pwd.starts_with(b"/") || pwd.len() < 2 || under(pwd, root) {
+        return None;
+    }
     let tail = &cwd[root.len()..];
-    let head = pwd.strip_suffix(tail)?;
-    (pwd != cwd && head.len() > 1 && head.starts_with(b"/")).then(|| head.to_vec())
+    match pwd.strip_suffix(tail) {
+        Some(head) if head.len() > 1 => Some(head.to_vec()),
+        _ => Some(pwd.to_vec()),
+    }
 }
 
 fn path_starts_at(text: &[u8], i: usize) -> bool {
@@ -299,6 +306,9 @@ mod tests {
         let linked = env(&[(ENV_RUN_DIR, "/data/u/p"), ("PWD", "/home/u/p/src")]);
         let r = Root::of(b"/data/u/p/src", &linked, None).unwrap();
         assert_eq!(r.also, vec![b"/home/u/p".to_vec()]);
+        let other = env(&[(ENV_RUN_DIR, "/data/u/p"), ("PWD", "/home/u/link")]);
+        let r = Root::of(b"/data/u/p/src", &other, None).unwrap();
+        assert_eq!(r.also, vec![b"/home/u/link".to_vec()]);
     }
 
     #[test]
