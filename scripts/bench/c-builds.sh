@@ -14,6 +14,9 @@
 #   configure (Debian source hello 2.10: `./configure` itself, ~266 compiles and links of
 #   conftest.c under a handful of command lines; CC names the cache as for make)
 # Default: lua micro. BENCH_MODES="plain cachefs-cold …" picks modes.
+# CACHEFS_B=/other/cachefs adds cachefsb-cold and cachefsb-warm: another build
+# of cachefs with its own cache directory, for before/after comparisons in
+# the same rounds.
 # Mode `floor` replaces every compile by a copy of what the plain build wrote
 # (scripts/bench/floor-copy.c): what no compiler cache can remove (make, shells,
 # generators; lua's ar and ranlib are copied too, as cachefs caches them).
@@ -121,7 +124,7 @@ daemon_cpu() {
 
 daemon_pid() {  # daemon_pid MODE CACHE
     case $1 in
-        cachefs-*) cat "$2/agent.pid" 2>/dev/null || true ;;
+        cachefs-* | cachefsb-*) cat "$2/agent.pid" 2>/dev/null || true ;;
         sccache-*) pgrep -n -x sccache || true ;;
     esac
 }
@@ -137,22 +140,23 @@ stash_outputs() {
 # cpu = the build's process tree plus the cache daemon's share.
 build() {
     local wl=$1 mode=$2 tree=$W/src/$1 cache=$W/cache/$1-${2%-*}
-    local cc=("$COMPILER") runner=() vars=()
+    local cc=("$COMPILER") runner=() vars=() bin=$CACHEFS
+    [[ $mode == cachefsb-* ]] && bin=$CACHEFS_B
     case $mode in
         plain) touch "$W/before-$wl" ;;
         floor) cc=("$W/floor-copy"); vars=("${FLOOR_VARS[@]}"); export CACHEFS_FLOOR_STASH=$W/stash/$wl ;;
         ccache-*) cc=(ccache "$COMPILER"); export CCACHE_DIR=$cache ;;
         sccache-*) cc=(sccache "$COMPILER"); export SCCACHE_DIR=$cache ;;
-        cachefs-*) runner=("$CACHEFS" run); export CACHEFS_DIR=$cache ;;
+        cachefs-* | cachefsb-*) runner=("$bin" run); export CACHEFS_DIR=$cache ;;
     esac
     if [[ $mode == *-cold ]]; then
         [[ $mode == sccache-* ]] && sccache --stop-server >/dev/null 2>&1 || true
-        [[ $mode == cachefs-* ]] && "$CACHEFS" stop >/dev/null 2>&1 || true
+        [[ $mode == cachefs* ]] && "$bin" stop >/dev/null 2>&1 || true
         rm -rf "$cache"
     fi
     make -s -C "$tree" $CLEAN >/dev/null 2>&1 || true
     # Start the daemon first so that its CPU use during the build is measured.
-    [[ $mode == cachefs-* ]] && { "$CACHEFS" start >/dev/null 2>&1 || true; }
+    [[ $mode == cachefs* ]] && { "$bin" start >/dev/null 2>&1 || true; }
     [[ $mode == sccache-* ]] && { sccache --start-server >/dev/null 2>&1 || true; }
     local pid c0 c1 t0 t1 cpu
     pid=$(daemon_pid "$mode" "$cache")
@@ -176,6 +180,7 @@ if [ -n "${BENCH_MODES:-}" ]; then
 else
     MODES=(plain floor ccache-cold ccache-warm cachefs-cold cachefs-warm)
     command -v sccache >/dev/null && MODES+=(sccache-cold sccache-warm)
+    [ -n "${CACHEFS_B:-}" ] && MODES+=(cachefsb-cold cachefsb-warm)
 fi
 command -v bc >/dev/null || { echo "bc is required (apt-get install bc)" >&2; exit 1; }
 
@@ -197,7 +202,7 @@ for wl in "${WORKLOADS[@]}"; do
         [ -d "$W/stash/$wl" ] || (build "$wl" plain >/dev/null)
     fi
     # Warm caches once so that every warm mode has something to hit.
-    for m in ccache-warm cachefs-warm sccache-warm; do
+    for m in ccache-warm cachefs-warm sccache-warm cachefsb-warm; do
         # In a subshell, as every timed build is: build() exports its cache
         # variables, and one leaking into the next mode's environment would
         # change cachefs's key (the whole environment, less volatile names).

@@ -33,7 +33,7 @@ for mode in wall:
         f"| {statistics.median(cpu[mode].values()):.2f} | {ratio(cpu, mode, 'plain'):.3f} |"
     )
 print()
-for a, b in [("cachefs-warm", "ccache-warm"), ("cachefs-warm", "sccache-warm"), ("cachefs-cold", "plain"), ("cachefs-cold", "ccache-cold")]:
+for a, b in [("cachefs-warm", "ccache-warm"), ("cachefs-warm", "sccache-warm"), ("cachefs-cold", "plain"), ("cachefs-cold", "ccache-cold"), ("cachefs-warm", "cachefsb-warm"), ("cachefs-cold", "cachefsb-cold")]:
     if a in wall and b in wall:
         print(f"- {a} / {b}: wall ×{ratio(wall, a, b):.3f}, cpu ×{ratio(cpu, a, b):.3f}")
 

@@ -12,8 +12,7 @@ use crate::compiler::{
 };
 use crate::entry::capture::{self, Captured};
 use crate::entry::location::Root;
-use crate::entry::relocate;
-use crate::entry::relocate::Moves;
+use crate::entry::relocate::{self, Moves};
 use crate::entry::{CachedResult, Dep, DepSet, DepState, Hash};
 use crate::observe;
 use crate::protocol::{CompileRequest, Exit, Finished, Response};
@@ -59,13 +58,15 @@ impl Agent {
         let _pending = self.pending.hold(*key);
         let (deps, mut captured) = captured;
         runs::fill_deps(&mut rec, &deps, call.env);
-        let (deps, moves) = self.relocation(call, deps, &mut captured, &done);
         rec.written = captured.iter().map(Captured::path_string).collect();
         // Recorded before the client is released: its run may end (and its
         // log be written) right after.
         self.runs.add(run.run, rec.ended("miss", None));
         reply(stream, Response::Stored)?;
         let saving = std::time::Instant::now();
+        // After the reply: reading every output for the root is the
+        // store's work, not the build's.
+        let (deps, moves) = self.relocation(call, deps, &mut captured, &done);
         let saved = self.save(key, deps, captured, &done, moves);
         log::debug!("saved in {:?}", saving.elapsed());
         if let Err(e) = saved {
@@ -129,7 +130,7 @@ impl Agent {
             return Err(format!("result too large: {size} bytes"));
         }
         // The environment first: a changed variable is found without a stat.
-        let deps: Vec<Dep> = call.env_deps.iter().cloned().chain(obs.deps).collect();
+        let deps = call.env_deps.iter().cloned().chain(obs.deps).collect();
         Ok((deps, captured))
     }
 
