@@ -234,3 +234,41 @@ fn cmake_cuda_project_rebuilds_from_cache() {
     );
     assert_eq!(sb.sh("build/app").stdout, b"app\n");
 }
+
+/// nvcc's own variables change what it compiles: each is an input (nvcc
+/// runs its steps through a shell, so its whole environment is keyed), and
+/// the object is the one nvcc gives with that variable set (nvcc's objects
+/// hold a random module id: compared by the kernels they define).
+#[test]
+fn nvcc_s_flag_variables_are_inputs() {
+    let nvcc = nvcc();
+    let sb = Sandbox::new();
+    sb.write(
+        "e.cu",
+        "#ifdef EXTRA\n__global__ void extra(float *x) { x[0] = 2; }\n#endif\n__global__ void k(float *x) { x[0] = 1; }\n",
+    );
+    let has =
+        |object: &[u8], symbol: &str| object.windows(symbol.len()).any(|w| w == symbol.as_bytes());
+    let compile = |vars: &str| {
+        sb.sh("rm -f e.o");
+        sb.run_ok(&format!("{vars} {nvcc} -c e.cu -o e.o"));
+        sb.read("e.o")
+    };
+    assert!(!has(&compile(""), "_Z5extraPf"));
+    for (vars, extra) in [
+        ("NVCC_PREPEND_FLAGS=-DEXTRA", true),
+        ("NVCC_APPEND_FLAGS=-DEXTRA", true),
+        ("NVCC_CCBIN=g++-12", false),
+    ] {
+        sb.zero_stats();
+        let object = compile(vars);
+        assert!(has(&object, "_Z1kPf"), "{vars}: not nvcc's object");
+        assert_eq!(
+            has(&object, "_Z5extraPf"),
+            extra,
+            "{vars}: the variable was not applied"
+        );
+        let (hits, misses, _, _) = sb.counts();
+        assert_eq!((hits, misses), (0, 1), "{vars}: must miss");
+    }
+}

@@ -206,3 +206,82 @@ fn rust_env_macros_are_inputs_and_other_variables_are_not() {
         assert_eq!(hits_and_misses(&sb), expected, "{vars}");
     }
 }
+
+/// A proc-macro that reads a variable while it expands: rustc (the process
+/// the macro runs in) reads it through `getenv`, so it is an input of the
+/// crate that uses the macro.
+#[test]
+fn a_variable_a_proc_macro_reads_is_an_input() {
+    let sb = Sandbox::new();
+    sb.write(
+        "m.rs",
+        "extern crate proc_macro;\nuse proc_macro::TokenStream;\n\
+         #[proc_macro]\npub fn from_env(_: TokenStream) -> TokenStream {\n\
+         let v = std::env::var(\"CFS_MACRO_VALUE\").unwrap_or_else(|_| \"unset\".into());\n\
+         format!(\"{v:?}\").parse().unwrap()\n}\n",
+    );
+    sb.write(
+        "main.rs",
+        "fn main() { println!(\"{}\", m::from_env!()); }\n",
+    );
+    sb.sh("rustc --edition 2021 --crate-type proc-macro m.rs");
+    let build = |vars: &str| {
+        sb.sh("rm -f main");
+        sb.run_ok(&format!(
+            "{vars} rustc --edition 2021 --extern m=libm.so main.rs"
+        ));
+        String::from_utf8_lossy(&sb.sh("./main").stdout).into_owned()
+    };
+    assert_eq!(build("CFS_MACRO_VALUE=one"), "one\n");
+    for (vars, hit, printed) in [
+        ("CFS_MACRO_VALUE=one FOO=1", true, "one\n"),
+        ("CFS_MACRO_VALUE=two", false, "two\n"),
+        ("", false, "unset\n"),
+    ] {
+        sb.zero_stats();
+        assert_eq!(build(vars), printed, "{vars}");
+        let expected = if hit { (1, 0) } else { (0, 1) };
+        assert_eq!(hits_and_misses(&sb), expected, "{vars}");
+    }
+}
+
+/// `RUSTFLAGS` and `CARGO_ENCODED_RUSTFLAGS` reach rustc as arguments
+/// through cargo: another value is another compile, and the same value
+/// again is a hit.
+#[test]
+fn rustflags_reach_rustc_through_cargo() {
+    let sb = Sandbox::new();
+    sb.write(
+        "Cargo.toml",
+        "[package]\nname = \"flags\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    );
+    sb.write(
+        "src/main.rs",
+        "fn main() { println!(\"{}\", if cfg!(cfs_flag) { \"flag\" } else { \"none\" }); }\n",
+    );
+    let build = |vars: &str| {
+        sb.sh("rm -rf target");
+        sb.run_ok(&format!(
+            "env -u RUSTC_WRAPPER -u CARGO_TARGET_DIR CARGO_INCREMENTAL=0 {vars} \
+             cargo build -q --offline"
+        ));
+        String::from_utf8_lossy(&sb.sh("target/debug/flags").stdout).into_owned()
+    };
+    assert_eq!(build(""), "none\n");
+    let with_cfg = "RUSTFLAGS='--cfg cfs_flag --check-cfg cfg(cfs_flag)'";
+    let encoded = "CARGO_ENCODED_RUSTFLAGS=\"$(printf -- '--cfg\\037cfs_flag\\037--check-cfg\\037cfg(cfs_flag)')\"";
+    for (vars, hit, printed) in [
+        (with_cfg, false, "flag\n"),
+        ("", true, "none\n"),
+        (encoded, true, "flag\n"),
+    ] {
+        sb.zero_stats();
+        assert_eq!(build(vars), printed, "{vars}");
+        let (hits, misses) = hits_and_misses(&sb);
+        if hit {
+            assert_eq!(misses, 0, "{vars}: {hits} hits");
+        } else {
+            assert!(misses >= 1, "{vars}: must miss ({hits} hits)");
+        }
+    }
+}
