@@ -6,7 +6,7 @@
 
 mod common;
 use common::debian::{artifacts, debian_tarball};
-use common::servers::{self, start_agent, wait_for_remote_writes};
+use common::servers;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
