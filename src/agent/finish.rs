@@ -7,7 +7,7 @@ use super::runs::{self, Ended};
 use super::stats::Origin;
 use super::{Agent, Outcome};
 use crate::compiler::{
-    self,
+    self, prefix,
     time_macros::{self, TimeMacros},
 };
 use crate::entry::capture::{self, Captured};
@@ -89,6 +89,11 @@ impl Agent {
         if !done.output_complete {
             return Err("compiler output too large to keep".into());
         }
+        if call.prefixed {
+            if let Some(why) = prefix::printed_reason(&done.stdout, &done.stderr) {
+                return Err(why.into());
+            }
+        }
         let obs = observe::analyze(&call.record, &self.stat_cache, &call.rules).map_err(|u| u.0)?;
         if let Some(why) = obs.deps.iter().find_map(|d| match &d.state {
             DepState::Symlink(target) => self.coverage.link_outside(
@@ -169,6 +174,8 @@ pub(super) struct Call<'a> {
     env_deps: Vec<Dep>,
     /// The call's environment, for the run log's values of what was read.
     env: &'a [(Vec<u8>, Vec<u8>)],
+    /// It ran under a prefix command (`compiler::prefix`).
+    prefixed: bool,
 }
 
 impl<'a> Call<'a> {
@@ -178,8 +185,9 @@ impl<'a> Call<'a> {
         mut record: cachefs_mirror::Record,
     ) -> Call<'a> {
         let (req, family) = (served.req, served.family);
-        let reads = observe::env::take_reports(&mut record);
+        let mut reads = observe::env::take_reports(&mut record);
         observe::drop_own_files(&mut record);
+        observe::prefix::drop_own(family, &req.env, &mut record, &mut reads);
         let printed = !done.stdout.is_empty() || !done.stderr.is_empty();
         let env_deps = observe::env::deps(&reads, &req.env, family, &mut record, printed);
         let search_dirs = match done.exit {
@@ -203,6 +211,7 @@ impl<'a> Call<'a> {
             }),
             env_deps,
             env: &req.env,
+            prefixed: prefix::Prefix::of_call(family, &req.env).is_some(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod color;
 mod gcc;
 pub mod host_target;
 pub mod language;
+pub mod prefix;
 pub mod rustc;
 pub mod time_macros;
 
