@@ -35,6 +35,13 @@ impl Agent {
         mut rec: CompileRecord,
     ) -> Result<()> {
         let started = std::time::Instant::now();
+        let done = match &call.prefix {
+            Some(p) => Finished {
+                stderr: prefix::without_own_messages(p.tool(), &done.stderr),
+                ..done
+            },
+            None => done,
+        };
         let captured = self.capture(&done, call);
         log::debug!(
             "analysed {} accesses in {:?}",
@@ -89,7 +96,7 @@ impl Agent {
         if !done.output_complete {
             return Err("compiler output too large to keep".into());
         }
-        if call.prefixed {
+        if call.prefix.is_some() {
             if let Some(why) = prefix::printed_reason(&done.stdout, &done.stderr) {
                 return Err(why.into());
             }
@@ -174,8 +181,8 @@ pub(super) struct Call<'a> {
     env_deps: Vec<Dep>,
     /// The call's environment, for the run log's values of what was read.
     env: &'a [(Vec<u8>, Vec<u8>)],
-    /// It ran under a prefix command (`compiler::prefix`).
-    prefixed: bool,
+    /// The prefix command it ran under (`compiler::prefix`).
+    prefix: Option<prefix::Prefix>,
 }
 
 impl<'a> Call<'a> {
@@ -211,7 +218,7 @@ impl<'a> Call<'a> {
             }),
             env_deps,
             env: &req.env,
-            prefixed: prefix::Prefix::of_call(family, &req.env).is_some(),
+            prefix: prefix::Prefix::of_call(family, &req.env),
         }
     }
 }

@@ -172,6 +172,31 @@ fn icecc_tarballs(env: &[(Vec<u8>, Vec<u8>)]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// `stderr` without the farm client's own lines (`distcc[PID] …`,
+/// `ICECC[PID] …`): where the compile ran and why (a host refusing, a
+/// fallback to a local compile) is no part of its result. Kept, a farm that
+/// is down would make every compile "printed", never cached.
+pub fn without_own_messages(tool: Tool, stderr: &[u8]) -> Vec<u8> {
+    let tag: &[u8] = match tool {
+        Tool::Distcc => b"distcc[",
+        Tool::Icecc => b"ICECC[",
+        Tool::Other => return stderr.to_vec(),
+    };
+    let own = |line: &[u8]| {
+        let Some(rest) = line.strip_prefix(tag) else {
+            return false;
+        };
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        digits > 0 && rest.get(digits) == Some(&b']')
+    };
+    stderr
+        .split_inclusive(|&b| b == b'\n')
+        .filter(|line| !own(line))
+        .flatten()
+        .copied()
+        .collect()
+}
+
 /// Whether calls of `family` run under the prefix: gcc and clang compiles
 /// only. distcc and icecc know C and C++; rustc and nvcc run as they are, and
 /// so do `ar` and `ranlib`.
@@ -263,6 +288,21 @@ mod tests {
         assert!(uncacheable_reason(&args(&["gcc", "-gno-column-info"])).is_none());
         assert!(printed_reason(b"", b"").is_none());
         assert!(printed_reason(b"", b"warning").is_some());
+    }
+
+    #[test]
+    fn the_farm_s_own_messages_are_no_part_of_the_result() {
+        let stderr = b"distcc[4765] ERROR: nonblocking connect to 10.77.0.2:3632 failed\n\
+            x.c:1:1: warning: distcc[1] in a diagnostic\n\
+            distcc[4765] Warning: failed to distribute, running locally instead\n\
+            distcc[] not distcc's\n";
+        assert_eq!(
+            without_own_messages(Tool::Distcc, stderr),
+            b"x.c:1:1: warning: distcc[1] in a diagnostic\ndistcc[] not distcc's\n"
+        );
+        let icecc = b"ICECC[12] 10:00:00: local daemon is down\n";
+        assert!(without_own_messages(Tool::Icecc, icecc).is_empty());
+        assert_eq!(without_own_messages(Tool::Other, icecc), icecc);
     }
 
     #[test]
