@@ -96,11 +96,6 @@ impl Agent {
         if !done.output_complete {
             return Err("compiler output too large to keep".into());
         }
-        if call.prefix.is_some() {
-            if let Some(why) = prefix::printed_reason(&done.stdout, &done.stderr) {
-                return Err(why.into());
-            }
-        }
         let obs = observe::analyze(&call.record, &self.stat_cache, &call.rules).map_err(|u| u.0)?;
         if let Some(why) = obs.deps.iter().find_map(|d| match &d.state {
             DepState::Symlink(target) => self.coverage.link_outside(

@@ -8,6 +8,7 @@ use super::call::Call;
 use super::fallback::warn_once;
 use crate::compiler::prefix::{self, Prefix};
 use crate::config::{Config, ENV_PREFIX};
+use crate::protocol::Finished;
 
 /// The prefix this call runs under when it runs the compiler (a miss, or
 /// uncached), with `CACHEFS_PREFIX` set to it or removed.
@@ -29,6 +30,24 @@ pub(super) fn settle(call: &Call, config: &Config) -> Option<Prefix> {
         }
     }
     resolved
+}
+
+/// The call again without its prefix, to be compiled locally in the same
+/// view, when the farm's compile printed something of its own
+/// (`compiler::prefix::printed`): what a local compile prints and writes is
+/// then the result, never the farm's diagnostics.
+pub(super) fn local_rerun(call: &Call, done: &Finished) -> Option<Call> {
+    let p = call.prefix.as_ref()?;
+    if !prefix::printed(p.tool(), &done.stdout, &done.stderr) {
+        return None;
+    }
+    log::debug!("the farm's compile printed diagnostics: compiling again locally");
+    Some(Call {
+        compiler: call.compiler.clone(),
+        argv: call.argv.clone(),
+        family: call.family,
+        prefix: None,
+    })
 }
 
 /// `PREFIX… COMPILER ARGS…`: the compiler by the path the build ran, so

@@ -1,0 +1,268 @@
+//! cachefs in front of an existing compile farm (issue #20): a missed C
+//! compile runs under the prefix command (`CACHEFS_PREFIX=distcc`, ccache's
+//! `CCACHE_PREFIX`), a hit runs nothing. Real daemons in network namespaces
+//! of their own, joined to the build's by a veth pair: distccd, and icecc's
+//! scheduler with two iceccd. Lua 5.4 from Debian's sources is the build.
+
+mod common;
+use common::debian::{debian_tarball, lua_artifacts};
+use common::netns::NetNs;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const LUA_OBJECTS: usize = 34;
+/// The objects, ar and ranlib of liblua.a, the lua and luac links.
+const LUA_CALLS: u64 = 38;
+const DISTCC_PORT: u16 = 3632;
+
+/// One distccd on a machine of its own (a network namespace), its log kept.
+struct DistccFarm {
+    machine: NetNs,
+    daemon: std::process::Child,
+    log: PathBuf,
+    /// `DISTCC_HOSTS` for a client on the build's machine.
+    hosts: String,
+}
+
+impl DistccFarm {
+    /// distccd on `machine`, serving the build's machine `build`.
+    fn start(build: &NetNs, log_dir: &Path) -> DistccFarm {
+        require("distccd");
+        let machine = NetNs::new();
+        let (_, addr) = build.link(&machine, 1);
+        let log = log_dir.join("distccd.log");
+        let daemon = machine
+            .command("distccd")
+            .args([
+                "--daemon",
+                "--no-detach",
+                "--log-stderr",
+                "--log-level",
+                "info",
+            ])
+            .args(["--allow", "10.77.1.0/24", "--listen", &addr, "--jobs", "2"])
+            .args(["--port", &DISTCC_PORT.to_string()])
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        machine.wait_listening(DISTCC_PORT);
+        DistccFarm {
+            machine,
+            daemon,
+            log,
+            hosts: format!("{addr}:{DISTCC_PORT}/2,lzo"),
+        }
+    }
+
+    /// Compiles distccd finished for a client (its log's job summaries).
+    fn compiled(&self) -> usize {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines().filter(|l| l.contains(" COMPILE_OK ")).count()
+    }
+
+    /// The machine lost: distccd and every job it runs killed.
+    fn kill(&mut self) {
+        self.machine.kill_inside();
+        let _ = self.daemon.wait();
+    }
+}
+
+impl Drop for DistccFarm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Lua's sources unpacked in `sb`, built plainly once (no cachefs, no farm):
+/// what every build under the farm must reproduce byte for byte.
+fn lua_plain(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
+    let tarball = debian_tarball("lua5.4");
+    sb.sh(&format!(
+        "tar xzf {} --strip-components=1",
+        tarball.display()
+    ));
+    sb.sh("make -s -j2 linux >/dev/null 2>&1");
+    let plain = lua_artifacts(&sb.path("src"));
+    let objects = plain.iter().filter(|(n, _)| n.ends_with(".o")).count();
+    assert_eq!(objects, LUA_OBJECTS);
+    sb.sh("make -s clean");
+    plain
+}
+
+/// `cachefs run sh -c script` on the build's machine with `env` set.
+fn farm_run(build: &NetNs, sb: &Sandbox, env: &[(&str, String)], script: &str) -> Command {
+    let mut c = build.command(cachefs_bin());
+    c.args(["run", "sh", "-c", script])
+        .env("CACHEFS_DIR", &sb.cache)
+        .env_remove("LD_PRELOAD")
+        .env_remove("CACHEFS_RUN_ID")
+        .env_remove("RUST_LOG")
+        .current_dir(&sb.project);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+fn checked(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "the build failed: {}\n{}",
+        out.status,
+        stderr(&out)
+    );
+    out
+}
+
+/// distcc's environment for a client of `farm`: its state in the sandbox,
+/// no local fallback (a compile that does not run on the farm fails).
+fn distcc_env(sb: &Sandbox, farm: &DistccFarm, fallback: bool) -> Vec<(&'static str, String)> {
+    let dir = sb.root.path().join("distcc");
+    std::fs::create_dir_all(&dir).unwrap();
+    vec![
+        ("CACHEFS_PREFIX", "distcc".into()),
+        ("DISTCC_HOSTS", farm.hosts.clone()),
+        ("DISTCC_DIR", dir.to_string_lossy().into_owned()),
+        ("DISTCC_FALLBACK", if fallback { "1" } else { "0" }.into()),
+    ]
+}
+
+/// (hits, misses, uncacheable, errors), and the reasons of the uncacheable.
+fn counts(sb: &Sandbox) -> ((u64, u64, u64, u64), String) {
+    (sb.counts(), sb.stats()["uncacheable_reasons"].to_string())
+}
+
+/// The environment variables and files a compile's key holds (`cachefs deps`).
+fn deps_of(sb: &Sandbox, output: &str) -> String {
+    let out = sb.cachefs().args(["deps", output]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn distcc_compiles_the_misses_and_a_rebuild_is_all_local_hits() {
+    if let Some(why) = NetNs::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    require("distcc");
+    let build = NetNs::new();
+    let sb = Sandbox::new();
+    let farm = DistccFarm::start(&build, sb.root.path());
+    let plain = lua_plain(&sb);
+    let env = distcc_env(&sb, &farm, false);
+    let make = "make -s -j2 linux >/dev/null";
+
+    checked(farm_run(&build, &sb, &env, make).output().unwrap());
+    assert_eq!(
+        lua_artifacts(&sb.path("src")),
+        plain,
+        "the farm's build differs from the plain build"
+    );
+    assert_eq!(
+        farm.compiled(),
+        LUA_OBJECTS,
+        "every object compiled by distccd"
+    );
+    assert_eq!(
+        sb.counts(),
+        (0, LUA_CALLS, 0, 0),
+        "(hits, misses, uncacheable, errors)"
+    );
+
+    // The farm's own files and variables are not in the key; the compiler's are.
+    let deps = deps_of(&sb, "src/lapi.o");
+    for farms in ["DISTCC_", "/usr/bin/distcc", "/etc/distcc", "/distcc/"] {
+        assert!(!deps.contains(farms), "{farms} in the key:\n{deps}");
+    }
+    assert!(
+        deps.contains("CPATH="),
+        "gcc's own reads stay keyed:\n{deps}"
+    );
+
+    // Another host list (the key does not hold it): every call a local hit.
+    sb.sh("make -s clean");
+    sb.zero_stats();
+    let mut other = env.clone();
+    other[1].1 = format!("{} 10.77.1.9/1", farm.hosts);
+    checked(farm_run(&build, &sb, &other, make).output().unwrap());
+    assert_eq!(sb.counts(), (LUA_CALLS, 0, 0, 0));
+    assert_eq!(
+        farm.compiled(),
+        LUA_OBJECTS,
+        "a hit runs nothing on the farm"
+    );
+    assert_eq!(
+        lua_artifacts(&sb.path("src")),
+        plain,
+        "the rebuild from cache differs"
+    );
+
+    // The farm's results are ordinary results: a build without the prefix hits them.
+    sb.sh("make -s clean");
+    sb.zero_stats();
+    checked(sb.run(make));
+    assert_eq!(sb.counts(), (LUA_CALLS, 0, 0, 0));
+    assert_eq!(sb.sh("src/lua -e 'print(6 * 7)'").stdout, b"42\n");
+}
+
+#[test]
+fn distccd_killed_mid_build_the_build_completes_correctly() {
+    if let Some(why) = NetNs::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    require("distcc");
+    let build = NetNs::new();
+    let sb = Sandbox::new();
+    let mut farm = DistccFarm::start(&build, sb.root.path());
+    let plain = lua_plain(&sb);
+    let env = distcc_env(&sb, &farm, true);
+    let make = "make -s -j2 linux >/dev/null";
+
+    let running = farm_run(&build, &sb, &env, make)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while farm.compiled() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "distccd compiled nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    farm.kill();
+    let out = checked(running.wait_with_output().unwrap());
+    let remote = farm.compiled();
+    assert!(
+        remote < LUA_OBJECTS,
+        "the farm died mid-build: {remote} compiled there"
+    );
+    assert!(
+        stderr(&out).contains("running locally instead"),
+        "distcc fell back locally: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        lua_artifacts(&sb.path("src")),
+        plain,
+        "the build after the farm died differs"
+    );
+    // Fallback compiles are local compiles: cached like any other, distcc's
+    // own warnings left out of what a hit replays.
+    assert_eq!(
+        sb.counts(),
+        (0, LUA_CALLS, 0, 0),
+        "(hits, misses, uncacheable, errors)"
+    );
+    sb.sh("make -s clean");
+    sb.zero_stats();
+    let again = checked(farm_run(&build, &sb, &env, make).output().unwrap());
+    assert_eq!(sb.counts(), (LUA_CALLS, 0, 0, 0));
+    assert!(!stderr(&again).contains("distcc["), "{}", stderr(&again));
+    assert_eq!(lua_artifacts(&sb.path("src")), plain);
+}
