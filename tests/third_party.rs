@@ -6,8 +6,6 @@ mod common;
 use common::debian::{debian_tarball, lua_artifacts as artifacts};
 use common::*;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 #[test]
 fn lua_from_debian_source_rebuilds_from_cache_identically() {
