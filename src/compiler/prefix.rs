@@ -125,11 +125,15 @@ impl Prefix {
                 own.push("/etc/distcc".into());
             }
             Tool::Icecc => {
-                // Its configuration, its daemon's socket, and the compiler
-                // environment tarballs named by ICECC_VERSION (`[platform:]path`
-                // items, comma separated, `=` for a cross compiler's).
-                own.extend(["/etc/icecc", "/var/run/icecc", "/run/icecc"].map(PathBuf::from));
+                // Its configuration; its lock file (`/tmp/.icecream-USER`);
+                // its daemon's socket, reached through the `/var/run` link
+                // to `/run` (unmirrored: that link, read, makes any compile
+                // "outside the observed tree"; nothing a C compiler reads
+                // lies under /run); and the compiler environment tarballs
+                // named by ICECC_VERSION.
+                own.extend(["/etc/icecc", "/var/run"].map(PathBuf::from));
                 own.extend(home.map(|h| h.join(".iceccd.socket")));
+                own.extend(icecc_lock_dir());
                 own.extend(icecc_tarballs(env));
             }
             Tool::Other => {}
@@ -144,7 +148,8 @@ impl Prefix {
 /// prefix reads (`HOME`, `TMPDIR`, `CPATH`) stay keyed: a compiler may read
 /// them too, and reads are not told apart by process.
 pub fn owns_variable(name: &[u8]) -> bool {
-    const OWN_PREFIXES: [&[u8]; 5] = [
+    const OWN_PREFIXES: [&[u8]; 6] = [
+        b"_ICECC_",
         b"DISTCC_",
         b"_DISTCC_",
         b"ICECC",
@@ -153,6 +158,13 @@ pub fn owns_variable(name: &[u8]) -> bool {
     ];
     const OWN: [&[u8]; 2] = [b"UNCACHED_ERR_FD", b"USE_SCHEDULER"];
     OWN_PREFIXES.iter().any(|p| name.starts_with(p)) || OWN.contains(&name)
+}
+
+/// `/tmp/.icecream-USER`, icecc's lock file's directory, for this user (the
+/// agent's, which is the compile's: it serves its own uid only).
+fn icecc_lock_dir() -> Option<PathBuf> {
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid()).ok()??;
+    Some(PathBuf::from(format!("/tmp/.icecream-{}", user.name)))
 }
 
 /// `ICECC_VERSION`'s tarballs: `path`, `platform:path` and
