@@ -258,3 +258,194 @@ fn distccd_killed_mid_build_the_build_completes_correctly() {
     assert!(!stderr(&again).contains("distcc["), "{}", stderr(&again));
     assert_eq!(lua_artifacts(&sb.path("src")), plain);
 }
+
+/// icecream: a scheduler and a daemon that takes no jobs itself on the
+/// build's machine, and a daemon on a second machine (with mounts of its own:
+/// iceccd's socket is a fixed path), so every compile goes there, in a chroot
+/// of the environment tarball `icecc-create-env` made of the local gcc.
+struct IceccFarm {
+    node: NetNs,
+    scheduler: std::process::Child,
+    local: std::process::Child,
+    remote: std::process::Child,
+    /// Logs and environments, readable by the daemons' own user.
+    dir: tempfile::TempDir,
+    tarball: PathBuf,
+}
+
+const LOCAL_SOCKET: &str = "/run/icecc/iceccd.socket";
+
+impl IceccFarm {
+    fn start(build: &NetNs) -> IceccFarm {
+        for tool in ["icecc", "iceccd", "icecc-scheduler", "icecc-create-env"] {
+            require(tool);
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("cachefs-icecc-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        set_mode(d, 0o755);
+        // The daemons write as their own user.
+        for sub in ["logs", "envs"] {
+            std::fs::create_dir(d.join(sub)).unwrap();
+            set_mode(&d.join(sub), 0o777);
+        }
+        let node = NetNs::with_own_mounts();
+        let (scheduler_addr, _) = build.link(&node, 2);
+        std::fs::create_dir_all("/run/icecc").unwrap();
+        node.sh("mount -t tmpfs none /run/icecc");
+        let log = |name: &str| d.join("logs").join(name).to_string_lossy().into_owned();
+        let scheduler = build
+            .command("icecc-scheduler")
+            .args(["-p", "8765", "-vvv", "-l", &log("scheduler.log")])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let daemon = |machine: &NetNs, name: &str, jobs: &str| {
+            machine
+                .command("iceccd")
+                .args(["-s", &scheduler_addr, "-m", jobs, "-N", name, "-vvv"])
+                .args(["-l", &log(&format!("{name}.log"))])
+                .arg("-b")
+                .arg(d.join("envs").join(name))
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let local = daemon(build, "build", "0");
+        let remote = daemon(&node, "node", "2");
+        let tarball = create_env(d);
+        let farm = IceccFarm {
+            node,
+            scheduler,
+            local,
+            remote,
+            dir,
+            tarball,
+        };
+        farm.wait_for_logins();
+        farm
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs").join(name)).unwrap_or_default()
+    }
+
+    /// Until both daemons logged in to the scheduler (60 s at most).
+    fn wait_for_logins(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let log = self.log("scheduler.log");
+            if log.contains("login build ") && log.contains("login node ") {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemons did not reach the scheduler:\n{log}\nbuild:\n{}\nnode:\n{}",
+                self.log("build.log"),
+                self.log("node.log")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Compiles the second machine's daemon ran.
+    fn compiled(&self) -> usize {
+        self.log("node.log")
+            .lines()
+            .filter(|l| l.contains("Remote compilation completed"))
+            .count()
+    }
+}
+
+impl Drop for IceccFarm {
+    fn drop(&mut self) {
+        for child in [&mut self.local, &mut self.remote, &mut self.scheduler] {
+            // iceccd leads a process group of its own, with its jobs.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.node.kill_inside();
+        let _ = std::fs::remove_file(LOCAL_SOCKET);
+    }
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `icecc-create-env` of the local gcc and g++: the tarball's path.
+fn create_env(dir: &Path) -> PathBuf {
+    let out = Command::new("icecc-create-env")
+        .args(["--gcc", "/usr/bin/gcc", "/usr/bin/g++"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "icecc-create-env: {}", stderr(&out));
+    let tarball = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .expect("icecc-create-env made a tarball");
+    set_mode(&tarball, 0o644);
+    tarball
+}
+
+#[test]
+fn icecc_compiles_the_misses_on_another_machine_and_a_rebuild_is_all_local_hits() {
+    if let Some(why) = NetNs::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let build = NetNs::new();
+    let sb = Sandbox::new();
+    let farm = IceccFarm::start(&build);
+    let plain = lua_plain(&sb);
+    let env = vec![
+        ("CACHEFS_PREFIX", "icecc".to_string()),
+        ("ICECC_VERSION", farm.tarball.to_string_lossy().into_owned()),
+    ];
+    let make = "make -s -j2 linux >/dev/null";
+
+    checked(farm_run(&build, &sb, &env, make).output().unwrap());
+    assert_eq!(
+        lua_artifacts(&sb.path("src")),
+        plain,
+        "icecream's build differs from the plain build"
+    );
+    assert_eq!(
+        farm.compiled(),
+        LUA_OBJECTS,
+        "every object compiled on the other machine"
+    );
+    assert_eq!(counts(&sb), ((0, LUA_CALLS, 0, 0), "{}".into()));
+    let deps = deps_of(&sb, "src/lapi.o");
+    let tarball = farm.tarball.to_string_lossy();
+    for farms in [
+        "ICECC",
+        "/usr/bin/icecc",
+        "/etc/icecc",
+        ".icecream-",
+        tarball.as_ref(),
+    ] {
+        assert!(!deps.contains(farms), "{farms} in the key:\n{deps}");
+    }
+
+    sb.sh("make -s clean");
+    sb.zero_stats();
+    checked(farm_run(&build, &sb, &env, make).output().unwrap());
+    assert_eq!(counts(&sb), ((LUA_CALLS, 0, 0, 0), "{}".into()));
+    assert_eq!(
+        farm.compiled(),
+        LUA_OBJECTS,
+        "a hit runs nothing on the farm"
+    );
+    assert_eq!(
+        lua_artifacts(&sb.path("src")),
+        plain,
+        "the rebuild from cache differs"
+    );
+}

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub struct NetNs {
     holder: Child,
+    /// It has a mount namespace of its own too (`with_own_mounts`).
+    own_mounts: bool,
 }
 
 impl NetNs {
@@ -21,15 +23,30 @@ impl NetNs {
     }
 
     pub fn new() -> NetNs {
+        NetNs::start(false)
+    }
+
+    /// A machine with mounts of its own as well (private propagation), for
+    /// daemons that insist on fixed paths (iceccd's socket in /run/icecc).
+    pub fn with_own_mounts() -> NetNs {
+        NetNs::start(true)
+    }
+
+    fn start(own_mounts: bool) -> NetNs {
         super::require("unshare");
         super::require("nsenter");
         super::require("ip");
-        let holder = Command::new("unshare")
-            .args(["--net", "sleep", "infinity"])
+        let mut holder = Command::new("unshare");
+        holder.arg("--net");
+        if own_mounts {
+            holder.args(["--mount", "--propagation", "private"]);
+        }
+        let holder = holder
+            .args(["sleep", "infinity"])
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let ns = NetNs { holder };
+        let ns = NetNs { holder, own_mounts };
         // unshare execs sleep once the namespace is made.
         let own = std::fs::read_link("/proc/self/ns/net").unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -56,7 +73,11 @@ impl NetNs {
     /// `program` to be run inside the namespace.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg("-t").arg(self.pid().to_string()).args(["-n", "--"]);
+        c.arg("-t").arg(self.pid().to_string()).arg("-n");
+        if self.own_mounts {
+            c.arg("-m");
+        }
+        c.arg("--");
         c.arg(program);
         c
     }
