@@ -449,3 +449,76 @@ fn icecc_compiles_the_misses_on_another_machine_and_a_rebuild_is_all_local_hits(
         "the rebuild from cache differs"
     );
 }
+
+/// `cachefs config`'s line for the prefix, with `env` set and the config
+/// file `file_text` in the sandbox.
+fn prefix_setting(sb: &Sandbox, file_text: &str, env: &[(&str, &str)]) -> String {
+    let config = sb.root.path().join("config.toml");
+    std::fs::write(&config, file_text).unwrap();
+    let mut c = sb.cachefs();
+    c.env("CACHEFS_CONFIG", &config)
+        .env_remove("CACHEFS_PREFIX")
+        .env_remove("CCACHE_PREFIX");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.arg("config").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with("prefix"))
+        .unwrap_or_else(|| panic!("no prefix in {text}"))
+        .to_string()
+}
+
+#[test]
+fn the_prefix_comes_from_the_config_file_cachefs_prefix_or_ccache_prefix() {
+    let sb = Sandbox::new();
+    let line = prefix_setting(&sb, "prefix = \"distcc -v\"\n", &[]);
+    assert!(
+        line.contains("distcc -v") && line.contains("config.toml"),
+        "{line}"
+    );
+    let line = prefix_setting(&sb, "prefix = \"distcc\"\n", &[("CCACHE_PREFIX", "icecc")]);
+    assert!(
+        line.contains("icecc") && line.contains("$CCACHE_PREFIX"),
+        "{line}"
+    );
+    let both = [("CCACHE_PREFIX", "icecc"), ("CACHEFS_PREFIX", "/opt/farm")];
+    let line = prefix_setting(&sb, "", &both);
+    assert!(
+        line.contains("/opt/farm") && line.contains("$CACHEFS_PREFIX"),
+        "{line}"
+    );
+    assert!(prefix_setting(&sb, "", &[]).contains("none"));
+
+    // A prefix command is any program given the compile's command line: this
+    // one shows that it ran by a definition of its own.
+    let script = sb.root.path().join("farm.sh");
+    std::fs::write(&script, "#!/bin/sh\nexec \"$@\" -DVIA_PREFIX=1\n").unwrap();
+    set_mode(&script, 0o755);
+    sb.write(
+        "main.c",
+        "#include <stdio.h>\n#ifndef VIA_PREFIX\n#define VIA_PREFIX 0\n#endif\n\
+         int main(void) { printf(\"%d\\n\", VIA_PREFIX); return 0; }\n",
+    );
+    let build = |prefix: &Path| {
+        let out = sb
+            .cachefs()
+            .env("CCACHE_PREFIX", prefix)
+            .args(["run", "sh", "-c", "gcc -o main main.c && ./main"])
+            .output()
+            .unwrap();
+        checked(out)
+    };
+    assert_eq!(build(&script).stdout, b"1\n");
+    // One that is not there: the build goes on without it, and says so.
+    std::fs::remove_file(sb.path("main")).unwrap();
+    let out = build(Path::new("no-such-farm"));
+    assert_eq!(out.stdout, b"0\n");
+    assert!(
+        stderr(&out).contains("no-such-farm is not found"),
+        "{}",
+        stderr(&out)
+    );
+}

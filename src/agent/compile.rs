@@ -75,7 +75,9 @@ impl Agent {
             let reason = format!("cannot hash the compiler {}: {e}", compiler.display());
             Plain::Error("cannot hash the compiler", reason)
         })?;
-        Ok(key1::key1(req, &compiler_hash))
+        let key = key1::key1(req, &compiler_hash);
+        super::prefix::key(key, call.family, &req.env, &self.stat_cache)
+            .map_err(|reason| Plain::Error("cannot hash the prefix", reason))
     }
 
     fn answer_hit(
