@@ -33,8 +33,10 @@ pub struct Prefix {
     pub argv: Vec<OsString>,
 }
 
-/// Which farm a prefix is, by its program's name: it decides whose files and
-/// variables are the prefix's own.
+/// Which farm a prefix is, by its program's name exactly (a wrapper named
+/// `distcc-wrap` is another program): it decides whose files and variables
+/// are the prefix's own, and whether its results are a local compile's
+/// (`agent::prefix`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {
     Distcc,
@@ -96,8 +98,8 @@ impl Prefix {
     pub fn tool(&self) -> Tool {
         let name = self.program().file_name().map(OsStr::as_bytes);
         match name {
-            Some(n) if n.starts_with(b"distcc") => Tool::Distcc,
-            Some(n) if n.starts_with(b"icecc") => Tool::Icecc,
+            Some(b"distcc") => Tool::Distcc,
+            Some(b"icecc") => Tool::Icecc,
             _ => Tool::Other,
         }
     }
@@ -340,6 +342,8 @@ mod tests {
         for p in ["/envs/a.tar.gz", "/envs/b.tar.gz", "/etc/icecc"] {
             assert!(own.contains(&PathBuf::from(p)), "{p} in {own:?}");
         }
+        let wrapper = Prefix::parse(OsStr::new("/opt/distcc-wrap")).unwrap();
+        assert_eq!(wrapper.tool(), Tool::Other);
         let other = Prefix::parse(OsStr::new("/opt/farm/run")).unwrap();
         assert_eq!(other.tool(), Tool::Other);
         assert_eq!(other.own_paths(&e), [PathBuf::from("/opt/farm/run")]);
