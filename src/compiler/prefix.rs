@@ -236,8 +236,11 @@ pub fn uncacheable_reason(argv: &[Vec<u8>]) -> Option<&'static str> {
 /// local compile does not, the `/* FALLTHROUGH */` comments being gone from
 /// the preprocessed source; a farm's column numbers differ too, and it
 /// quotes no source lines.
+///
+/// Not for another prefix: its results are keyed by it (`agent::prefix`), so
+/// what it printed is what a hit under it replays.
 pub fn printed(tool: Tool, stdout: &[u8], stderr: &[u8]) -> bool {
-    !stdout.is_empty() || !without_own_messages(tool, stderr).is_empty()
+    tool != Tool::Other && (!stdout.is_empty() || !without_own_messages(tool, stderr).is_empty())
 }
 
 /// Whether the call makes debug information: a `-g…` option, unless the last
@@ -304,7 +307,8 @@ mod tests {
         assert!(uncacheable_reason(&args(&["gcc", "-gno-column-info"])).is_none());
         assert!(!printed(Tool::Distcc, b"", b"distcc[1] down\n"));
         assert!(printed(Tool::Distcc, b"", b"x.c:1: warning\n"));
-        assert!(printed(Tool::Other, b"x", b""));
+        assert!(printed(Tool::Icecc, b"x", b""));
+        assert!(!printed(Tool::Other, b"x", b"warning"));
     }
 
     #[test]
