@@ -238,6 +238,7 @@ fn distccd_killed_mid_build_the_build_completes_correctly() {
         remote < LUA_OBJECTS,
         "the farm died mid-build: {remote} compiled there"
     );
+    eprintln!("distccd compiled {remote} of {LUA_OBJECTS} objects before it was killed");
     assert!(
         stderr(&out).contains("running locally instead"),
         "distcc fell back locally: {}",
