@@ -141,84 +141,129 @@ fn deps_of(sb: &Sandbox, output: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A distcc test's machines: the build's, with its sandbox, and distccd's.
+/// Dropped in this order: the farm, the sandbox (its agent stopped), then
+/// the build's namespace.
+struct DistccCase {
+    farm: DistccFarm,
+    sb: Sandbox,
+    build: NetNs,
+}
+
+impl DistccCase {
+    /// `None` where namespaces cannot be made (said on stderr).
+    fn start() -> Option<DistccCase> {
+        if let Some(why) = NetNs::unavailable() {
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        require("distcc");
+        let build = NetNs::new();
+        let sb = Sandbox::new();
+        let farm = DistccFarm::start(&build, sb.root.path());
+        Some(DistccCase { farm, sb, build })
+    }
+}
+
+/// Lua built under `cachefs run` on the build's machine, with a farm.
+struct FarmBuild<'a> {
+    build: &'a NetNs,
+    sb: &'a Sandbox,
+    /// The plain build's artifacts.
+    plain: Vec<(String, Vec<u8>)>,
+    /// How many compiles the farm's other machine ran so far.
+    compiled: &'a dyn Fn() -> usize,
+}
+
+impl FarmBuild<'_> {
+    const MAKE: &'static str = "make -s -j2 linux >/dev/null";
+
+    /// The first build under `env`: byte-identical to plain, every object
+    /// compiled on the farm, every call a miss, no `farm_own` string in the
+    /// key of `src/lapi.o` (the key, as `cachefs deps` shows it).
+    fn cold(&self, env: &[(&str, String)], farm_own: &[&str]) -> String {
+        checked(
+            farm_run(self.build, self.sb, env, Self::MAKE)
+                .output()
+                .unwrap(),
+        );
+        let built = lua_artifacts(&self.sb.path("src"));
+        assert!(
+            built == self.plain,
+            "the farm's build differs from the plain build"
+        );
+        assert_eq!(
+            (self.compiled)(),
+            LUA_OBJECTS,
+            "every object compiled on the farm"
+        );
+        assert_eq!(counts(self.sb), ((0, LUA_CALLS, 0, 0), "{}".into()));
+        let deps = deps_of(self.sb, "src/lapi.o");
+        for own in farm_own {
+            assert!(!deps.contains(own), "{own} in the key:\n{deps}");
+        }
+        deps
+    }
+
+    /// A clean rebuild under `env`: every call a hit, nothing sent to the
+    /// farm, byte-identical to plain.
+    fn all_hits(&self, env: &[(&str, String)]) {
+        self.sb.sh("make -s clean");
+        self.sb.zero_stats();
+        let before = (self.compiled)();
+        checked(
+            farm_run(self.build, self.sb, env, Self::MAKE)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(counts(self.sb), ((LUA_CALLS, 0, 0, 0), "{}".into()));
+        assert_eq!((self.compiled)(), before, "a hit runs nothing on the farm");
+        let built = lua_artifacts(&self.sb.path("src"));
+        assert!(built == self.plain, "the rebuild from cache differs");
+    }
+}
+
 #[test]
 fn distcc_compiles_the_misses_and_a_rebuild_is_all_local_hits() {
-    if let Some(why) = NetNs::unavailable() {
-        eprintln!("skipped: {why}");
+    let Some(case) = DistccCase::start() else {
         return;
-    }
-    require("distcc");
-    let build = NetNs::new();
-    let sb = Sandbox::new();
-    let farm = DistccFarm::start(&build, sb.root.path());
-    let plain = lua_plain(&sb);
-    let env = distcc_env(&sb, &farm, false);
-    let make = "make -s -j2 linux >/dev/null";
-
-    checked(farm_run(&build, &sb, &env, make).output().unwrap());
-    assert_eq!(
-        lua_artifacts(&sb.path("src")),
-        plain,
-        "the farm's build differs from the plain build"
+    };
+    let (build, sb, farm) = (&case.build, &case.sb, &case.farm);
+    let on_farm = FarmBuild {
+        build,
+        sb,
+        plain: lua_plain(sb),
+        compiled: &|| farm.compiled(),
+    };
+    let env = distcc_env(sb, farm, false);
+    let deps = on_farm.cold(
+        &env,
+        &["DISTCC_", "/usr/bin/distcc", "/etc/distcc", "/distcc/"],
     );
-    assert_eq!(
-        farm.compiled(),
-        LUA_OBJECTS,
-        "every object compiled by distccd"
-    );
-    assert_eq!(counts(&sb), ((0, LUA_CALLS, 0, 0), "{}".into()));
-
-    // The farm's own files and variables are not in the key; the compiler's are.
-    let deps = deps_of(&sb, "src/lapi.o");
-    for farms in ["DISTCC_", "/usr/bin/distcc", "/etc/distcc", "/distcc/"] {
-        assert!(!deps.contains(farms), "{farms} in the key:\n{deps}");
-    }
     assert!(
         deps.contains("CPATH="),
         "gcc's own reads stay keyed:\n{deps}"
     );
-
     // Another host list (the key does not hold it): every call a local hit.
-    sb.sh("make -s clean");
-    sb.zero_stats();
     let mut other = env.clone();
     other[1].1 = format!("{} 10.77.1.9/1", farm.hosts);
-    checked(farm_run(&build, &sb, &other, make).output().unwrap());
-    assert_eq!(counts(&sb), ((LUA_CALLS, 0, 0, 0), "{}".into()));
-    assert_eq!(
-        farm.compiled(),
-        LUA_OBJECTS,
-        "a hit runs nothing on the farm"
-    );
-    assert_eq!(
-        lua_artifacts(&sb.path("src")),
-        plain,
-        "the rebuild from cache differs"
-    );
-
+    on_farm.all_hits(&other);
     // The farm's results are ordinary results: a build without the prefix hits them.
-    sb.sh("make -s clean");
-    sb.zero_stats();
-    checked(sb.run(make));
-    assert_eq!(counts(&sb), ((LUA_CALLS, 0, 0, 0), "{}".into()));
+    on_farm.all_hits(&[]);
     assert_eq!(sb.sh("src/lua -e 'print(6 * 7)'").stdout, b"42\n");
 }
 
 #[test]
 fn distccd_killed_mid_build_the_build_completes_correctly() {
-    if let Some(why) = NetNs::unavailable() {
-        eprintln!("skipped: {why}");
+    let Some(mut case) = DistccCase::start() else {
         return;
-    }
-    require("distcc");
-    let build = NetNs::new();
-    let sb = Sandbox::new();
-    let mut farm = DistccFarm::start(&build, sb.root.path());
-    let plain = lua_plain(&sb);
-    let env = distcc_env(&sb, &farm, true);
+    };
+    let (build, sb, farm) = (&case.build, &case.sb, &mut case.farm);
+    let plain = lua_plain(sb);
+    let env = distcc_env(sb, farm, true);
     let make = "make -s -j2 linux >/dev/null";
 
-    let running = farm_run(&build, &sb, &env, make)
+    let running = farm_run(build, sb, &env, make)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -251,11 +296,11 @@ fn distccd_killed_mid_build_the_build_completes_correctly() {
     );
     // Fallback compiles are local compiles: cached like any other, distcc's
     // own warnings left out of what a hit replays.
-    assert_eq!(counts(&sb), ((0, LUA_CALLS, 0, 0), "{}".into()));
+    assert_eq!(counts(sb), ((0, LUA_CALLS, 0, 0), "{}".into()));
     sb.sh("make -s clean");
     sb.zero_stats();
-    let again = checked(farm_run(&build, &sb, &env, make).output().unwrap());
-    assert_eq!(counts(&sb), ((LUA_CALLS, 0, 0, 0), "{}".into()));
+    let again = checked(farm_run(build, sb, &env, make).output().unwrap());
+    assert_eq!(counts(sb), ((LUA_CALLS, 0, 0, 0), "{}".into()));
     assert!(!stderr(&again).contains("distcc["), "{}", stderr(&again));
     assert_eq!(lua_artifacts(&sb.path("src")), plain);
 }
@@ -404,51 +449,26 @@ fn icecc_compiles_the_misses_on_another_machine_and_a_rebuild_is_all_local_hits(
     let build = NetNs::new();
     let sb = Sandbox::new();
     let farm = IceccFarm::start(&build);
-    let plain = lua_plain(&sb);
+    let on_farm = FarmBuild {
+        build: &build,
+        sb: &sb,
+        plain: lua_plain(&sb),
+        compiled: &|| farm.compiled(),
+    };
+    let tarball = farm.tarball.to_string_lossy().into_owned();
     let env = vec![
         ("CACHEFS_PREFIX", "icecc".to_string()),
-        ("ICECC_VERSION", farm.tarball.to_string_lossy().into_owned()),
+        ("ICECC_VERSION", tarball.clone()),
     ];
-    let make = "make -s -j2 linux >/dev/null";
-
-    checked(farm_run(&build, &sb, &env, make).output().unwrap());
-    assert_eq!(
-        lua_artifacts(&sb.path("src")),
-        plain,
-        "icecream's build differs from the plain build"
-    );
-    assert_eq!(
-        farm.compiled(),
-        LUA_OBJECTS,
-        "every object compiled on the other machine"
-    );
-    assert_eq!(counts(&sb), ((0, LUA_CALLS, 0, 0), "{}".into()));
-    let deps = deps_of(&sb, "src/lapi.o");
-    let tarball = farm.tarball.to_string_lossy();
-    for farms in [
+    let own = [
         "ICECC",
         "/usr/bin/icecc",
         "/etc/icecc",
         ".icecream-",
-        tarball.as_ref(),
-    ] {
-        assert!(!deps.contains(farms), "{farms} in the key:\n{deps}");
-    }
-
-    sb.sh("make -s clean");
-    sb.zero_stats();
-    checked(farm_run(&build, &sb, &env, make).output().unwrap());
-    assert_eq!(counts(&sb), ((LUA_CALLS, 0, 0, 0), "{}".into()));
-    assert_eq!(
-        farm.compiled(),
-        LUA_OBJECTS,
-        "a hit runs nothing on the farm"
-    );
-    assert_eq!(
-        lua_artifacts(&sb.path("src")),
-        plain,
-        "the rebuild from cache differs"
-    );
+        &tarball,
+    ];
+    on_farm.cold(&env, &own);
+    on_farm.all_hits(&env);
 }
 
 /// `cachefs config`'s line for the prefix, with `env` set and the config
