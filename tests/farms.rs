@@ -251,6 +251,42 @@ fn distcc_compiles_the_misses_and_a_rebuild_is_all_local_hits() {
     // The farm's results are ordinary results: a build without the prefix hits them.
     on_farm.all_hits(&[]);
     assert_eq!(sb.sh("src/lua -e 'print(6 * 7)'").stdout, b"42\n");
+    debug_information_goes_to_the_farm_uncached(build, sb, farm, &env);
+}
+
+/// A compile with `-g` under distcc: compiled by distccd, not stored (its
+/// debug information is not a local compile's); a local build's entry for
+/// it is a hit under the prefix.
+fn debug_information_goes_to_the_farm_uncached(
+    build: &NetNs,
+    sb: &Sandbox,
+    farm: &DistccFarm,
+    env: &[(&str, String)],
+) {
+    sb.write(
+        "dbg.c",
+        "#define TWICE(x) ((x) + (x))\nint f(int a) { return TWICE(a) * 3; }\n",
+    );
+    let compile = "gcc -O2 -g -c dbg.c -o dbg.o";
+    let before = farm.compiled();
+    sb.zero_stats();
+    for _ in 0..2 {
+        checked(farm_run(build, sb, env, compile).output().unwrap());
+    }
+    assert_eq!(farm.compiled(), before + 2, "both compiled by distccd");
+    let reason = "debug information compiled by the farm (prefix)";
+    assert_eq!(counts(sb), ((0, 0, 2, 0), format!("{{\"{reason}\":2}}")));
+    checked(sb.run(compile));
+    let local = sb.read("dbg.o");
+    sb.zero_stats();
+    checked(farm_run(build, sb, env, compile).output().unwrap());
+    assert_eq!(counts(sb), ((1, 0, 0, 0), "{}".into()));
+    assert_eq!(
+        farm.compiled(),
+        before + 2,
+        "a hit runs nothing on the farm"
+    );
+    assert_eq!(sb.read("dbg.o"), local);
 }
 
 #[test]
