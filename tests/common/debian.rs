@@ -8,6 +8,10 @@ use std::process::Command;
 /// Downloads Debian's source package `package` once into cargo's target tmp
 /// dir; the upstream tarball inside it.
 pub fn debian_tarball(package: &str) -> PathBuf {
+    // Tests of one binary run as threads: one downloads, the others wait
+    // rather than read a half-written tarball.
+    static DOWNLOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = DOWNLOADING.lock().unwrap_or_else(|e| e.into_inner());
     let dl = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("debian-src-{package}"));
     std::fs::create_dir_all(&dl).unwrap();
     let find = || {
