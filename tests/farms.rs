@@ -63,15 +63,15 @@ impl DistccFarm {
     }
 
     /// The machine lost: distccd and every job it runs killed.
-    fn kill(&mut self) {
+    fn kill(&self) {
         self.machine.kill_inside();
-        let _ = self.daemon.wait();
     }
 }
 
 impl Drop for DistccFarm {
     fn drop(&mut self) {
         self.kill();
+        let _ = self.daemon.wait();
     }
 }
 
@@ -89,6 +89,18 @@ fn lua_plain(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
     assert_eq!(objects, LUA_OBJECTS);
     sb.sh("make -s clean");
     plain
+}
+
+/// Waits for `done` (ten minutes at most: a hang fails the test).
+fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited in vain: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// `cachefs run sh -c script` on the build's machine with `env` set.
@@ -141,28 +153,65 @@ fn deps_of(sb: &Sandbox, output: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A distcc test's machines: the build's, with its sandbox, and distccd's.
+/// A farm's count of the compiles its other machine ran so far.
+trait Farm {
+    fn compiled(&self) -> usize;
+}
+
+impl Farm for DistccFarm {
+    fn compiled(&self) -> usize {
+        DistccFarm::compiled(self)
+    }
+}
+
+impl Farm for IceccFarm {
+    fn compiled(&self) -> usize {
+        IceccFarm::compiled(self)
+    }
+}
+
+/// A farm test's machines: the build's, with its sandbox, and the farm.
 /// Dropped in this order: the farm, the sandbox (its agent stopped), then
 /// the build's namespace.
-struct DistccCase {
-    farm: DistccFarm,
+struct Case<F: Farm> {
+    farm: F,
     sb: Sandbox,
     build: NetNs,
 }
 
-impl DistccCase {
+impl<F: Farm> Case<F> {
     /// `None` where namespaces cannot be made (said on stderr).
-    fn start() -> Option<DistccCase> {
+    fn start(farm: impl FnOnce(&NetNs, &Sandbox) -> F) -> Option<Case<F>> {
         if let Some(why) = NetNs::unavailable() {
             eprintln!("skipped: {why}");
             return None;
         }
-        require("distcc");
         let build = NetNs::new();
         let sb = Sandbox::new();
-        let farm = DistccFarm::start(&build, sb.root.path());
-        Some(DistccCase { farm, sb, build })
+        let farm = farm(&build, &sb);
+        Some(Case { farm, sb, build })
     }
+
+    /// Lua unpacked and built plainly, to be built on the farm.
+    fn lua(&self) -> FarmBuild<'_> {
+        FarmBuild {
+            build: &self.build,
+            sb: &self.sb,
+            plain: lua_plain(&self.sb),
+            farm: &self.farm,
+        }
+    }
+}
+
+fn distcc_case() -> Option<Case<DistccFarm>> {
+    Case::start(|build, sb| {
+        require("distcc");
+        DistccFarm::start(build, sb.root.path())
+    })
+}
+
+fn icecc_case() -> Option<Case<IceccFarm>> {
+    Case::start(|build, _| IceccFarm::start(build))
 }
 
 /// Lua built under `cachefs run` on the build's machine, with a farm.
@@ -171,8 +220,7 @@ struct FarmBuild<'a> {
     sb: &'a Sandbox,
     /// The plain build's artifacts.
     plain: Vec<(String, Vec<u8>)>,
-    /// How many compiles the farm's other machine ran so far.
-    compiled: &'a dyn Fn() -> usize,
+    farm: &'a dyn Farm,
 }
 
 impl FarmBuild<'_> {
@@ -193,7 +241,7 @@ impl FarmBuild<'_> {
             "the farm's build differs from the plain build"
         );
         assert_eq!(
-            (self.compiled)(),
+            self.farm.compiled(),
             LUA_OBJECTS,
             "every object compiled on the farm"
         );
@@ -205,19 +253,56 @@ impl FarmBuild<'_> {
         deps
     }
 
+    /// The first build under `env`, the farm's machine lost (`kill`) once it
+    /// compiled 3 objects: the farm's client compiles the rest locally, the
+    /// build succeeds, byte-identical to plain, every call cached (the
+    /// client's own messages are no part of a result), and a rebuild is all
+    /// hits. What the build printed on stderr.
+    fn killed_mid_build(&self, env: &[(&str, String)], kill: &dyn Fn()) -> String {
+        let printed = self.sb.root.path().join("build.stderr");
+        let mut running = farm_run(self.build, self.sb, env, Self::MAKE)
+            .stderr(std::fs::File::create(&printed).unwrap())
+            .spawn()
+            .unwrap();
+        until("the farm compiled 3 objects", || self.farm.compiled() >= 3);
+        kill();
+        let mut status = None;
+        until("the build ended after the farm died", || {
+            status = running.try_wait().unwrap();
+            status.is_some()
+        });
+        let printed = std::fs::read_to_string(&printed).unwrap();
+        assert!(status.unwrap().success(), "the build failed: {printed}");
+        let remote = self.farm.compiled();
+        assert!(
+            remote < LUA_OBJECTS,
+            "the farm died mid-build: {remote} compiled there"
+        );
+        eprintln!("the farm compiled {remote} of {LUA_OBJECTS} objects before it was killed");
+        let built = lua_artifacts(&self.sb.path("src"));
+        assert!(built == self.plain, "the build after the farm died differs");
+        assert_eq!(counts(self.sb), ((0, LUA_CALLS, 0, 0), "{}".into()));
+        self.all_hits(env);
+        printed
+    }
+
     /// A clean rebuild under `env`: every call a hit, nothing sent to the
     /// farm, byte-identical to plain.
     fn all_hits(&self, env: &[(&str, String)]) {
         self.sb.sh("make -s clean");
         self.sb.zero_stats();
-        let before = (self.compiled)();
+        let before = self.farm.compiled();
         checked(
             farm_run(self.build, self.sb, env, Self::MAKE)
                 .output()
                 .unwrap(),
         );
         assert_eq!(counts(self.sb), ((LUA_CALLS, 0, 0, 0), "{}".into()));
-        assert_eq!((self.compiled)(), before, "a hit runs nothing on the farm");
+        assert_eq!(
+            self.farm.compiled(),
+            before,
+            "a hit runs nothing on the farm"
+        );
         let built = lua_artifacts(&self.sb.path("src"));
         assert!(built == self.plain, "the rebuild from cache differs");
     }
@@ -225,16 +310,11 @@ impl FarmBuild<'_> {
 
 #[test]
 fn distcc_compiles_the_misses_and_a_rebuild_is_all_local_hits() {
-    let Some(case) = DistccCase::start() else {
+    let Some(case) = distcc_case() else {
         return;
     };
+    let on_farm = case.lua();
     let (build, sb, farm) = (&case.build, &case.sb, &case.farm);
-    let on_farm = FarmBuild {
-        build,
-        sb,
-        plain: lua_plain(sb),
-        compiled: &|| farm.compiled(),
-    };
     let env = distcc_env(sb, farm, false);
     let deps = on_farm.cold(
         &env,
@@ -291,54 +371,17 @@ fn debug_information_goes_to_the_farm_uncached(
 
 #[test]
 fn distccd_killed_mid_build_the_build_completes_correctly() {
-    let Some(mut case) = DistccCase::start() else {
+    let Some(case) = distcc_case() else {
         return;
     };
-    let (build, sb, farm) = (&case.build, &case.sb, &mut case.farm);
-    let plain = lua_plain(sb);
+    let on_farm = case.lua();
+    let (sb, farm) = (&case.sb, &case.farm);
     let env = distcc_env(sb, farm, true);
-    let make = "make -s -j2 linux >/dev/null";
-
-    let running = farm_run(build, sb, &env, make)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while farm.compiled() < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "distccd compiled nothing"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    farm.kill();
-    let out = checked(running.wait_with_output().unwrap());
-    let remote = farm.compiled();
+    let printed = on_farm.killed_mid_build(&env, &|| farm.kill());
     assert!(
-        remote < LUA_OBJECTS,
-        "the farm died mid-build: {remote} compiled there"
+        printed.contains("running locally instead"),
+        "distcc fell back locally: {printed}"
     );
-    eprintln!("distccd compiled {remote} of {LUA_OBJECTS} objects before it was killed");
-    assert!(
-        stderr(&out).contains("running locally instead"),
-        "distcc fell back locally: {}",
-        stderr(&out)
-    );
-    assert_eq!(
-        lua_artifacts(&sb.path("src")),
-        plain,
-        "the build after the farm died differs"
-    );
-    // Fallback compiles are local compiles: cached like any other, distcc's
-    // own warnings left out of what a hit replays.
-    assert_eq!(counts(sb), ((0, LUA_CALLS, 0, 0), "{}".into()));
-    sb.sh("make -s clean");
-    sb.zero_stats();
-    let again = checked(farm_run(build, sb, &env, make).output().unwrap());
-    assert_eq!(counts(sb), ((LUA_CALLS, 0, 0, 0), "{}".into()));
-    assert!(!stderr(&again).contains("distcc["), "{}", stderr(&again));
-    assert_eq!(lua_artifacts(&sb.path("src")), plain);
 }
 
 /// icecream: a scheduler and a daemon that takes no jobs itself on the
@@ -353,12 +396,18 @@ struct IceccFarm {
     /// Logs and environments, readable by the daemons' own user.
     dir: tempfile::TempDir,
     tarball: PathBuf,
+    /// The build machine's iceccd socket is the host's: one farm at a time.
+    _alone: std::sync::MutexGuard<'static, ()>,
 }
+
+/// Held by the one icecc farm of this test binary that runs.
+static ICECC_FARM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const LOCAL_SOCKET: &str = "/run/icecc/iceccd.socket";
 
 impl IceccFarm {
     fn start(build: &NetNs) -> IceccFarm {
+        let alone = ICECC_FARM.lock().unwrap_or_else(|e| e.into_inner());
         for tool in ["icecc", "iceccd", "icecc-scheduler", "icecc-create-env"] {
             require(tool);
         }
@@ -405,6 +454,7 @@ impl IceccFarm {
             remote,
             dir,
             tarball,
+            _alone: alone,
         };
         farm.wait_for_logins();
         farm
@@ -476,26 +526,22 @@ fn create_env(dir: &Path) -> PathBuf {
     tarball
 }
 
+/// An icecc client's environment: the prefix and the environment tarball.
+fn icecc_env(farm: &IceccFarm) -> Vec<(&'static str, String)> {
+    vec![
+        ("CACHEFS_PREFIX", "icecc".to_string()),
+        ("ICECC_VERSION", farm.tarball.to_string_lossy().into_owned()),
+    ]
+}
+
 #[test]
 fn icecc_compiles_the_misses_on_another_machine_and_a_rebuild_is_all_local_hits() {
-    if let Some(why) = NetNs::unavailable() {
-        eprintln!("skipped: {why}");
+    let Some(case) = icecc_case() else {
         return;
-    }
-    let build = NetNs::new();
-    let sb = Sandbox::new();
-    let farm = IceccFarm::start(&build);
-    let on_farm = FarmBuild {
-        build: &build,
-        sb: &sb,
-        plain: lua_plain(&sb),
-        compiled: &|| farm.compiled(),
     };
-    let tarball = farm.tarball.to_string_lossy().into_owned();
-    let env = vec![
-        ("CACHEFS_PREFIX", "icecc".to_string()),
-        ("ICECC_VERSION", tarball.clone()),
-    ];
+    let on_farm = case.lua();
+    let env = icecc_env(&case.farm);
+    let tarball = case.farm.tarball.to_string_lossy();
     let own = [
         "ICECC",
         "/usr/bin/icecc",
@@ -505,6 +551,16 @@ fn icecc_compiles_the_misses_on_another_machine_and_a_rebuild_is_all_local_hits(
     ];
     on_farm.cold(&env, &own);
     on_farm.all_hits(&env);
+}
+
+#[test]
+fn icecc_node_killed_mid_build_the_build_completes_correctly() {
+    let Some(case) = icecc_case() else {
+        return;
+    };
+    let on_farm = case.lua();
+    let env = icecc_env(&case.farm);
+    on_farm.killed_mid_build(&env, &|| case.farm.node.kill_inside());
 }
 
 /// `cachefs config`'s line for the prefix, with `env` set and the config
