@@ -5,7 +5,7 @@
 //! make, CMake + Ninja, and a real memcached between two agents.
 
 mod common;
-use common::debian::{artifacts, debian_tarball};
+use common::debian::{debian_tarball, lua_artifacts as artifacts};
 use common::servers;
 use common::*;
 use std::path::{Path, PathBuf};

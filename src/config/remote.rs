@@ -167,6 +167,7 @@ mod tests {
             idle_timeout: Duration::ZERO,
             cache_size: 0,
             log: None,
+            prefix: None,
             file: None,
             origins: Vec::new(),
             remote_file: settings.iter().map(|(k, v)| (*k, v.to_string())).collect(),

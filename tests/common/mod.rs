@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod debian;
+pub mod netns;
 pub mod servers;
 pub mod users;
 
