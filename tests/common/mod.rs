@@ -2,6 +2,8 @@
 //! (so its own agent) and its own project tree, and stops its agent at the end.
 #![allow(dead_code)]
 
+pub mod debian;
+pub mod object_stores;
 pub mod servers;
 pub mod users;
 

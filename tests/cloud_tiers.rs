@@ -1,0 +1,264 @@
+//! The object-store tiers (S3, GCS, Azure Blob) against real servers started here:
+//! SeaweedFS, fake-gcs-server and Azurite on 127.0.0.1. Two agents with their own cache
+//! directories share a bucket on a real third-party build (Lua from Debian's source
+//! package); wrong credentials, a missing bucket, a stopped server and a tampered bucket are
+//! misses and correct builds; several tiers at once fill the earlier ones.
+
+mod common;
+use cachefs_store::remote::{
+    chunk_key, remote_key, route_key, CloudConfig, Kind, ObjectStore, Remote, RemoteTier, Service,
+};
+use common::debian::{artifacts, debian_tarball};
+use common::object_stores::{self, ObjectServer};
+use common::*;
+use std::time::{Duration, Instant};
+
+/// Starts the sandbox's agent with these settings (settings are read when it starts).
+fn start_agent(sb: &Sandbox, env: &[(String, String)]) {
+    let out = sb
+        .cachefs()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .arg("start")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "start: {}", stderr(&out));
+}
+
+/// Waits until the agent's background writes to the remote have all been sent.
+fn wait_for_remote_writes(sb: &Sandbox) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = sb.stats();
+        let remote = &s["remote"];
+        if remote["writes_pending"].as_u64() == Some(0) && remote["writes"].as_u64() > Some(0) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "remote writes never drained: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Unpacks Lua's source into the sandbox and builds it plainly: its artifacts.
+fn lua_plain(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
+    let tarball = debian_tarball("lua5.4");
+    sb.sh(&format!(
+        "tar xzf {} --strip-components=1",
+        tarball.display()
+    ));
+    sb.sh("make -s -j2 linux >/dev/null 2>&1");
+    let plain = artifacts(&sb.path("src"));
+    assert_eq!(plain.iter().filter(|(n, _)| n.ends_with(".o")).count(), 34);
+    sb.sh("make -s clean");
+    plain
+}
+
+const LUA_HITS: u64 = 38; // 34 objects, ar and ranlib of liblua.a, lua and luac links
+
+/// A first agent builds Lua and fills the bucket; a second agent, with a cache directory of
+/// its own and the same project path, rebuilds it from the bucket alone: every compile a
+/// remote hit, every artifact byte-identical to the plain build.
+fn lua_through(server: &ObjectServer, tier: &str) {
+    let first = Sandbox::new();
+    let plain = lua_plain(&first);
+    let settings = server.settings();
+    start_agent(&first, &settings);
+    first.run_ok("make -s -j2 linux >/dev/null");
+    assert_eq!(artifacts(&first.path("src")), plain);
+    let s = wait_for_remote_writes(&first);
+    assert_eq!(s["remote"]["tier"], tier, "{s}");
+    assert_eq!(s["remote"]["errors"], 0, "{s}");
+    assert_eq!(s["remote"]["writes_dropped"], 0, "{s}");
+    first.sh("make -s clean");
+
+    let mut second = Sandbox::new();
+    second.project = first.project.clone();
+    start_agent(&second, &settings);
+    second.run_ok("make -s -j2 linux >/dev/null");
+    let s = second.stats();
+    assert_eq!(
+        (
+            s["hits"].as_u64(),
+            s["remote_hits"].as_u64(),
+            s["misses"].as_u64(),
+            s["errors"].as_u64()
+        ),
+        (Some(LUA_HITS), Some(LUA_HITS), Some(0), Some(0)),
+        "{s}"
+    );
+    assert_eq!(s["remote"]["errors"], 0, "{s}");
+    assert!(
+        s["remote"]["tiers"][0]["get_latency_us"].as_u64() > Some(0),
+        "{s}"
+    );
+    assert_eq!(
+        artifacts(&second.path("src")),
+        plain,
+        "the build from the {tier} bucket differs from the plain build"
+    );
+    let lua = second.sh("src/lua -e 'print(6 * 7)'");
+    assert_eq!(lua.stdout, b"42\n");
+}
+
+#[test]
+fn s3_second_agent_builds_lua_from_the_bucket() {
+    lua_through(&ObjectServer::s3(), "s3");
+}
+
+#[test]
+fn gcs_second_agent_builds_lua_from_the_bucket() {
+    lua_through(&ObjectServer::gcs(), "gcs");
+}
+
+#[test]
+fn azure_second_agent_builds_lua_from_the_container() {
+    lua_through(&ObjectServer::azure(), "azure");
+}
+
+/// The store's view of a server: its tier as `cachefs` would configure it.
+fn tier_config(server: &ObjectServer, bucket: &str) -> CloudConfig {
+    let service = match server.kind {
+        object_stores::Kind::S3 => Service::S3,
+        object_stores::Kind::Gcs => Service::Gcs,
+        object_stores::Kind::Azure => Service::Azure,
+    };
+    let settings = server.settings_for(bucket);
+    let get = |k: &str| {
+        settings
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    CloudConfig {
+        service: Some(service),
+        bucket: bucket.into(),
+        prefix: "t/".into(),
+        // Azure's is in the connection string, with the account's path.
+        endpoint: (service != Service::Azure).then(|| server.endpoint()),
+        path_style: true,
+        azure_connection_string: get("CACHEFS_AZURE_CONNECTION_STRING"),
+        timeout: Duration::from_secs(2),
+        ..CloudConfig::default()
+    }
+}
+
+const ID: [u8; 32] = [7; 32];
+const ROUTE: [u8; 32] = [9; 32];
+
+/// A value replaced, truncated or removed in the bucket is a miss (counted as an error),
+/// never a wrong value; on every service.
+#[test]
+fn a_tampered_bucket_is_a_miss_on_every_service() {
+    for server in [
+        ObjectServer::s3(),
+        ObjectServer::gcs(),
+        ObjectServer::azure(),
+    ] {
+        let store = Remote::new(
+            Box::new(ObjectStore::new(&tier_config(&server, object_stores::BUCKET)).unwrap()),
+            false,
+        );
+        // Over one chunk, so the value has a head and two chunks.
+        let value: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
+        store.put(Kind::Result, &ID, &ROUTE, &value);
+        let got = store.get(Kind::Result, &ID, &ROUTE);
+        assert!(
+            got.as_deref() == Some(&value[..]),
+            "{:?}: {:?} {:?}",
+            server.kind,
+            got.map(|v| v.len()),
+            store.report()
+        );
+        let (route, key) = (route_key(&ROUTE), remote_key(Kind::Result, &ID));
+        let tier = store.tier();
+        let chunk = chunk_key(&key, 1);
+        let genuine = tier.get(&route, &chunk).unwrap().unwrap();
+        // Truncated chunk.
+        tier.set(&route, &chunk, &genuine[..genuine.len() / 2])
+            .unwrap();
+        assert_eq!(
+            store.get(Kind::Result, &ID, &ROUTE),
+            None,
+            "{:?}",
+            server.kind
+        );
+        // Replaced chunk, same length.
+        let mut flipped = genuine.clone();
+        flipped[1000] ^= 1;
+        tier.set(&route, &chunk, &flipped).unwrap();
+        assert_eq!(store.get(Kind::Result, &ID, &ROUTE), None);
+        // Replaced head.
+        tier.set(&route, &chunk, &genuine).unwrap();
+        assert!(store.get(Kind::Result, &ID, &ROUTE).is_some());
+        tier.set(&route, &key, b"not a head").unwrap();
+        assert_eq!(store.get(Kind::Result, &ID, &ROUTE), None);
+        // Removed.
+        tier.delete(&route, &key).unwrap();
+        assert_eq!(tier.get(&route, &key).unwrap(), None);
+        let r = store.report();
+        assert_eq!((r.gets_found, r.errors), (2, 3), "{:?}: {r:?}", server.kind);
+    }
+}
+
+/// Wrong credentials and a missing bucket: the first request says which tier and what to
+/// fix, every call is a miss from then on, and no secret is in the message.
+#[test]
+fn refused_credentials_and_a_missing_bucket_are_said_clearly() {
+    let s3 = ObjectServer::s3();
+    let azure = ObjectServer::azure();
+
+    std::env::set_var("AWS_ACCESS_KEY_ID", object_stores::S3_KEY);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "not-the-secret-4242");
+    let tier = ObjectStore::new(&tier_config(&s3, object_stores::BUCKET)).unwrap();
+    let err = tier.get("r", "k").unwrap_err().to_string();
+    assert!(
+        err.contains("s3") && err.contains("refused the credentials"),
+        "{err}"
+    );
+    assert!(
+        err.contains("AWS_SECRET_ACCESS_KEY"),
+        "says what to set: {err}"
+    );
+    assert!(!err.contains("not-the-secret-4242"), "{err}");
+    assert!(tier.set("r", "k", b"v").is_err());
+    assert!(!tier.health()[0].healthy);
+
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", object_stores::S3_SECRET);
+    let tier = ObjectStore::new(&tier_config(&s3, "no-such-bucket")).unwrap();
+    let err = tier.get("r", "k").unwrap_err().to_string();
+    assert!(
+        err.contains("no-such-bucket") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(err.contains("CACHEFS_S3_BUCKET"), "{err}");
+
+    let mut c = tier_config(&azure, object_stores::BUCKET);
+    let good = c.azure_connection_string.clone().unwrap();
+    c.azure_connection_string = Some(good.replace(object_stores::AZURE_KEY, &"A".repeat(88)));
+    let err = ObjectStore::new(&c)
+        .unwrap()
+        .get("r", "k")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("azure") && err.contains("refused the credentials"),
+        "{err}"
+    );
+    assert!(err.contains("CACHEFS_AZURE_CONNECTION_STRING"), "{err}");
+    assert!(!err.contains(&"A".repeat(88)), "{err}");
+    let c = CloudConfig {
+        azure_connection_string: Some(good),
+        ..tier_config(&azure, "nosuchcontainer")
+    };
+    let err = ObjectStore::new(&c)
+        .unwrap()
+        .get("r", "k")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("container") && err.contains("does not exist"),
+        "{err}"
+    );
+}

@@ -1,0 +1,70 @@
+//! Debian source packages for the builds of real third-party projects (`apt-get source`;
+//! scripts/setup.sh enables deb-src), and what a Lua build leaves.
+
+use super::stderr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Downloads Debian's source package `package` once into cargo's target tmp
+/// dir; the upstream tarball inside it.
+pub fn debian_tarball(package: &str) -> PathBuf {
+    let dl = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("debian-src-{package}"));
+    std::fs::create_dir_all(&dl).unwrap();
+    let find = || {
+        std::fs::read_dir(&dl)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".orig.tar.gz"))
+    };
+    if let Some(t) = find() {
+        return t;
+    }
+    // The newest version first, then older ones: a mirror may lack a security update's files
+    // while it has the release's (seen with libzstd).
+    let versions = Command::new("apt-cache")
+        .args(["showsrc", package])
+        .output()
+        .unwrap();
+    let mut wanted: Vec<String> = String::from_utf8_lossy(&versions.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("Version: "))
+        .map(|v| format!("{package}={v}"))
+        .collect();
+    wanted.reverse();
+    wanted.insert(0, package.into());
+    let mut errors = String::new();
+    for wanted_one in &wanted {
+        let out = Command::new("apt-get")
+            .args(["source", "--download-only", "-qq", wanted_one])
+            .current_dir(&dl)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            if let Some(t) = find() {
+                return t;
+            }
+        }
+        errors.push_str(&stderr(&out));
+    }
+    panic!("apt-get source {package} failed for {wanted:?} (run scripts/setup.sh, which enables deb-src): {errors}")
+}
+
+/// Lua's objects, library and programs under `dir`, with their bytes.
+pub fn artifacts(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.ends_with(".o") || n == "lua" || n == "luac" || n == "liblua.a"
+        })
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
