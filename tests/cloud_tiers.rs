@@ -262,3 +262,255 @@ fn refused_credentials_and_a_missing_bucket_are_said_clearly() {
         "{err}"
     );
 }
+
+fn with(settings: &[(String, String)], more: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v = settings.to_vec();
+    for (k, val) in more {
+        v.retain(|(n, _)| n != k);
+        v.push((k.to_string(), val.to_string()));
+    }
+    v
+}
+
+/// The example project built plainly in a fresh sandbox: its outputs (then cleaned).
+fn example_plain() -> (Sandbox, Vec<(String, Vec<u8>)>) {
+    let sb = Sandbox::new();
+    example_project(&sb);
+    sb.sh("make -s -j2");
+    let plain = example_outputs(&sb);
+    sb.sh("make -s clean");
+    (sb, plain)
+}
+
+/// Refused credentials: the build is correct and uncached-remote, the agent's log says once
+/// which tier and what to set, `cachefs doctor` fails that tier and says the same; the secret
+/// is in none of the log, `stats`, `doctor` or `config`.
+#[test]
+fn refused_credentials_build_correctly_and_the_secret_is_never_shown() {
+    let s3 = ObjectServer::s3();
+    const SECRET: &str = "wrong-secret-c0ffee-5eed";
+    let settings = with(&s3.settings(), &[("AWS_SECRET_ACCESS_KEY", SECRET)]);
+    let (sb, plain) = example_plain();
+    start_agent(&sb, &settings);
+    sb.run_ok("make -s -j2");
+    assert_eq!(example_outputs(&sb), plain);
+    let s = sb.stats();
+    assert_eq!(
+        (s["misses"].as_u64(), s["errors"].as_u64()),
+        (Some(22), Some(0)),
+        "a refused tier is a miss, not an error: {s}"
+    );
+    let log = std::fs::read_to_string(sb.cache.join("agent.log")).unwrap();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refused the credentials"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once: {log}");
+    assert!(
+        said[0].contains("s3 tier") && said[0].contains("AWS_SECRET_ACCESS_KEY"),
+        "{}",
+        said[0]
+    );
+    let doctor = sb
+        .cachefs()
+        .envs(settings.iter().map(|(k, v)| (k, v)))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let doctor_out = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(!doctor.status.success());
+    assert!(
+        doctor_out
+            .lines()
+            .any(|l| l.starts_with("FAIL  tier s3") && l.contains("refused the credentials")),
+        "{doctor_out}"
+    );
+    let stats_text = sb.cachefs().arg("stats").output().unwrap();
+    let stats_text = String::from_utf8_lossy(&stats_text.stdout).into_owned();
+    assert!(stats_text.contains("tier s3"), "{stats_text}");
+    for (what, text) in [
+        ("agent.log", &log),
+        ("stats --json", &s.to_string()),
+        ("stats", &stats_text),
+        ("doctor", &doctor_out),
+    ] {
+        assert!(!text.contains(SECRET), "the secret is in {what}: {text}");
+    }
+
+    // The one secret cachefs reads itself: Azure's connection string, from the config file.
+    let config = sb.root.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[remote]\nazure_container = \"c\"\nazure_connection_string = \"AccountName=a;AccountKey={SECRET}\"\n"
+        ),
+    )
+    .unwrap();
+    let shown = sb
+        .cachefs()
+        .env("CACHEFS_CONFIG", &config)
+        .arg("config")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.contains("CACHEFS_AZURE_CONNECTION_STRING") && shown.contains("(secret)"),
+        "{shown}"
+    );
+    assert!(!shown.contains(SECRET), "{shown}");
+}
+
+/// A missing bucket: the build is correct, the log and `doctor` say which bucket and what
+/// to fix.
+#[test]
+fn a_missing_bucket_builds_correctly_and_is_said() {
+    let s3 = ObjectServer::s3();
+    let settings = with(&s3.settings(), &[("CACHEFS_S3_BUCKET", "no-such-bucket")]);
+    let (sb, plain) = example_plain();
+    start_agent(&sb, &settings);
+    sb.run_ok("make -s -j2");
+    assert_eq!(example_outputs(&sb), plain);
+    let log = std::fs::read_to_string(sb.cache.join("agent.log")).unwrap();
+    let said = log
+        .lines()
+        .filter(|l| l.contains("the bucket does not exist"));
+    assert_eq!(said.count(), 1, "said once: {log}");
+    assert!(
+        log.contains("no-such-bucket") && log.contains("CACHEFS_S3_BUCKET"),
+        "{log}"
+    );
+    let doctor = sb
+        .cachefs()
+        .envs(settings.iter().map(|(k, v)| (k, v)))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL  tier s3") && l.contains("does not exist")),
+        "{out}"
+    );
+}
+
+/// The server stops in the middle of a build (between two of its compiles): what was
+/// fetched before is a hit, the rest misses and compiles, the outputs are the plain ones.
+#[test]
+fn a_server_stopped_mid_build_leaves_a_correct_build() {
+    let s3 = ObjectServer::s3();
+    let settings = s3.settings();
+    let (first, plain) = example_plain();
+    start_agent(&first, &settings);
+    first.run_ok("make -s -j2");
+    wait_for_remote_writes(&first);
+    first.sh("make -s clean");
+
+    let mut second = Sandbox::new();
+    second.project = first.project.clone();
+    start_agent(&second, &settings);
+    second.run_ok(&format!(
+        "make -s obj/abs.o obj/add.o obj/avg.o obj/bits.o obj/clamp.o && kill {} && make -s -j2",
+        s3.pid()
+    ));
+    let s = second.stats();
+    assert_eq!(
+        (
+            s["hits"].as_u64(),
+            s["remote_hits"].as_u64(),
+            s["misses"].as_u64(),
+            s["errors"].as_u64()
+        ),
+        (Some(5), Some(5), Some(17), Some(0)),
+        "{s}"
+    );
+    assert_eq!(s["remote"]["servers"][0]["healthy"], false, "{s}");
+    assert_eq!(example_outputs(&second), plain);
+}
+
+/// local → memcached → S3: a value only S3 has is a remote hit, and lands in memcached
+/// (a third agent with memcached alone hits it) and locally (the second agent's rebuild is
+/// all local hits). `doctor` checks each tier with a write and a read-back.
+#[test]
+fn a_hit_found_only_in_s3_fills_memcached_and_the_local_store() {
+    let s3 = ObjectServer::s3();
+    let mc = common::servers::memcached();
+    let mc_url = format!("tcp://{}", mc.addr());
+    let (first, plain) = example_plain();
+    start_agent(&first, &s3.settings());
+    first.run_ok("make -s -j2");
+    wait_for_remote_writes(&first);
+    first.sh("make -s clean");
+
+    let both = with(&s3.settings(), &[("CACHEFS_MEMCACHED", &mc_url)]);
+    let mut second = Sandbox::new();
+    second.project = first.project.clone();
+    start_agent(&second, &both);
+    second.run_ok("make -s -j2");
+    assert_eq!(example_outputs(&second), plain);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let s = loop {
+        let s = second.stats();
+        if s["remote"]["writes_pending"] == 0 && s["remote"]["tiers"][0]["fills"].as_u64() > Some(0)
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the fills never drained: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(s["remote"]["tier"], "memcached → s3", "{s}");
+    assert_eq!(
+        (s["remote_hits"].as_u64(), s["misses"].as_u64()),
+        (Some(22), Some(0)),
+        "{s}"
+    );
+    let (mc_tier, s3_tier) = (&s["remote"]["tiers"][0], &s["remote"]["tiers"][1]);
+    assert_eq!(mc_tier["gets_found"], 0, "{s}");
+    assert!(s3_tier["gets_found"].as_u64() > Some(0), "{s}");
+    assert_eq!(
+        mc_tier["fills"], s3_tier["gets_found"],
+        "every value found in S3 is filled: {s}"
+    );
+    assert_eq!(
+        s3_tier["writes"], 0,
+        "a fill does not write back to where it came from: {s}"
+    );
+
+    let doctor = second
+        .cachefs()
+        .envs(both.iter().map(|(k, v)| (k, v)))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&doctor.stdout);
+    for tier in ["memcached", "s3"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("ok    tier {tier}"))
+                    && l.contains("written and read back")),
+            "{out}"
+        );
+    }
+
+    second.sh("make -s clean");
+    second.zero_stats();
+    second.run_ok("make -s -j2");
+    let s = second.stats();
+    assert_eq!(
+        (s["local_hits"].as_u64(), s["remote_hits"].as_u64()),
+        (Some(22), Some(0)),
+        "{s}"
+    );
+
+    let mut third = Sandbox::new();
+    third.project = first.project.clone();
+    start_agent(&third, &[("CACHEFS_MEMCACHED".into(), mc_url.clone())]);
+    second.sh("make -s clean");
+    third.run_ok("make -s -j2");
+    let s = third.stats();
+    assert_eq!(
+        (s["remote_hits"].as_u64(), s["misses"].as_u64()),
+        (Some(22), Some(0)),
+        "{s}"
+    );
+    assert_eq!(example_outputs(&third), plain);
+}

@@ -16,7 +16,7 @@ pub fn open_from_env(config: &crate::config::Config) -> Option<Remote> {
         Ok(Some(remote)) => {
             let tiers: Vec<String> = remote
                 .tiers()
-                .map(|t| {
+                .map(|(t, _)| {
                     let servers: Vec<String> = t.health().into_iter().map(|h| h.server).collect();
                     format!("{} ({})", t.kind(), servers.join(", "))
                 })

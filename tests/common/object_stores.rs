@@ -246,17 +246,20 @@ impl ObjectServer {
     }
 
     fn wait_until(&self, ready: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Generous: SeaweedFS starts five servers in one process, on two shared cores.
+        let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
             if ready() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        let log = self.log();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
         panic!(
-            "the {:?} server did not become ready; its log:\n{}",
+            "the {:?} server did not become ready; the end of its log:\n{}",
             self.kind,
-            self.log()
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
 
@@ -272,6 +275,11 @@ impl ObjectServer {
 
     pub fn endpoint(&self) -> String {
         format!("{}://127.0.0.1:{}", self.scheme, self.port)
+    }
+
+    /// The server's process id (for a build script that stops it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a running server").id()
     }
 
     /// Kills the server (its data directory stays until it is dropped).

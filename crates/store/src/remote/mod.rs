@@ -306,9 +306,9 @@ impl Remote {
         &*self.levels[0].tier
     }
 
-    /// Every tier in lookup order.
-    pub fn tiers(&self) -> impl Iterator<Item = &dyn RemoteTier> {
-        self.levels.iter().map(|l| &*l.tier)
+    /// Every tier in lookup order, with whether it is read-only.
+    pub fn tiers(&self) -> impl Iterator<Item = (&dyn RemoteTier, bool)> {
+        self.levels.iter().map(|l| (&*l.tier, l.read_only))
     }
 
     /// The verified value, or None on a miss, a server failure or a verification failure

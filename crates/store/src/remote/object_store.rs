@@ -207,7 +207,10 @@ impl ObjectStore {
     /// Before the first request: whether the bucket exists and takes the credentials. A
     /// listing never answers 404 for a bucket that exists, so NotFound here is the bucket.
     fn probe(&self) -> Result<(), RemoteError> {
-        if let Some(done) = &*self.probed.lock().unwrap() {
+        // Held through the probe: concurrent first requests wait for one probe, and its
+        // verdict is said once.
+        let mut probed = self.probed.lock().unwrap();
+        if let Some(done) = &*probed {
             return done.clone().map_err(RemoteError::Config);
         }
         let listed = self.run(async {
@@ -254,7 +257,7 @@ impl ObjectStore {
             log::warn!("{why}");
             self.breaker.failed(why);
         }
-        *self.probed.lock().unwrap() = Some(verdict.clone());
+        *probed = Some(verdict.clone());
         verdict.map_err(RemoteError::Config)
     }
 
