@@ -514,3 +514,133 @@ fn a_hit_found_only_in_s3_fills_memcached_and_the_local_store() {
     );
     assert_eq!(example_outputs(&third), plain);
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with openssl: (ca, cert, key).
+fn test_certificate(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let script = "set -e
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=cachefs-test-ca 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout key.pem -out req.csr -subj /CN=127.0.0.1 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext
+        openssl x509 -req -in req.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile ext 2>/dev/null";
+    let out = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl: {}", stderr(&out));
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+}
+
+/// An https endpoint with a certificate from a private CA: refused without the CA bundle
+/// setting (a miss, the tier skipped), accepted with it.
+#[test]
+fn tls_with_a_private_ca_is_accepted_through_the_ca_bundle_only() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificate(certs.path());
+    let azure = ObjectServer::azure_tls(Some((&cert, &key)));
+    assert_eq!(azure.scheme, "https");
+
+    let without = ObjectStore::new(&tier_config(&azure, object_stores::BUCKET)).unwrap();
+    let err = without.set("r", "k", b"v").unwrap_err();
+    assert!(err.is_connection_failure(), "{err}");
+    assert!(!without.health()[0].healthy);
+
+    let with_ca = Remote::new(
+        Box::new(
+            ObjectStore::new(&CloudConfig {
+                ca_bundle: Some(ca),
+                ..tier_config(&azure, object_stores::BUCKET)
+            })
+            .unwrap(),
+        ),
+        false,
+    );
+    with_ca.put(Kind::Blob, &ID, &ROUTE, b"over TLS");
+    assert_eq!(
+        with_ca.get(Kind::Blob, &ID, &ROUTE).as_deref(),
+        Some(&b"over TLS"[..])
+    );
+    assert_eq!(with_ca.report().errors, 0);
+}
+
+/// A server that accepts and never answers costs one timeout, then the breaker skips it; a
+/// server that answers every request with HTTP 500 is a miss and opens the breaker too.
+#[test]
+fn a_silent_server_and_http_500s_are_misses() {
+    let silent = common::servers::Blackhole::new();
+    let failing = Http500::start();
+    for (what, endpoint) in [
+        ("silent", format!("http://{}", silent.addr())),
+        ("500s", format!("http://{}", failing.addr)),
+    ] {
+        // GCS: an endpoint without a key file is asked unsigned, so nothing but the server
+        // decides the outcome.
+        let tier = ObjectStore::new(&CloudConfig {
+            service: Some(Service::Gcs),
+            bucket: "cachefs".into(),
+            endpoint: Some(endpoint),
+            path_style: true,
+            timeout: Duration::from_millis(500),
+            ..CloudConfig::default()
+        })
+        .unwrap();
+        let remote = Remote::new(Box::new(tier), false);
+        assert_eq!(remote.get(Kind::Result, &ID, &ROUTE), None, "{what}");
+        let first = remote.tier().health()[0].clone();
+        assert!(!first.healthy, "{what}: {first:?}");
+        let why = first.last_error.unwrap();
+        let expected = if what == "silent" {
+            "no answer within the timeout"
+        } else {
+            "500"
+        };
+        assert!(why.contains(expected), "{what}: {why}");
+        // Skipped now, without asking the server.
+        let skipped = remote.tier().get("r", "k").unwrap_err();
+        assert!(skipped.to_string().contains("skipped"), "{what}: {skipped}");
+        remote.put(Kind::Result, &ID, &ROUTE, b"value");
+        let r = remote.report();
+        assert_eq!((r.gets_found, r.errors), (0, 2), "{what}: {r:?}");
+    }
+    assert!(failing.requests() > 0, "the 500s server was asked");
+}
+
+/// Answers every HTTP request with 500 Internal Server Error, on a port of 127.0.0.1.
+struct Http500 {
+    addr: String,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Http500 {
+    fn start() -> Http500 {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut buf = [0u8; 4096];
+                // One request's head (these requests have no body worth reading here).
+                if conn.read(&mut buf).unwrap_or(0) > 0 {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            }
+        });
+        Http500 { addr, count }
+    }
+
+    fn requests(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -387,6 +387,56 @@ mod tests {
     }
 
     #[test]
+    fn cloud_tiers_from_the_file_and_sccache_variables() {
+        let c = with_file(&[
+            (ENV_S3_BUCKET, "b"),
+            (ENV_S3_ENDPOINT, "127.0.0.1:8333"),
+            (ENV_REMOTE_TLS, "0"),
+            (ENV_GCS_BUCKET, "g"),
+            (ENV_REMOTE_PREFIX, "team/"),
+        ]);
+        let r = c.remote().unwrap();
+        assert_eq!(r.cloud.len(), 2);
+        let (s3, gcs) = (&r.cloud[0], &r.cloud[1]);
+        assert_eq!(s3.service, Some(Service::S3));
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        assert!(s3.path_style);
+        assert_eq!((s3.prefix.as_str(), gcs.bucket.as_str()), ("team/", "g"));
+        assert_eq!(s3.timeout, DEFAULT_CLOUD_TIMEOUT);
+        assert!(c.remote_configured());
+
+        // A CI configuration written for sccache (names no other test sets).
+        let vars = [
+            ("SCCACHE_AZURE_BLOB_CONTAINER", "ci"),
+            (
+                "SCCACHE_AZURE_CONNECTION_STRING",
+                "AccountName=a;AccountKey=k",
+            ),
+            ("SCCACHE_AZURE_KEY_PREFIX", "sc/"),
+        ];
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
+        let r = with_file(&[]).remote();
+        for (k, _) in vars {
+            std::env::remove_var(k);
+        }
+        let r = r.unwrap();
+        let azure = &r.cloud[0];
+        assert_eq!(azure.service, Some(Service::Azure));
+        assert_eq!(
+            (azure.bucket.as_str(), azure.prefix.as_str()),
+            ("ci", "sc/")
+        );
+        assert!(azure.azure_connection_string.is_some());
+        assert!(
+            !format!("{azure:?}").contains("AccountKey"),
+            "Debug hides the secret"
+        );
+        assert!(is_secret(ENV_AZURE_CONNECTION_STRING) && !is_secret(ENV_S3_BUCKET));
+    }
+
+    #[test]
     fn durations_are_milliseconds_unless_seconds_are_said() {
         assert_eq!(parse_duration("100"), Some(Duration::from_millis(100)));
         assert_eq!(parse_duration("100ms"), Some(Duration::from_millis(100)));

@@ -332,13 +332,26 @@ fn no_such_bucket(e: &opendal::Error) -> bool {
         .any(|s| m.contains(s))
 }
 
-/// The first line of an OpenDAL error, without the request context it adds (which may
-/// carry a signed URL).
+/// An OpenDAL error in one line: its kind, the HTTP status if the server answered, and the
+/// first line of its message; not its full context, whose URI may carry a SAS token.
 fn short(e: &opendal::Error) -> String {
-    let kind = e.kind();
-    let msg = e.message();
-    let msg: String = msg.lines().next().unwrap_or("").chars().take(300).collect();
-    format!("{kind}: {msg}")
+    let full = e.to_string();
+    let status = full.split("status: ").nth(1).and_then(|rest| {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        (!digits.is_empty()).then_some(digits)
+    });
+    let msg: String = e
+        .message()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect();
+    match status {
+        Some(s) => format!("{} (HTTP {s}): {msg}", e.kind()),
+        None => format!("{}: {msg}", e.kind()),
+    }
 }
 
 impl RemoteTier for ObjectStore {
