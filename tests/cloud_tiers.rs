@@ -10,36 +10,9 @@ use cachefs_store::remote::{
 };
 use common::debian::{artifacts, debian_tarball};
 use common::object_stores::{self, ObjectServer};
+use common::servers::wait_for_remote_writes;
 use common::*;
 use std::time::{Duration, Instant};
-
-/// Starts the sandbox's agent with these settings (settings are read when it starts).
-fn start_agent(sb: &Sandbox, env: &[(String, String)]) {
-    let out = sb
-        .cachefs()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .arg("start")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "start: {}", stderr(&out));
-}
-
-/// Waits until the agent's background writes to the remote have all been sent.
-fn wait_for_remote_writes(sb: &Sandbox) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = sb.stats();
-        let remote = &s["remote"];
-        if remote["writes_pending"].as_u64() == Some(0) && remote["writes"].as_u64() > Some(0) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "remote writes never drained: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// Unpacks Lua's source into the sandbox and builds it plainly: its artifacts.
 fn lua_plain(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
@@ -53,6 +26,26 @@ fn lua_plain(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
     assert_eq!(plain.iter().filter(|(n, _)| n.ends_with(".o")).count(), 34);
     sb.sh("make -s clean");
     plain
+}
+
+/// Starts the sandbox's agent with these settings.
+fn start_agent(sb: &Sandbox, settings: &[(String, String)]) {
+    let env: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+    common::servers::start_agent(sb, &env);
+}
+
+/// Another agent ("another machine"): its own cache directory, the same project path.
+fn second_agent(first: &Sandbox, settings: &[(String, String)]) -> Sandbox {
+    let mut second = Sandbox::new();
+    second.project = first.project.clone();
+    start_agent(&second, settings);
+    second
+}
+
+/// (hits, remote hits, misses, errors) from `stats --json`.
+fn outcome(s: &serde_json::Value) -> (u64, u64, u64, u64) {
+    let n = |k: &str| s[k].as_u64().unwrap();
+    (n("hits"), n("remote_hits"), n("misses"), n("errors"))
 }
 
 const LUA_HITS: u64 = 38; // 34 objects, ar and ranlib of liblua.a, lua and luac links
@@ -73,21 +66,10 @@ fn lua_through(server: &ObjectServer, tier: &str) {
     assert_eq!(s["remote"]["writes_dropped"], 0, "{s}");
     first.sh("make -s clean");
 
-    let mut second = Sandbox::new();
-    second.project = first.project.clone();
-    start_agent(&second, &settings);
+    let second = second_agent(&first, &settings);
     second.run_ok("make -s -j2 linux >/dev/null");
     let s = second.stats();
-    assert_eq!(
-        (
-            s["hits"].as_u64(),
-            s["remote_hits"].as_u64(),
-            s["misses"].as_u64(),
-            s["errors"].as_u64()
-        ),
-        (Some(LUA_HITS), Some(LUA_HITS), Some(0), Some(0)),
-        "{s}"
-    );
+    assert_eq!(outcome(&s), (LUA_HITS, LUA_HITS, 0, 0), "{s}");
     assert_eq!(s["remote"]["errors"], 0, "{s}");
     assert!(
         s["remote"]["tiers"][0]["get_latency_us"].as_u64() > Some(0),
@@ -139,6 +121,11 @@ fn tier_config(server: &ObjectServer, bucket: &str) -> CloudConfig {
         endpoint: (service != Service::Azure).then(|| server.endpoint()),
         path_style: true,
         azure_connection_string: get("CACHEFS_AZURE_CONNECTION_STRING"),
+        // Not through the environment: tests run in parallel in this process.
+        s3_keys: Some((
+            object_stores::S3_KEY.into(),
+            object_stores::S3_SECRET.into(),
+        )),
         timeout: Duration::from_secs(2),
         ..CloudConfig::default()
     }
@@ -202,6 +189,22 @@ fn a_tampered_bucket_is_a_miss_on_every_service() {
     }
 }
 
+/// The error of a tier's first request.
+fn first_error(c: &CloudConfig) -> String {
+    let tier = ObjectStore::new(c).unwrap();
+    tier.get("r", "k").unwrap_err().to_string()
+}
+
+/// Asserts that `text` says every one of `said` and none of `secret`.
+fn says(text: &str, said: &[&str], secret: Option<&str>) {
+    for s in said {
+        assert!(text.contains(s), "{s:?} not said: {text}");
+    }
+    if let Some(secret) = secret {
+        assert!(!text.contains(secret), "the secret is said: {text}");
+    }
+}
+
 /// Wrong credentials and a missing bucket: the first request says which tier and what to
 /// fix, every call is a miss from then on, and no secret is in the message.
 #[test]
@@ -209,58 +212,52 @@ fn refused_credentials_and_a_missing_bucket_are_said_clearly() {
     let s3 = ObjectServer::s3();
     let azure = ObjectServer::azure();
 
-    std::env::set_var("AWS_ACCESS_KEY_ID", object_stores::S3_KEY);
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "not-the-secret-4242");
-    let tier = ObjectStore::new(&tier_config(&s3, object_stores::BUCKET)).unwrap();
+    let wrong = CloudConfig {
+        s3_keys: Some((object_stores::S3_KEY.into(), "not-the-secret-4242".into())),
+        ..tier_config(&s3, object_stores::BUCKET)
+    };
+    let tier = ObjectStore::new(&wrong).unwrap();
     let err = tier.get("r", "k").unwrap_err().to_string();
-    assert!(
-        err.contains("s3") && err.contains("refused the credentials"),
-        "{err}"
+    let refused = "refused the credentials";
+    says(
+        &err,
+        &["s3", refused, "AWS_SECRET_ACCESS_KEY"],
+        Some("not-the-secret-4242"),
     );
-    assert!(
-        err.contains("AWS_SECRET_ACCESS_KEY"),
-        "says what to set: {err}"
-    );
-    assert!(!err.contains("not-the-secret-4242"), "{err}");
     assert!(tier.set("r", "k", b"v").is_err());
     assert!(!tier.health()[0].healthy);
 
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", object_stores::S3_SECRET);
-    let tier = ObjectStore::new(&tier_config(&s3, "no-such-bucket")).unwrap();
-    let err = tier.get("r", "k").unwrap_err().to_string();
-    assert!(
-        err.contains("no-such-bucket") && err.contains("does not exist"),
-        "{err}"
+    let err = first_error(&tier_config(&s3, "no-such-bucket"));
+    says(
+        &err,
+        &["no-such-bucket", "does not exist", "CACHEFS_S3_BUCKET"],
+        None,
     );
-    assert!(err.contains("CACHEFS_S3_BUCKET"), "{err}");
 
     let mut c = tier_config(&azure, object_stores::BUCKET);
     let good = c.azure_connection_string.clone().unwrap();
-    c.azure_connection_string = Some(good.replace(object_stores::AZURE_KEY, &"A".repeat(88)));
-    let err = ObjectStore::new(&c)
-        .unwrap()
-        .get("r", "k")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("azure") && err.contains("refused the credentials"),
-        "{err}"
+    let wrong = "A".repeat(88);
+    c.azure_connection_string = Some(good.replace(object_stores::AZURE_KEY, &wrong));
+    let err = first_error(&c);
+    says(
+        &err,
+        &["azure", refused, "CACHEFS_AZURE_CONNECTION_STRING"],
+        Some(&wrong),
     );
-    assert!(err.contains("CACHEFS_AZURE_CONNECTION_STRING"), "{err}");
-    assert!(!err.contains(&"A".repeat(88)), "{err}");
     let c = CloudConfig {
         azure_connection_string: Some(good),
         ..tier_config(&azure, "nosuchcontainer")
     };
-    let err = ObjectStore::new(&c)
+    says(&first_error(&c), &["container", "does not exist"], None);
+}
+
+/// `cachefs doctor` with these settings.
+fn doctor(sb: &Sandbox, settings: &[(String, String)]) -> std::process::Output {
+    sb.cachefs()
+        .envs(settings.iter().map(|(k, v)| (k, v)))
+        .arg("doctor")
+        .output()
         .unwrap()
-        .get("r", "k")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("container") && err.contains("does not exist"),
-        "{err}"
-    );
 }
 
 fn with(settings: &[(String, String)], more: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -311,12 +308,7 @@ fn refused_credentials_build_correctly_and_the_secret_is_never_shown() {
         "{}",
         said[0]
     );
-    let doctor = sb
-        .cachefs()
-        .envs(settings.iter().map(|(k, v)| (k, v)))
-        .arg("doctor")
-        .output()
-        .unwrap();
+    let doctor = doctor(&sb, &settings);
     let doctor_out = String::from_utf8_lossy(&doctor.stdout).into_owned();
     assert!(!doctor.status.success());
     assert!(
@@ -379,12 +371,7 @@ fn a_missing_bucket_builds_correctly_and_is_said() {
         log.contains("no-such-bucket") && log.contains("CACHEFS_S3_BUCKET"),
         "{log}"
     );
-    let doctor = sb
-        .cachefs()
-        .envs(settings.iter().map(|(k, v)| (k, v)))
-        .arg("doctor")
-        .output()
-        .unwrap();
+    let doctor = doctor(&sb, &settings);
     let out = String::from_utf8_lossy(&doctor.stdout);
     assert!(
         out.lines()
@@ -405,24 +392,13 @@ fn a_server_stopped_mid_build_leaves_a_correct_build() {
     wait_for_remote_writes(&first);
     first.sh("make -s clean");
 
-    let mut second = Sandbox::new();
-    second.project = first.project.clone();
-    start_agent(&second, &settings);
+    let second = second_agent(&first, &settings);
     second.run_ok(&format!(
         "make -s obj/abs.o obj/add.o obj/avg.o obj/bits.o obj/clamp.o && kill {} && make -s -j2",
         s3.pid()
     ));
     let s = second.stats();
-    assert_eq!(
-        (
-            s["hits"].as_u64(),
-            s["remote_hits"].as_u64(),
-            s["misses"].as_u64(),
-            s["errors"].as_u64()
-        ),
-        (Some(5), Some(5), Some(17), Some(0)),
-        "{s}"
-    );
+    assert_eq!(outcome(&s), (5, 5, 17, 0), "{s}");
     assert_eq!(s["remote"]["servers"][0]["healthy"], false, "{s}");
     assert_eq!(example_outputs(&second), plain);
 }
@@ -442,9 +418,7 @@ fn a_hit_found_only_in_s3_fills_memcached_and_the_local_store() {
     first.sh("make -s clean");
 
     let both = with(&s3.settings(), &[("CACHEFS_MEMCACHED", &mc_url)]);
-    let mut second = Sandbox::new();
-    second.project = first.project.clone();
-    start_agent(&second, &both);
+    let second = second_agent(&first, &both);
     second.run_ok("make -s -j2");
     assert_eq!(example_outputs(&second), plain);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -475,12 +449,7 @@ fn a_hit_found_only_in_s3_fills_memcached_and_the_local_store() {
         "a fill does not write back to where it came from: {s}"
     );
 
-    let doctor = second
-        .cachefs()
-        .envs(both.iter().map(|(k, v)| (k, v)))
-        .arg("doctor")
-        .output()
-        .unwrap();
+    let doctor = doctor(&second, &both);
     let out = String::from_utf8_lossy(&doctor.stdout);
     for tier in ["memcached", "s3"] {
         assert!(
@@ -501,9 +470,7 @@ fn a_hit_found_only_in_s3_fills_memcached_and_the_local_store() {
         "{s}"
     );
 
-    let mut third = Sandbox::new();
-    third.project = first.project.clone();
-    start_agent(&third, &[("CACHEFS_MEMCACHED".into(), mc_url.clone())]);
+    let third = second_agent(&first, &[("CACHEFS_MEMCACHED".into(), mc_url.clone())]);
     second.sh("make -s clean");
     third.run_ok("make -s -j2");
     let s = third.stats();

@@ -3,37 +3,9 @@
 
 mod common;
 use cachefs_store::remote::FORMAT_VERSION;
-use common::servers::{self, Blackhole};
+use common::servers::{self, start_agent, wait_for_remote_writes, Blackhole};
 use common::*;
 use std::time::{Duration, Instant};
-
-/// Starts the sandbox's agent with these settings (settings are read when it starts).
-fn start_agent(sb: &Sandbox, env: &[(&str, &str)]) {
-    let out = sb
-        .cachefs()
-        .envs(env.iter().copied())
-        .arg("start")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "start: {}", stderr(&out));
-}
-
-/// Waits until the agent's background writes to the remote have all been sent.
-fn wait_for_remote_writes(sb: &Sandbox) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = sb.stats();
-        let remote = &s["remote"];
-        if remote["writes_pending"].as_u64() == Some(0) && remote["writes"].as_u64() > Some(0) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "remote writes never drained: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Builds with a first agent, then with a second agent in another cache directory that
 /// shares only the remote: every compile must be a remote hit, outputs byte-identical.

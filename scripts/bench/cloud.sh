@@ -6,7 +6,8 @@
 # Prints medians, the cachefs/sccache ratio, and bytes moved per build: cachefs's own count
 # (stats: bytes read from the tier) and, for both, the loopback interface's byte count over the
 # build (everything on lo, so run it on a quiet machine).
-#   scripts/bench/cloud.sh [-n ROUNDS] [WORKLOAD…]   WORKLOAD: lua (default), example
+#   scripts/bench/cloud.sh [-n ROUNDS] [WORKLOAD…]   WORKLOAD: lua (default), example;
+#   `latency` alone: only the runtime's cost per lookup (always measured first)
 # Needs: scripts/setup.sh (SeaweedFS), scripts/bench/setup-peers.sh (sccache), a release build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,6 +21,7 @@ while getopts "n:" o; do
 done
 shift $((OPTIND - 1))
 [ $# -gt 0 ] && WORKLOADS=("$@") || WORKLOADS=(lua)
+[ "${WORKLOADS[*]}" = latency ] && WORKLOADS=()
 TOOLS=${CACHEFS_TOOLS:-$HOME/.cache/cachefs-tools}
 export PATH="$PATH:$TOOLS/peers-venv/bin"
 WEED=$TOOLS/object-stores-venv/bin/weed
@@ -52,6 +54,9 @@ trap cleanup EXIT
 until curl -sf -o /dev/null --aws-sigv4 aws:amz:us-east-1:s3 --user "$KEY:$SECRET" "http://127.0.0.1:$S3/bench"; do sleep 0.3; done
 
 export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET
+# What the tier's runtime adds to one lookup (crates/store/examples/cloud_latency.rs).
+cargo build -q --release -p cachefs-store --example cloud_latency
+"$ROOT/target/release/examples/cloud_latency" "http://127.0.0.1:$S3" bench 300
 CACHEFS_S3=(CACHEFS_S3_BUCKET=bench "CACHEFS_S3_ENDPOINT=http://127.0.0.1:$S3" CACHEFS_REMOTE_PREFIX=cachefs/)
 SCCACHE_S3=(SCCACHE_BUCKET=bench "SCCACHE_ENDPOINT=http://127.0.0.1:$S3" SCCACHE_REGION=us-east-1
     SCCACHE_S3_USE_SSL=false SCCACHE_S3_KEY_PREFIX=sccache/)
@@ -119,7 +124,7 @@ for wl in "${WORKLOADS[@]}"; do
         d=$W/run/c-$wl-$r
         read -r t b < <(build cachefs-s3 "$d")
         T[cachefs_remote]+="$t " B[cachefs_remote]+="$b "
-        cachefs_read+="$(CACHEFS_DIR=$d "$CACHEFS" stats --json | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["remote"]["bytes_read"], s["remote_hits"], s["misses"])') ; "
+        cachefs_read+="$(CACHEFS_DIR=$d "$CACHEFS" stats --json | python3 -c 'import json,sys; s=json.load(sys.stdin); r=s["remote"]; print(r["bytes_read"], s["remote_hits"], s["misses"], r["gets_found"], r["tiers"][0]["get_latency_us"])') ; "
         read -r t b < <(build cachefs-s3 "$d")
         T[cachefs_local]+="$t "
         CACHEFS_DIR=$d "$CACHEFS" stop >/dev/null
@@ -138,5 +143,5 @@ for wl in "${WORKLOADS[@]}"; do
     echo "same agent again (local hits, median):     $(echo "${T[cachefs_local]}" | median) s"
     echo "loopback bytes per warm build, cachefs:    $(echo "${B[cachefs_remote]}" | median)"
     echo "loopback bytes per warm build, sccache:    $(echo "${B[sccache_remote]}" | median)"
-    echo "cachefs's own count (bytes read, remote hits, misses) per round: $cachefs_read"
+    echo "cachefs's own count (bytes read, remote hits, misses, values found, mean lookup µs) per round: $cachefs_read"
 done
