@@ -60,6 +60,10 @@ pub enum RemoteError {
     },
     #[error("remote server {0} skipped after a recent failure")]
     Skipped(String),
+    /// The tier refused this agent for good (credentials, no such bucket): the message says
+    /// which tier and what to fix.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 impl RemoteError {

@@ -127,7 +127,8 @@ pub struct ObjectStore {
     timeout: Duration,
     breaker: Breaker,
     /// Set once the bucket was probed: None = not yet (or the probe could not reach the
-    /// server); Some(Ok) = usable; Some(Err(why)) = refused credentials or no such bucket,
+    /// server); Some(Ok) = usable; Some(Err(why)) = refused credentials or no such bucket
+    /// (`RemoteError::Unusable`),
     /// which no retry fixes: every call is a miss at once, said once in the log.
     probed: Mutex<Option<Result<(), String>>>,
 }
@@ -219,7 +220,7 @@ impl ObjectStore {
         // verdict is said once.
         let mut probed = self.probed.lock().unwrap();
         if let Some(done) = &*probed {
-            return done.clone().map_err(RemoteError::Config);
+            return done.clone().map_err(RemoteError::Unusable);
         }
         let listed = self.run(async {
             let mut lister = self.op.lister_with("").limit(1).await?;
@@ -266,7 +267,7 @@ impl ObjectStore {
             self.breaker.failed(why);
         }
         *probed = Some(verdict.clone());
-        verdict.map_err(RemoteError::Config)
+        verdict.map_err(RemoteError::Unusable)
     }
 
     /// An OpenDAL error as ours: a server that answered is a refused request; one that did
