@@ -184,6 +184,11 @@ fn a_tampered_bucket_is_a_miss_on_every_service() {
         // Removed.
         tier.delete(&route, &key).unwrap();
         assert_eq!(tier.get(&route, &key).unwrap(), None);
+        // An object larger than any item cachefs writes is refused, not read whole.
+        let planted = vec![0u8; cachefs_store::remote::chunking::MAX_ITEM_LEN + 4096];
+        tier.set(&route, &key, &planted).unwrap();
+        let err = tier.get(&route, &key).unwrap_err().to_string();
+        assert!(err.contains("over the limit"), "{:?}: {err}", server.kind);
         let r = store.report();
         assert_eq!((r.gets_found, r.errors), (2, 3), "{:?}: {r:?}", server.kind);
     }

@@ -413,6 +413,8 @@ mod tests {
                 "AccountName=a;AccountKey=k",
             ),
             ("SCCACHE_AZURE_KEY_PREFIX", "sc/"),
+            ("SCCACHE_GCS_BUCKET", "gb"),
+            ("SCCACHE_GCS_RW_MODE", "READ_ONLY"),
         ];
         for (k, v) in vars {
             std::env::set_var(k, v);
@@ -422,7 +424,8 @@ mod tests {
             std::env::remove_var(k);
         }
         let r = r.unwrap();
-        let azure = &r.cloud[0];
+        let (gcs, azure) = (&r.cloud[0], &r.cloud[1]);
+        assert_eq!((gcs.bucket.as_str(), gcs.read_only), ("gb", true));
         assert_eq!(azure.service, Some(Service::Azure));
         assert_eq!(
             (azure.bucket.as_str(), azure.prefix.as_str()),
