@@ -10,7 +10,6 @@ use cachefs_store::remote::{
 };
 use common::debian::{artifacts, debian_tarball};
 use common::object_stores::{self, ObjectServer};
-use common::servers::wait_for_remote_writes;
 use common::*;
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,7 @@ fn lua_plain(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
 /// Starts the sandbox's agent with these settings.
 fn start_agent(sb: &Sandbox, settings: &[(String, String)]) {
     let env: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (&k[..], &v[..])).collect();
-    common::servers::start_agent(sb, &env);
+    common::start_agent(sb, &env);
 }
 
 /// Another agent ("another machine"): its own cache directory, the same project path.

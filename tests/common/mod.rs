@@ -439,3 +439,31 @@ pub fn agent_lane(sb: &Sandbox, lane: usize) -> PathBuf {
         .find(|p| p.to_string_lossy().ends_with(&suffix))
         .unwrap_or_else(|| panic!("agent {} has no lane {lane} mounted", pid.trim()))
 }
+
+/// Starts the sandbox's agent with these settings (settings are read when it starts).
+pub fn start_agent(sb: &Sandbox, env: &[(&str, &str)]) {
+    let out = sb
+        .cachefs()
+        .envs(env.iter().copied())
+        .arg("start")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "start: {}", stderr(&out));
+}
+
+/// Waits until the agent's background writes to the remote have all been sent.
+pub fn wait_for_remote_writes(sb: &Sandbox) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let s = sb.stats();
+        let remote = &s["remote"];
+        if remote["writes_pending"].as_u64() == Some(0) && remote["writes"].as_u64() > Some(0) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "remote writes never drained: {s}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

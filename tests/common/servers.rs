@@ -158,31 +158,3 @@ impl Blackhole {
         format!("127.0.0.1:{}", self.port)
     }
 }
-
-/// Starts the sandbox's agent with these settings (settings are read when it starts).
-pub fn start_agent(sb: &super::Sandbox, env: &[(&str, &str)]) {
-    let out = sb
-        .cachefs()
-        .envs(env.iter().copied())
-        .arg("start")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "start: {}", super::stderr(&out));
-}
-
-/// Waits until the agent's background writes to the remote have all been sent.
-pub fn wait_for_remote_writes(sb: &super::Sandbox) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = sb.stats();
-        let remote = &s["remote"];
-        if remote["writes_pending"].as_u64() == Some(0) && remote["writes"].as_u64() > Some(0) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "remote writes never drained: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
