@@ -127,9 +127,9 @@ pub struct ObjectStore {
     timeout: Duration,
     breaker: Breaker,
     /// Set once the bucket was probed: None = not yet (or the probe could not reach the
-    /// server); Some(Ok) = usable; Some(Err(why)) = refused credentials or no such bucket
-    /// (`RemoteError::Unusable`),
-    /// which no retry fixes: every call is a miss at once, said once in the log.
+    /// server); Some(Ok) = usable; Some(Err(why)) = refused credentials or no such bucket,
+    /// which no retry fixes: every call is a miss at once (`RemoteError::Unusable`), said once
+    /// in the log.
     probed: Mutex<Option<Result<(), String>>>,
 }
 
