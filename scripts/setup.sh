@@ -32,3 +32,6 @@ fi
 
 # A real nvcc for the CUDA tests (PyPI, no GPU needed).
 "$(dirname "$0")/setup-cuda.sh" >/dev/null
+
+# Object-store servers for the cloud-tier tests (SeaweedFS, fake-gcs-server, Azurite).
+"$(dirname "$0")/setup-object-stores.sh" >/dev/null

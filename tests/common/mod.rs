@@ -4,6 +4,7 @@
 
 pub mod debian;
 pub mod netns;
+pub mod object_stores;
 pub mod servers;
 pub mod users;
 
@@ -453,7 +454,7 @@ pub fn start_agent(sb: &Sandbox, env: &[(&str, &str)]) {
 
 /// Waits until the agent's background writes to the remote have all been sent.
 pub fn wait_for_remote_writes(sb: &Sandbox) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         let s = sb.stats();
         let remote = &s["remote"];

@@ -31,7 +31,7 @@ impl Drop for ServerProcess {
 /// A port the kernel just handed out on 127.0.0.1 (free again once returned), never one
 /// already given to another server of this test binary: two tests racing for one port
 /// could otherwise end up sharing the server that won.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
