@@ -240,6 +240,10 @@ impl FarmBuild<'_> {
             built == self.plain,
             "the farm's build differs from the plain build"
         );
+        // A daemon logs a compile after it answered: wait for the lines.
+        until("the farm logged every object", || {
+            self.farm.compiled() >= LUA_OBJECTS
+        });
         assert_eq!(
             self.farm.compiled(),
             LUA_OBJECTS,
@@ -353,6 +357,9 @@ fn debug_information_goes_to_the_farm_uncached(
     for _ in 0..2 {
         checked(farm_run(build, sb, env, compile).output().unwrap());
     }
+    until("distccd logged both compiles", || {
+        farm.compiled() >= before + 2
+    });
     assert_eq!(farm.compiled(), before + 2, "both compiled by distccd");
     let reason = "debug information compiled by the farm (prefix)";
     assert_eq!(counts(sb), ((0, 0, 2, 0), format!("{{\"{reason}\":2}}")));
