@@ -34,10 +34,20 @@ pub fn rewrite_as(
     text: &[u8],
     map: impl Fn(&[u8]) -> Cow<'_, [u8]>,
 ) -> Option<Vec<u8>> {
+    if !is_text(text) {
+        return None;
+    }
     match style {
         Style::Gcc => rewrite(text, map),
         Style::Lines => rewrite_lines(text, map),
     }
+}
+
+/// Whether `data` is text (UTF-8, no NUL): an object or archive that
+/// happens to end with a line break is never taken for a depfile, whose
+/// names may be rewritten to another length.
+fn is_text(data: &[u8]) -> bool {
+    memchr::memchr(0, data).is_none() && std::str::from_utf8(data).is_ok()
 }
 
 /// rustc's layout: each line passed through `map` as a whole (its names
@@ -74,6 +84,9 @@ impl Depfile {
     /// The names, less gcc's line breaks; any layout is accepted (see
     /// `rewrite`, whose output is read back this way).
     fn read(text: &[u8]) -> Option<Depfile> {
+        if !is_text(text) {
+            return None;
+        }
         // Names with escapes (`\ `, `$$`, `\#`) are left alone.
         if text
             .iter()
@@ -195,6 +208,11 @@ mod tests {
         let clang = b"y.o: /tmp/x.c \\\n  /usr/include/stdio.h\n";
         assert_eq!(Depfile::parse(clang), None);
         assert_eq!(Depfile::parse(b"a\\ b.o: x.c\n"), None);
+        // Binary data is never a depfile, whatever its bytes look like.
+        assert_eq!(
+            rewrite_as(Style::Lines, b"\x7fELF\0 /a/p/x\n", |n| Cow::Borrowed(n)),
+            None
+        );
     }
 
     /// The layout rule against gcc itself: its depfile for an include

@@ -11,9 +11,11 @@
 //! - an output, stdout or stderr carries the root (`compiler::carries`,
 //!   which also reads compressed debug sections and archive members and
 //!   counts what it cannot read as carrying it): `-g` without a prefix map.
-//!   A depfile in gcc's exact layout is the exception: it is kept with the
-//!   root marked in its names and written at a hit as gcc would write it
-//!   there (`compiler::depfile`), since it names, by design, where things are;
+//!   A depfile (a text file named `*.d`) in gcc's exact layout or rustc's
+//!   dep-info, and rustc's JSON messages, are the exception: kept with the
+//!   root marked in their names and written at a hit as the compiler would
+//!   write them there (`compiler::depfile`), since they name, by design,
+//!   where things are;
 //! - it read, probed or wrote beside the tree (under a directory above the
 //!   root other than `/`), which a `..` may have reached: another root's
 //!   `..` reaches another place;
@@ -87,10 +89,12 @@ pub fn decide(root: &Root, f: &Finished) -> Result<Moves, String> {
         }
         match (content_pins(root, o), o) {
             (None, _) => {}
-            (Some(why), Captured::File(file)) => match marked_depfile(root, f.family, &file.data) {
-                Some((style, _)) => depfiles.push((i, style)),
-                None => return Err(why),
-            },
+            (Some(why), Captured::File(file)) if is_depfile_name(&file.path) => {
+                match marked_depfile(root, f.family, &file.data) {
+                    Some((style, _)) => depfiles.push((i, style)),
+                    None => return Err(why),
+                }
+            }
             (Some(why), _) => return Err(why),
         }
     }
@@ -108,6 +112,13 @@ pub fn decide(root: &Root, f: &Finished) -> Result<Moves, String> {
     let streams = (marked[0] != f.stdout || marked[1] != f.stderr)
         .then(|| (marked.remove(0), marked.remove(0)));
     Ok(Moves { depfiles, streams })
+}
+
+/// Whether an output is named as a depfile: gcc's `-MF` files and rustc's
+/// dep-info end in `.d` in every build system measured (make, CMake,
+/// cargo); nothing else is read as one.
+fn is_depfile_name(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "d")
 }
 
 /// rustc's stdout or stderr with the root marked, when the root appears
