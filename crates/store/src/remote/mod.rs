@@ -1,15 +1,18 @@
-//! Shared cache tiers behind the local store: a memcached pool or a Redis server. Values are
-//! chunked and checksummed (`chunking`), keys carry the format version, every server has a
-//! circuit breaker (`breaker`), and every failure is a miss: the remote can slow a build by
-//! at most one timeout per server, and never make it fail or give a wrong output.
+//! Shared cache tiers behind the local store: a memcached pool, a Redis server or a REAPI
+//! cache's ActionCache and CAS (`reapi`). Values are chunked and checksummed (`chunking`),
+//! keys carry the format version, every server has a circuit breaker (`breaker`), and every
+//! failure is a miss: the remote can slow a build by at most one timeout per server, and
+//! never make it fail or give a wrong output.
 
 mod breaker;
 pub mod chunking;
 mod memcached;
+mod reapi;
 mod redis;
 mod server;
 
 pub use memcached::Memcached;
+pub use reapi::{Reapi, ReapiConfig};
 pub use redis::Redis;
 
 /// What parses bytes from a server, public for the fuzz tests (`tests/fuzz_remote.rs`):
@@ -130,6 +133,8 @@ pub struct RemoteConfig {
     pub read_only: bool,
     pub timeout: Duration,
     pub redis_expiry_s: u64,
+    /// A REAPI server's ActionCache and CAS (`[remote] reapi`).
+    pub reapi: Option<ReapiConfig>,
     /// MAC key derived from the configured secret: entries are authenticated.
     pub key: chunking::Seal,
 }
@@ -137,7 +142,21 @@ pub struct RemoteConfig {
 impl RemoteConfig {
     /// The configured tier, or None when no remote is configured.
     pub fn open(&self) -> Result<Option<Remote>, RemoteError> {
-        let tier: Box<dyn RemoteTier> = if !self.memcached.is_empty() {
+        let servers = [
+            !self.memcached.is_empty(),
+            self.redis.is_some(),
+            self.reapi.is_some(),
+        ];
+        if servers.iter().filter(|&&s| s).count() > 1 {
+            return Err(RemoteError::Config(
+                "more than one of a memcached pool, a Redis server and a REAPI server is \
+                 configured: choose one"
+                    .into(),
+            ));
+        }
+        let tier: Box<dyn RemoteTier> = if let Some(reapi) = &self.reapi {
+            Box::new(Reapi::new(reapi, self.timeout)?)
+        } else if !self.memcached.is_empty() {
             if self.redis.is_some() {
                 return Err(RemoteError::Config(
                     "both a memcached pool and a Redis server are configured: choose one".into(),

@@ -1,0 +1,345 @@
+//! The REAPI cache tier against a real REAPI server, buildbox-casd (scripts/setup-reapi.sh):
+//! two agents with their own cache directories share its ActionCache and CAS; a server
+//! stopped mid-build, and entries replaced on the server's disk, are misses, never a
+//! failed build or a wrong output.
+
+mod common;
+use cachefs_store::remote::{chunking, Kind, Reapi, ReapiConfig, Remote, RemoteTier};
+use common::debian::{artifacts, debian_tarball};
+use common::servers::{self, start_agent, wait_for_remote_writes, ServerProcess};
+use common::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Lua's 34 objects, `ar` and `ranlib` of liblua.a, and the lua and luac links.
+const LUA_COMPILES: u64 = 38;
+const BUILD: &str = "make -s -j2 linux >/dev/null";
+
+fn grpc_url(server: &ServerProcess) -> String {
+    format!("grpc://{}", server.addr())
+}
+
+/// Lua unpacked in a new sandbox and built once without cachefs: its artifacts, then
+/// cleaned.
+fn lua_plain() -> (Sandbox, Vec<(String, Vec<u8>)>) {
+    let sb = Sandbox::new();
+    sb.sh(&format!(
+        "tar xzf {} --strip-components=1",
+        debian_tarball("lua5.4").display()
+    ));
+    sb.sh("make -s -j2 linux >/dev/null 2>&1");
+    let plain = artifacts(&sb.path("src"));
+    sb.sh("make -s clean");
+    (sb, plain)
+}
+
+/// The first agent builds lua cold and writes every entry to the server.
+fn first_agent_fills(first: &Sandbox, settings: &[(&str, &str)]) {
+    start_agent(first, settings);
+    first.run_ok(BUILD);
+    assert_eq!(first.counts(), (0, LUA_COMPILES, 0, 0));
+    let s = wait_for_remote_writes(first);
+    assert_eq!(s["remote"]["tier"], "reapi");
+    assert_eq!(s["remote"]["errors"], 0, "{s}");
+    assert_eq!(s["remote"]["writes_dropped"], 0, "{s}");
+    first.sh("make -s clean");
+}
+
+/// A second agent (own cache directory, same project path) for the first one's tree.
+fn second_agent(first: &Sandbox, settings: &[(&str, &str)]) -> Sandbox {
+    let mut second = Sandbox::new();
+    second.project = first.project.clone();
+    start_agent(&second, settings);
+    second
+}
+
+/// The microseconds of the found remote reads the agent logged (`reapi get …: N bytes in
+/// M µs`, at debug level), sorted.
+fn logged_hit_times(sb: &Sandbox) -> Vec<u64> {
+    let log = std::fs::read_to_string(sb.cache.join("agent.log")).unwrap_or_default();
+    let mut t: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("reapi get") && l.contains(" bytes in "))
+        .filter_map(|l| l.rsplit(" in ").next()?.strip_suffix(" µs")?.parse().ok())
+        .collect();
+    t.sort();
+    t
+}
+
+#[test]
+fn two_agents_share_buildbox_casd_the_second_builds_lua_from_remote_hits_alone() {
+    let casd = servers::buildbox_casd();
+    let url = grpc_url(&casd);
+    let settings = [("CACHEFS_REAPI", url.as_str())];
+    let (first, plain) = lua_plain();
+    first_agent_fills(&first, &settings);
+
+    let second = second_agent(
+        &first,
+        &[
+            ("CACHEFS_REAPI", url.as_str()),
+            ("RUST_LOG", "cachefs_store::remote::reapi=debug"),
+        ],
+    );
+    let started = Instant::now();
+    second.run_ok(BUILD);
+    let took = started.elapsed();
+    let s = second.stats();
+    assert_eq!(
+        (
+            s["hits"].as_u64(),
+            s["remote_hits"].as_u64(),
+            s["local_hits"].as_u64(),
+            s["misses"].as_u64(),
+            s["errors"].as_u64()
+        ),
+        (
+            Some(LUA_COMPILES),
+            Some(LUA_COMPILES),
+            Some(0),
+            Some(0),
+            Some(0)
+        ),
+        "{s}"
+    );
+    assert_eq!(s["remote"]["errors"], 0, "{s}");
+    assert!(s["remote"]["bytes_read"].as_u64().unwrap() > 0);
+    assert_eq!(
+        artifacts(&second.path("src")),
+        plain,
+        "remote hits through REAPI differ from a plain build"
+    );
+    let lua = second.sh("src/lua -e 'print(6 * 7)'");
+    assert_eq!(lua.stdout, b"42\n");
+
+    // What a remote read costs (a measurement, not a threshold).
+    let t = logged_hit_times(&second);
+    if !t.is_empty() {
+        eprintln!(
+            "REAPI reads of lua's clean build from remote hits ({took:?}): {} found, \
+             median {} µs, p90 {} µs, max {} µs ({} bytes read)",
+            t.len(),
+            t[t.len() / 2],
+            t[t.len() * 9 / 10],
+            t[t.len() - 1],
+            s["remote"]["bytes_read"]
+        );
+    }
+
+    // Copied into the second agent's own store: the next build hits locally.
+    second.sh("make -s clean");
+    second.run_ok(BUILD);
+    let s = second.stats();
+    assert_eq!(
+        (s["hits"].as_u64(), s["remote_hits"].as_u64()),
+        (Some(2 * LUA_COMPILES), Some(LUA_COMPILES)),
+        "{s}"
+    );
+    assert_eq!(artifacts(&second.path("src")), plain);
+}
+
+/// The second agent gets two objects from the server, the server is stopped, and the
+/// same agent builds the rest: every remaining compile misses and runs, the build
+/// completes, identical to a plain one, and the server is reported failing.
+#[test]
+fn a_reapi_server_stopped_mid_build_leaves_a_complete_identical_build() {
+    let mut casd = servers::buildbox_casd();
+    let url = grpc_url(&casd);
+    let settings = [("CACHEFS_REAPI", url.as_str())];
+    let (first, plain) = lua_plain();
+    first_agent_fills(&first, &settings);
+
+    let second = second_agent(&first, &settings);
+    // The command lines `make linux` runs in src/, for two of its objects.
+    second.run_ok(
+        "make -s -C src lapi.o lcode.o SYSCFLAGS=-DLUA_USE_LINUX 'SYSLIBS=-Wl,-E -ldl' \
+         >/dev/null",
+    );
+    assert_eq!(second.stats()["remote_hits"], 2);
+    casd.kill();
+    second.run_ok(BUILD);
+    let s = second.stats();
+    assert_eq!(
+        (
+            s["remote_hits"].as_u64(),
+            s["misses"].as_u64(),
+            s["errors"].as_u64()
+        ),
+        (Some(2), Some(LUA_COMPILES - 2), Some(0)),
+        "{s}"
+    );
+    let server = &s["remote"]["servers"][0];
+    assert_eq!(server["healthy"], false, "{s}");
+    assert!(s["remote"]["errors"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(
+        artifacts(&second.path("src")),
+        plain,
+        "the build after the server stopped differs from a plain build"
+    );
+}
+
+/// Every file under `dir`, sorted.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Entries changed on the server's disk behind its back: ActionResults that name another
+/// entry's blob (each a valid blob of the right digest), then CAS blobs whose bytes no
+/// longer match their digest. Each is a miss (read-only agents, so nothing is written back
+/// over them), and the build is identical to a plain one.
+#[test]
+fn replaced_reapi_entries_are_misses_never_wrong_outputs() {
+    let casd = servers::buildbox_casd();
+    let url = grpc_url(&casd);
+    let (first, plain) = lua_plain();
+    first_agent_fills(&first, &[("CACHEFS_REAPI", url.as_str())]);
+    let read_only = [
+        ("CACHEFS_REAPI", url.as_str()),
+        ("CACHEFS_REMOTE_READ_ONLY", "1"),
+    ];
+    let store = casd.data_dir().join("cache");
+
+    // Each ActionResult replaced by the next one's.
+    let entries = files_under(&store.join("actioncache/objects"));
+    assert!(
+        entries.len() > 100,
+        "ActionCache entries: {}",
+        entries.len()
+    );
+    let contents: Vec<Vec<u8>> = entries.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    for (i, p) in entries.iter().enumerate() {
+        std::fs::write(p, &contents[(i + 1) % contents.len()]).unwrap();
+    }
+    let second = second_agent(&first, &read_only);
+    second.run_ok(BUILD);
+    let s = second.stats();
+    assert_eq!(
+        (
+            s["hits"].as_u64(),
+            s["misses"].as_u64(),
+            s["errors"].as_u64()
+        ),
+        (Some(0), Some(LUA_COMPILES), Some(0)),
+        "{s}"
+    );
+    assert!(
+        s["remote"]["errors"].as_u64().unwrap() >= LUA_COMPILES,
+        "{s}"
+    );
+    assert_eq!(
+        artifacts(&second.path("src")),
+        plain,
+        "swapped ActionResults changed an output"
+    );
+    second.sh("make -s clean");
+
+    // The entries restored; every CAS blob's bytes changed, its size kept.
+    for (p, c) in entries.iter().zip(&contents) {
+        std::fs::write(p, c).unwrap();
+    }
+    for p in files_under(&store.join("cas/objects")) {
+        let mut b = std::fs::read(&p).unwrap();
+        if b.is_empty() {
+            continue;
+        }
+        let mid = b.len() / 2;
+        b[mid] ^= 0x5a;
+        let _ = std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        std::fs::write(&p, b).unwrap();
+    }
+    let third = second_agent(&first, &read_only);
+    third.run_ok(BUILD);
+    let s = third.stats();
+    assert_eq!(
+        (
+            s["hits"].as_u64(),
+            s["misses"].as_u64(),
+            s["errors"].as_u64()
+        ),
+        (Some(0), Some(LUA_COMPILES), Some(0)),
+        "{s}"
+    );
+    assert_eq!(
+        artifacts(&third.path("src")),
+        plain,
+        "corrupt CAS blobs changed an output"
+    );
+}
+
+fn tier(url: &str, instance: &str) -> Reapi {
+    Reapi::new(
+        &ReapiConfig {
+            url: url.into(),
+            instance: instance.into(),
+            token: None,
+        },
+        Duration::from_secs(2),
+    )
+    .unwrap()
+}
+
+/// The tier on its own: values through one batch call and through ByteStream (chunks
+/// over the batch limit), a missing key, a deleted one, a wrong instance name; and what a
+/// small remote read costs here.
+#[test]
+fn reapi_tier_round_trips_small_and_streamed_values() {
+    let casd = servers::buildbox_casd();
+    let url = grpc_url(&casd);
+    let remote = Remote::new(Box::new(tier(&url, "")), false);
+    let values: Vec<Vec<u8>> = [10, 100_000, 3 * chunking::CHUNK_SIZE + 17]
+        .iter()
+        .map(|&n| (0..n).map(|i| (i * 7 % 251) as u8).collect())
+        .collect();
+    for (i, v) in values.iter().enumerate() {
+        let id = [i as u8; 32];
+        remote.put(Kind::Blob, &id, &id, v);
+        assert_eq!(
+            remote.get(Kind::Blob, &id, &id).as_ref(),
+            Some(v),
+            "value {i}"
+        );
+    }
+    assert_eq!(remote.get(Kind::Blob, &[9; 32], &[9; 32]), None);
+    let r = remote.report();
+    assert_eq!((r.errors, r.writes, r.gets_found), (0, 3, 3), "{r:?}");
+
+    let raw = tier(&url, "");
+    raw.set("", "k", b"v").unwrap();
+    assert_eq!(raw.get("", "k").unwrap().as_deref(), Some(&b"v"[..]));
+    raw.delete("", "k").unwrap();
+    assert_eq!(raw.get("", "k").unwrap(), None);
+
+    let small = [0u8; 32];
+    let n = 200u32;
+    let started = Instant::now();
+    for _ in 0..n {
+        assert!(remote.get(Kind::Blob, &small, &small).is_some());
+    }
+    eprintln!(
+        "a 10-byte value read from buildbox-casd (head and chunk: two ActionCache and two \
+         CAS reads): {:?} each over {n}",
+        started.elapsed() / n
+    );
+
+    // buildbox-casd serves only its default instance: a named one is refused, and the
+    // message says which setting to check.
+    let other = tier(&url, "no-such-instance");
+    let e = other.get("", "k");
+    eprintln!("an unknown instance: {e:?}");
+    if let Err(e) = e {
+        assert!(e.to_string().contains("reapi_instance"), "{e}");
+    }
+}
