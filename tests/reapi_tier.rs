@@ -223,28 +223,16 @@ fn replaced_reapi_entries_are_misses_never_wrong_outputs() {
     for (i, p) in entries.iter().enumerate() {
         std::fs::write(p, &contents[(i + 1) % contents.len()]).unwrap();
     }
-    let second = second_agent(&first, &read_only);
-    second.run_ok(BUILD);
-    let s = second.stats();
-    assert_eq!(
-        (
-            s["hits"].as_u64(),
-            s["misses"].as_u64(),
-            s["errors"].as_u64()
-        ),
-        (Some(0), Some(LUA_COMPILES), Some(0)),
-        "{s}"
+    let s = all_miss_identically(
+        &second_agent(&first, &read_only),
+        &plain,
+        "swapped ActionResults",
     );
     // Without a key (CACHEFS_REMOTE_KEY) each swapped entry is a well-formed value of
     // another place: the tier returns it, and the agent's own checks (a manifest's dep sets,
     // a result's id, a blob's content hash) refuse it.
     assert!(s["remote"]["gets_found"].as_u64().unwrap() > 0, "{s}");
-    assert_eq!(
-        artifacts(&second.path("src")),
-        plain,
-        "swapped ActionResults changed an output"
-    );
-    second.sh("make -s clean");
+    first.sh("make -s clean");
 
     // The entries restored; every CAS blob's bytes changed, its size kept.
     for (p, c) in entries.iter().zip(&contents) {
@@ -260,9 +248,27 @@ fn replaced_reapi_entries_are_misses_never_wrong_outputs() {
         let _ = std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o644));
         std::fs::write(&p, b).unwrap();
     }
-    let third = second_agent(&first, &read_only);
-    third.run_ok(BUILD);
-    let s = third.stats();
+    let s = all_miss_identically(
+        &second_agent(&first, &read_only),
+        &plain,
+        "corrupt CAS blobs",
+    );
+    eprintln!("corrupt CAS blobs: {}", s["remote"]);
+    assert!(
+        s["remote"]["errors"].as_u64().unwrap() >= LUA_COMPILES,
+        "{s}"
+    );
+}
+
+/// A clean build of lua by this agent: every compile misses (none fails), and the
+/// artifacts are a plain build's.
+fn all_miss_identically(
+    sb: &Sandbox,
+    plain: &[(String, Vec<u8>)],
+    what: &str,
+) -> serde_json::Value {
+    sb.run_ok(BUILD);
+    let s = sb.stats();
     assert_eq!(
         (
             s["hits"].as_u64(),
@@ -270,18 +276,14 @@ fn replaced_reapi_entries_are_misses_never_wrong_outputs() {
             s["errors"].as_u64()
         ),
         (Some(0), Some(LUA_COMPILES), Some(0)),
-        "{s}"
-    );
-    eprintln!("corrupt CAS blobs: {}", s["remote"]);
-    assert!(
-        s["remote"]["errors"].as_u64().unwrap() >= LUA_COMPILES,
-        "{s}"
+        "{what}: {s}"
     );
     assert_eq!(
-        artifacts(&third.path("src")),
+        artifacts(&sb.path("src")),
         plain,
-        "corrupt CAS blobs changed an output"
+        "{what} changed an output"
     );
+    s
 }
 
 fn tier(url: &str, instance: &str) -> Reapi {
