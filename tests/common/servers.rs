@@ -1,5 +1,5 @@
-//! Real memcached, redis-server and buildbox-casd (REAPI) processes for the shared-cache
-//! tests, each on an ephemeral port of 127.0.0.1, killed when dropped; and a blackhole
+//! Real memcached, redis-server, buildbox-casd and BuildGrid (REAPI) processes for the
+//! shared-cache tests, each on an ephemeral port of 127.0.0.1, killed when dropped; and a blackhole
 //! server.
 
 use super::{stderr, Sandbox};
@@ -76,7 +76,8 @@ fn start_on(
             .unwrap_or_else(|e| {
                 panic!("cannot start {program} (scripts/setup.sh installs it): {e}")
             });
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // BuildGrid, a Python server, takes seconds to import on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
                 break; // port taken meanwhile: try another
@@ -143,7 +144,7 @@ pub fn redis() -> ServerProcess {
 /// directory's `cache`, installed from PyPI by scripts/setup-reapi.sh (which
 /// scripts/setup.sh runs).
 pub fn buildbox_casd() -> ServerProcess {
-    start(&buildbox_casd_path(), |port, dir| {
+    start(&reapi_server_path("casd"), |port, dir| {
         vec![
             "--bind".into(),
             format!("127.0.0.1:{port}"),
@@ -152,21 +153,72 @@ pub fn buildbox_casd() -> ServerProcess {
     })
 }
 
-fn buildbox_casd_path() -> String {
-    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-reapi.sh");
-        let out = Command::new(&script).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{} failed: {}",
-            script.display(),
-            stderr(&out)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+/// BuildGrid's configuration: ActionCache, CAS and ByteStream for its unnamed instance,
+/// from a disk store.
+const BUILDGRID_CONFIG: &str = r#"
+server:
+  - !channel
+    address: "127.0.0.1:PORT"
+    insecure-mode: true
+authorization:
+  method: none
+monitoring:
+  enabled: false
+storages:
+  - !disk-storage &store
+    path: STORE
+caches:
+  - !lru-action-cache &ac
+    storage: *store
+    max-cached-refs: 100000
+    allow-updates: true
+instances:
+  - name: ''
+    services:
+      - !action-cache
+        cache: *ac
+      - !cas
+        storage: *store
+      - !bytestream
+        storage: *store
+"#;
+
+/// BuildGrid's `bgd` (`BUILDGRID_CONFIG`) storing under its own data directory, installed
+/// from PyPI by scripts/setup-reapi.sh.
+pub fn buildgrid() -> ServerProcess {
+    start(&reapi_server_path("bgd"), |port, dir| {
+        let config = dir.join("bgd.yml");
+        let text = BUILDGRID_CONFIG
+            .replace("PORT", &port.to_string())
+            .replace("STORE", &dir.join("cas").display().to_string());
+        std::fs::write(&config, text).unwrap();
+        vec![
+            "server".into(),
+            "start".into(),
+            config.display().to_string(),
+        ]
     })
-    .clone()
+}
+
+/// The path scripts/setup-reapi.sh prints for `server` (`casd` or `bgd`), installing it
+/// on first use.
+fn reapi_server_path(server: &str) -> String {
+    static PATHS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut paths = PATHS.lock().unwrap();
+    if let Some((_, p)) = paths.iter().find(|(s, _)| s == server) {
+        return p.clone();
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-reapi.sh");
+    let out = Command::new(&script).arg(server).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} {server} failed: {}",
+        script.display(),
+        stderr(&out)
+    );
+    let path = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    paths.push((server.into(), path.clone()));
+    path
 }
 
 fn nix_is_root() -> bool {
