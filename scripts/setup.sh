@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
 
-packages=(gcc gcc-12 g++ clang make ninja-build cmake fuse3 memcached redis-server ccache dpkg-dev pkg-config bc graphviz python3 python3-venv util-linux)
+packages=(gcc gcc-12 g++ clang make ninja-build cmake fuse3 memcached redis-server ccache dpkg-dev pkg-config bc graphviz python3 python3-venv util-linux openssl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

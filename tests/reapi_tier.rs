@@ -302,7 +302,7 @@ fn tier(url: &str, instance: &str) -> Reapi {
         &ReapiConfig {
             url: url.into(),
             instance: instance.into(),
-            token: None,
+            ..Default::default()
         },
         Duration::from_secs(2),
     )
@@ -372,4 +372,70 @@ fn reapi_tier_round_trips_small_and_streamed_values() {
     // message says which setting to check.
     let e = tier(&url, "no-such-instance").get("", "k").unwrap_err();
     assert!(e.to_string().contains("reapi_instance"), "{e}");
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with openssl in `dir`: (CA, server
+/// key, server certificate).
+fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", script])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {}", stderr(&out));
+    };
+    sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 \
+        -subj /CN=cachefs-test-ca",
+    );
+    sh(
+        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr \
+        -subj /CN=127.0.0.1",
+    );
+    sh(
+        "printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' >ext.cnf && \
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+        -out server.pem -days 2 -extfile ext.cnf",
+    );
+    (
+        dir.join("ca.pem"),
+        dir.join("server.key"),
+        dir.join("server.pem"),
+    )
+}
+
+/// `grpcs://` against BuildGrid serving TLS with a certificate from a private CA: with the
+/// CA bundle the tier reads and writes; without it (the system's roots) every call fails,
+/// a miss, and the message names the CA setting.
+#[test]
+fn grpcs_with_a_custom_ca_reaches_a_tls_server() {
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, key, cert) = test_pki(pki.path());
+    let bgd = servers::buildgrid_tls(&key, &cert);
+    let url = format!("grpcs://{}", bgd.addr());
+    let with_ca = Reapi::new(
+        &ReapiConfig {
+            url: url.clone(),
+            ca: Some(ca),
+            ..Default::default()
+        },
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    with_ca.set("", "k", b"over TLS").unwrap();
+    assert_eq!(
+        with_ca.get("", "k").unwrap().as_deref(),
+        Some(&b"over TLS"[..])
+    );
+
+    let system_roots = tier(&url, "");
+    let e = system_roots.get("", "k").unwrap_err();
+    eprintln!("grpcs:// without the CA: {e}");
+    assert!(e.is_connection_failure(), "{e}");
+    assert!(e.to_string().contains("CACHEFS_REAPI_CA"), "{e}");
+    // Plain HTTP/2 to a TLS port fails too.
+    assert!(tier(&format!("grpc://{}", bgd.addr()), "")
+        .get("", "k")
+        .is_err());
 }

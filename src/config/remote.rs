@@ -20,6 +20,8 @@ pub const ENV_REAPI: &str = "CACHEFS_REAPI";
 pub const ENV_REAPI_INSTANCE: &str = "CACHEFS_REAPI_INSTANCE";
 /// A bearer token sent to the REAPI server: a secret, never shown or logged.
 pub const ENV_REAPI_TOKEN: &str = "CACHEFS_REAPI_TOKEN";
+/// With `grpcs://`: the PEM CA bundle the REAPI server's certificate must chain to.
+pub const ENV_REAPI_CA: &str = "CACHEFS_REAPI_CA";
 
 /// Settings whose values are never shown (`cachefs config`) or logged.
 pub fn is_secret(var: &str) -> bool {
@@ -43,6 +45,7 @@ pub(super) struct RemoteFile {
     reapi: Option<String>,
     reapi_instance: Option<String>,
     reapi_token: Option<String>,
+    reapi_ca: Option<String>,
 }
 
 impl RemoteFile {
@@ -83,6 +86,7 @@ impl RemoteFile {
             (ENV_REAPI, &self.reapi),
             (ENV_REAPI_INSTANCE, &self.reapi_instance),
             (ENV_REAPI_TOKEN, &self.reapi_token),
+            (ENV_REAPI_CA, &self.reapi_ca),
         ] {
             if let Some(v) = v {
                 out.push((var, v.clone()));
@@ -144,6 +148,7 @@ impl Config {
             url,
             instance: var(ENV_REAPI_INSTANCE).unwrap_or_default(),
             token: var(ENV_REAPI_TOKEN),
+            ca: var(ENV_REAPI_CA).map(std::path::PathBuf::from),
         });
         if let (Some(r), true) = (&reapi, !memcached.is_empty() || redis.is_some()) {
             let reason = format!("{ENV_MEMCACHED} or {ENV_REDIS} is set too: choose one");

@@ -159,7 +159,7 @@ const BUILDGRID_CONFIG: &str = r#"
 server:
   - !channel
     address: "127.0.0.1:PORT"
-    insecure-mode: true
+SECURITY
 authorization:
   method: none
 monitoring:
@@ -186,9 +186,24 @@ instances:
 /// BuildGrid's `bgd` (`BUILDGRID_CONFIG`) storing under its own data directory, installed
 /// from PyPI by scripts/setup-reapi.sh.
 pub fn buildgrid() -> ServerProcess {
+    buildgrid_with("    insecure-mode: true".into())
+}
+
+/// BuildGrid serving TLS only, with this PEM key and certificate.
+pub fn buildgrid_tls(key: &std::path::Path, cert: &std::path::Path) -> ServerProcess {
+    buildgrid_with(format!(
+        "    insecure-mode: false\n    credentials:\n      tls-server-key: {}\n      \
+         tls-server-cert: {}",
+        key.display(),
+        cert.display()
+    ))
+}
+
+fn buildgrid_with(security: String) -> ServerProcess {
     start(&reapi_server_path("bgd"), |port, dir| {
         let config = dir.join("bgd.yml");
         let text = BUILDGRID_CONFIG
+            .replace("SECURITY", &security)
             .replace("PORT", &port.to_string())
             .replace("STORE", &dir.join("cas").display().to_string());
         std::fs::write(&config, text).unwrap();

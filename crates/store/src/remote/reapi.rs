@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 /// How long one item may take to arrive beyond the timeout, as for the other tiers
@@ -60,6 +60,9 @@ pub struct ReapiConfig {
     pub instance: String,
     /// Sent as `authorization: Bearer …` on every call.
     pub token: Option<String>,
+    /// With `grpcs://`: the PEM CA bundle the server's certificate must chain to, instead
+    /// of the system's roots.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for ReapiConfig {
@@ -69,7 +72,25 @@ impl fmt::Debug for ReapiConfig {
             .field("url", &self.url)
             .field("instance", &self.instance)
             .field("token", &self.token.as_ref().map(|_| "(secret)"))
+            .field("ca", &self.ca)
             .finish()
+    }
+}
+
+/// How `grpcs://` checks the server: against `config.ca` if set, else the system's roots.
+fn tls_config(config: &ReapiConfig) -> Result<ClientTlsConfig, RemoteError> {
+    let tls = ClientTlsConfig::new();
+    match &config.ca {
+        None => Ok(tls.with_native_roots()),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                RemoteError::Config(format!(
+                    "cannot read the CA bundle {} (reapi_ca / CACHEFS_REAPI_CA): {e}",
+                    path.display()
+                ))
+            })?;
+            Ok(tls.ca_certificate(Certificate::from_pem(pem)))
+        }
     }
 }
 
@@ -104,22 +125,25 @@ pub struct Reapi {
 impl Reapi {
     pub fn new(config: &ReapiConfig, timeout: Duration) -> Result<Reapi, RemoteError> {
         let url = config.url.trim();
-        let addr = if let Some(a) = url.strip_prefix("grpc://") {
-            a
-        } else if url.starts_with("grpcs://") {
-            return Err(RemoteError::Config(format!(
-                "{url:?}: grpcs:// (TLS) is not supported yet: use grpc://host:port, \
-                 through a TLS-terminating proxy if the server is remote"
-            )));
+        let bad = || {
+            RemoteError::Config(format!(
+                "{url:?} is not grpc://host:port or grpcs://host:port"
+            ))
+        };
+        let (addr, tls) = if let Some(a) = url.strip_prefix("grpc://") {
+            (a, false)
+        } else if let Some(a) = url.strip_prefix("grpcs://") {
+            (a, true)
         } else {
-            return Err(RemoteError::Config(format!(
-                "{url:?} is not grpc://host:port"
-            )));
+            return Err(bad());
         };
         let addr = addr.trim_end_matches('/');
         if !addr.contains(':') || addr.contains('/') {
+            return Err(bad());
+        }
+        if config.ca.is_some() && !tls {
             return Err(RemoteError::Config(format!(
-                "{url:?} is not grpc://host:port"
+                "a CA bundle (reapi_ca / CACHEFS_REAPI_CA) is set for {url:?}: use grpcs://"
             )));
         }
         let token = match &config.token {
@@ -141,10 +165,16 @@ impl Reapi {
                 server: url.to_string(),
                 source: e,
             })?;
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if tls { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| RemoteError::Config(format!("{url:?}: {e}")))?
             .connect_timeout(timeout)
             .tcp_nodelay(true);
+        if tls {
+            endpoint = endpoint
+                .tls_config(tls_config(config)?)
+                .map_err(|e| RemoteError::Config(format!("{url:?}: TLS: {e}")))?;
+        }
         // Connects on first use (and again after a failure), so a server down when the
         // agent starts is a miss, not an agent that cannot start.
         let channel = {
@@ -555,9 +585,14 @@ impl Failure {
                     Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
                 ) =>
             {
+                let hint = if s.message().contains("certificate") {
+                    " (check reapi_ca / CACHEFS_REAPI_CA)"
+                } else {
+                    ""
+                };
                 io(
                     std::io::ErrorKind::ConnectionRefused,
-                    format!("{call}: {:?}: {}", s.code(), s.message()),
+                    format!("{call}: {:?}: {}{hint}", s.code(), s.message()),
                 )
             }
             Failure::Status(call, s) => {
@@ -687,14 +722,21 @@ mod tests {
         let t = Duration::from_millis(100);
         let c = |url: &str| ReapiConfig {
             url: url.into(),
-            instance: String::new(),
             token: Some("s3cr3t".into()),
+            ..Default::default()
         };
-        for bad in ["http://h:1", "grpc://nohost", "grpcs://h:1", "h:1"] {
+        for bad in ["http://h:1", "grpc://nohost", "grpcs://nohost", "h:1"] {
             let e = Reapi::new(&c(bad), t).err().unwrap().to_string();
             assert!(!e.contains("s3cr3t"), "{e}");
         }
         assert!(Reapi::new(&c("grpc://127.0.0.1:1"), t).is_ok());
+        assert!(Reapi::new(&c("grpcs://127.0.0.1:1"), t).is_ok());
+        let missing_ca = ReapiConfig {
+            ca: Some("/nonexistent/ca.pem".into()),
+            ..c("grpcs://127.0.0.1:1")
+        };
+        let e = Reapi::new(&missing_ca, t).err().unwrap().to_string();
+        assert!(e.contains("CACHEFS_REAPI_CA"), "{e}");
         assert!(!format!("{:?}", c("grpc://h:1")).contains("s3cr3t"));
         let bad_token = ReapiConfig {
             token: Some("a\nb".into()),
