@@ -439,3 +439,65 @@ fn grpcs_with_a_custom_ca_reaches_a_tls_server() {
         .get("", "k")
         .is_err());
 }
+
+/// An HS256 JWT for `secret`, expiring in an hour (python3's standard library).
+fn jwt(secret: &str) -> String {
+    let script = r#"
+import base64, hashlib, hmac, json, sys, time
+b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=").decode()
+head = b(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = b(json.dumps({"sub": "cachefs-test", "exp": int(time.time()) + 3600}).encode())
+sig = b(hmac.new(sys.argv[1].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+print(f"{head}.{body}.{sig}")
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, secret])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// BuildGrid requiring a JWT: the right token reads and writes; a wrong one is refused
+/// with a message that names the setting and not the token, and the server is then
+/// skipped (no retry fixes a token within a cool-down).
+#[test]
+fn a_server_that_requires_a_token_refuses_a_wrong_one_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("auth.secret");
+    std::fs::write(&secret_file, "team secret").unwrap();
+    let bgd = servers::buildgrid_jwt(&secret_file);
+    let with_token = |token: String| {
+        Reapi::new(
+            &ReapiConfig {
+                url: grpc_url(&bgd),
+                token: Some(token),
+                ..Default::default()
+            },
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    };
+    let right = with_token(jwt("team secret"));
+    right.set("", "k", b"authorized").unwrap();
+    assert_eq!(
+        right.get("", "k").unwrap().as_deref(),
+        Some(&b"authorized"[..])
+    );
+
+    let wrong_token = jwt("another secret");
+    let wrong = with_token(wrong_token.clone());
+    let e = wrong.get("", "k").unwrap_err().to_string();
+    eprintln!("a wrong token: {e}");
+    assert!(
+        e.contains("Unauthenticated") || e.contains("PermissionDenied"),
+        "{e}"
+    );
+    assert!(e.contains("CACHEFS_REAPI_TOKEN"), "{e}");
+    assert!(!e.contains(&wrong_token), "{e}");
+    assert!(!wrong.health()[0].healthy);
+    assert!(
+        tier(&grpc_url(&bgd), "").get("", "k").is_err(),
+        "no token at all"
+    );
+}

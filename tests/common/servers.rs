@@ -160,8 +160,7 @@ server:
   - !channel
     address: "127.0.0.1:PORT"
 SECURITY
-authorization:
-  method: none
+AUTHORIZATION
 monitoring:
   enabled: false
 storages:
@@ -186,24 +185,41 @@ instances:
 /// BuildGrid's `bgd` (`BUILDGRID_CONFIG`) storing under its own data directory, installed
 /// from PyPI by scripts/setup-reapi.sh.
 pub fn buildgrid() -> ServerProcess {
-    buildgrid_with("    insecure-mode: true".into())
+    buildgrid_with("    insecure-mode: true".into(), None)
+}
+
+/// BuildGrid that accepts only JWTs signed (HS256) with the secret in this file.
+pub fn buildgrid_jwt(secret_file: &std::path::Path) -> ServerProcess {
+    buildgrid_with("    insecure-mode: true".into(), Some(secret_file))
 }
 
 /// BuildGrid serving TLS only, with this PEM key and certificate.
 pub fn buildgrid_tls(key: &std::path::Path, cert: &std::path::Path) -> ServerProcess {
-    buildgrid_with(format!(
-        "    insecure-mode: false\n    credentials:\n      tls-server-key: {}\n      \
+    buildgrid_with(
+        format!(
+            "    insecure-mode: false\n    credentials:\n      tls-server-key: {}\n      \
          tls-server-cert: {}",
-        key.display(),
-        cert.display()
-    ))
+            key.display(),
+            cert.display()
+        ),
+        None,
+    )
 }
 
-fn buildgrid_with(security: String) -> ServerProcess {
+fn buildgrid_with(security: String, jwt_secret: Option<&std::path::Path>) -> ServerProcess {
+    let authorization = match jwt_secret {
+        None => "authorization:\n  method: none".to_string(),
+        Some(f) => format!(
+            "authorization:\n  method: jwt\n  secret: {}\n  algorithm: hs256\n  \
+             allow-localhost-requests: false",
+            f.display()
+        ),
+    };
     start(&reapi_server_path("bgd"), |port, dir| {
         let config = dir.join("bgd.yml");
         let text = BUILDGRID_CONFIG
             .replace("SECURITY", &security)
+            .replace("AUTHORIZATION", &authorization)
             .replace("PORT", &port.to_string())
             .replace("STORE", &dir.join("cas").display().to_string());
         std::fs::write(&config, text).unwrap();
