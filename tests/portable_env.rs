@@ -285,3 +285,61 @@ fn rustflags_reach_rustc_through_cargo() {
         }
     }
 }
+
+/// A variable only a build script reads: it reaches the crate through the
+/// file the script writes (keyed by its content), not the compile of
+/// `build.rs` nor a crate that never sees it.
+#[test]
+fn a_variable_only_a_build_script_reads_reaches_only_what_it_wrote() {
+    let sb = Sandbox::new();
+    sb.write(
+        "Cargo.toml",
+        "[workspace]\nmembers = [\"a\", \"b\", \"app\"]\nresolver = \"2\"\n",
+    );
+    let manifest = |name: &str, deps: &str| {
+        format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n{deps}")
+    };
+    sb.write("a/Cargo.toml", &manifest("a", ""));
+    sb.write(
+        "a/build.rs",
+        "fn main() {\n    println!(\"cargo:rerun-if-env-changed=CFS_FLAVOR\");\n\
+         let f = std::env::var(\"CFS_FLAVOR\").unwrap_or_default();\n\
+         let out = std::path::Path::new(&std::env::var(\"OUT_DIR\").unwrap()).join(\"flavor.rs\");\n\
+         std::fs::write(out, format!(\"pub const FLAVOR: &str = {f:?};\")).unwrap();\n}\n",
+    );
+    sb.write(
+        "a/src/lib.rs",
+        "include!(concat!(env!(\"OUT_DIR\"), \"/flavor.rs\"));\n",
+    );
+    sb.write("b/Cargo.toml", &manifest("b", ""));
+    sb.write("b/src/lib.rs", "pub fn b() -> u32 { 7 }\n");
+    sb.write(
+        "app/Cargo.toml",
+        &manifest("app", "a = { path = \"../a\" }\nb = { path = \"../b\" }\n"),
+    );
+    sb.write(
+        "app/src/main.rs",
+        "fn main() { println!(\"{} {}\", a::FLAVOR, b::b()); }\n",
+    );
+    let build = |flavor: &str| {
+        sb.sh("rm -rf target");
+        sb.run_ok(&format!(
+            "env -u RUSTC_WRAPPER -u CARGO_TARGET_DIR CARGO_INCREMENTAL=0 CFS_FLAVOR={flavor} \
+             cargo build -q --offline"
+        ));
+        String::from_utf8_lossy(&sb.sh("target/debug/app").stdout).into_owned()
+    };
+    assert_eq!(build("one"), "one 7\n");
+    sb.zero_stats();
+    assert_eq!(build("one"), "one 7\n");
+    // build.rs, a, b, app, and cargo's own `rustc -vV` probes.
+    let (all, misses) = hits_and_misses(&sb);
+    assert_eq!(misses, 0, "{all} hits");
+    sb.zero_stats();
+    assert_eq!(build("two"), "two 7\n");
+    assert_eq!(
+        hits_and_misses(&sb),
+        (all - 2, 2),
+        "build.rs and b hit; a (its OUT_DIR file changed) and app (a's rlib) miss"
+    );
+}

@@ -5,8 +5,8 @@
 
 mod common;
 use cachefs_store::remote::{chunking, Kind, Memcached, Reapi, ReapiConfig, Remote, RemoteTier};
-use common::debian::{artifacts, debian_tarball};
-use common::servers::{self, start_agent, wait_for_remote_writes, ServerProcess};
+use common::debian::{debian_tarball, lua_artifacts as artifacts};
+use common::servers::{self, ServerProcess};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -374,44 +374,13 @@ fn reapi_tier_round_trips_small_and_streamed_values() {
     assert!(e.to_string().contains("reapi_instance"), "{e}");
 }
 
-/// A CA and a certificate for 127.0.0.1 signed by it, made with openssl in `dir`: (CA, server
-/// key, server certificate).
-fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let sh = |script: &str| {
-        let out = std::process::Command::new("sh")
-            .args(["-c", script])
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{script}: {}", stderr(&out));
-    };
-    sh(
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 \
-        -subj /CN=cachefs-test-ca",
-    );
-    sh(
-        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr \
-        -subj /CN=127.0.0.1",
-    );
-    sh(
-        "printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' >ext.cnf && \
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-        -out server.pem -days 2 -extfile ext.cnf",
-    );
-    (
-        dir.join("ca.pem"),
-        dir.join("server.key"),
-        dir.join("server.pem"),
-    )
-}
-
 /// `grpcs://` against BuildGrid serving TLS with a certificate from a private CA: with the
 /// CA bundle the tier reads and writes; without it (the system's roots) every call fails,
 /// a miss, and the message names the CA setting.
 #[test]
 fn grpcs_with_a_custom_ca_reaches_a_tls_server() {
     let pki = tempfile::tempdir().unwrap();
-    let (ca, key, cert) = test_pki(pki.path());
+    let (ca, cert, key) = test_certificate(pki.path());
     let bgd = servers::buildgrid_tls(&key, &cert);
     let url = format!("grpcs://{}", bgd.addr());
     let with_ca = Reapi::new(

@@ -3,7 +3,7 @@
 
 mod common;
 use cachefs_store::remote::FORMAT_VERSION;
-use common::servers::{self, start_agent, wait_for_remote_writes, Blackhole};
+use common::servers::{self, Blackhole};
 use common::*;
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! with its own Makefile, cleaned, rebuilt from cache.
 
 mod common;
-use common::debian::{artifacts, debian_tarball};
+use common::debian::{debian_tarball, lua_artifacts as artifacts};
 use common::*;
 use std::collections::BTreeSet;
 

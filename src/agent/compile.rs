@@ -55,7 +55,7 @@ impl Agent {
             }
             Err(reason) => rec.miss = Some(reason),
         }
-        if let Some(plain) = self.refuse_to_observe(&req) {
+        if let Some(plain) = self.refuse_to_observe(&req, call.family) {
             return self.run_plain(stream, run, rec, plain);
         }
         self.observe_miss(&call, &key, rec, stream)
@@ -72,7 +72,9 @@ impl Agent {
             let reason = format!("cannot hash the compiler {}: {e}", compiler.display());
             Plain::Error("cannot hash the compiler", reason)
         })?;
-        Ok(key1::key1(req, &compiler_hash, call.root.as_ref()))
+        let key = key1::key1(req, &compiler_hash, call.root.as_ref());
+        super::prefix::key(key, call.family, &req.env, &self.stat_cache)
+            .map_err(|reason| Plain::Error("cannot hash the prefix", reason))
     }
 
     fn answer_hit(
@@ -104,12 +106,18 @@ impl Agent {
     }
 
     /// Why a miss must not be observed and stored, if it must not.
-    fn refuse_to_observe(&self, req: &CompileRequest) -> Option<Plain> {
+    fn refuse_to_observe(&self, req: &CompileRequest, family: compiler::Family) -> Option<Plain> {
         // Only a miss needs it: what argv, cwd and environment name is part
         // of key1, so nothing outside the tree was ever stored under it.
         let cwd = Path::new(std::ffi::OsStr::from_bytes(&req.cwd));
         if let Some(reason) = self.coverage.call_outside(&req.argv, cwd, &req.env) {
             return Some(Plain::UncacheableAt(reason));
+        }
+        // A hit may come from a local compile; a farm's is not stored.
+        if compiler::prefix::Prefix::of_call(family, &req.env).is_some() {
+            if let Some(reason) = compiler::prefix::uncacheable_reason(&req.argv) {
+                return Some(Plain::Uncacheable(reason));
+            }
         }
         config::switch_in(&req.env, config::ENV_READONLY).then_some(Plain::ReadOnly)
     }

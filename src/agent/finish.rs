@@ -7,7 +7,7 @@ use super::runs::{self, Ended};
 use super::stats::Origin;
 use super::{Agent, Outcome};
 use crate::compiler::{
-    self,
+    self, prefix,
     time_macros::{self, TimeMacros},
 };
 use crate::entry::capture::{self, Captured};
@@ -37,6 +37,13 @@ impl Agent {
         mut rec: CompileRecord,
     ) -> Result<()> {
         let started = std::time::Instant::now();
+        let done = match &call.prefix {
+            Some(p) => Finished {
+                stderr: prefix::without_own_messages(p.tool(), &done.stderr),
+                ..done
+            },
+            None => done,
+        };
         let captured = self.capture(&done, call);
         log::debug!(
             "analysed {} accesses in {:?}",
@@ -226,6 +233,8 @@ pub(super) struct Call<'a> {
     /// The tree root, if any: a result that does not carry it is stored
     /// for any root, one that does is pinned to it (`entry::relocate`).
     root: Option<&'a Root>,
+    /// The prefix command it ran under (`compiler::prefix`).
+    prefix: Option<prefix::Prefix>,
 }
 
 impl<'a> Call<'a> {
@@ -235,8 +244,9 @@ impl<'a> Call<'a> {
         mut record: cachefs_mirror::Record,
     ) -> Call<'a> {
         let (req, family) = (served.req, served.family);
-        let reads = observe::env::take_reports(&mut record);
+        let mut reads = observe::env::take_reports(&mut record);
         observe::drop_own_files(&mut record);
+        observe::prefix::drop_own(family, &req.env, &mut record, &mut reads);
         let printed = !done.stdout.is_empty() || !done.stderr.is_empty();
         // Values compared as keys compare them: with the root marked.
         let env_deps = observe::env::deps(&reads, &served.env, family, &mut record, printed);
@@ -263,6 +273,7 @@ impl<'a> Call<'a> {
             env: &req.env,
             req,
             root: served.root.as_ref(),
+            prefix: prefix::Prefix::of_call(family, &req.env),
         }
     }
 }

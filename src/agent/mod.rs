@@ -8,6 +8,7 @@ mod finish;
 mod lanes;
 mod lookup;
 mod pending;
+mod prefix;
 mod remote;
 mod runs;
 mod stats;

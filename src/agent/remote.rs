@@ -14,10 +14,16 @@ pub fn open_from_env(config: &crate::config::Config) -> Option<Remote> {
         .and_then(|c| c.open().map_err(|e| e.to_string()));
     match opened {
         Ok(Some(remote)) => {
+            let tiers: Vec<String> = remote
+                .tiers()
+                .map(|(t, _)| {
+                    let servers: Vec<String> = t.health().into_iter().map(|h| h.server).collect();
+                    format!("{} ({})", t.kind(), servers.join(", "))
+                })
+                .collect();
             log::info!(
-                "shared cache: {} ({} servers){}",
-                remote.tier().kind(),
-                remote.tier().health().len(),
+                "shared cache: {}{}",
+                tiers.join(" → "),
                 if remote.read_only { ", read-only" } else { "" }
             );
             // Nothing larger is ever stored: a head that claims more is refused unread.

@@ -51,6 +51,9 @@ pub fn doctor() -> i32 {
         check("store", store);
         check("FUSE mount", mount);
         check("shared cache", remote_tier(&config));
+        for (name, verdict) in remote_round_trips(&config) {
+            check(&name, verdict);
+        }
     }
     check("cachefs mounts", super::mount::mounts_verdict(&config));
     check("archives", archives());
@@ -193,6 +196,53 @@ fn store_and_mount(config: &Config) -> (Verdict, Verdict) {
         Ok(report.observation.clone())
     };
     (store, mount)
+}
+
+/// Each configured tier, tried from here: a write and a read-back of a probe item (a read
+/// alone when the tier is read-only). Settings the agent could not use are the
+/// "shared cache" check's to report.
+fn remote_round_trips(config: &Config) -> Vec<(String, Verdict)> {
+    let Ok(Some(remote)) = config
+        .remote()
+        .map_err(|e| e.to_string())
+        .and_then(|c| c.open().map_err(|e| e.to_string()))
+    else {
+        return Vec::new();
+    };
+    let fix = "check the endpoint, the bucket or server and the credentials named above; \
+               builds go on without this tier";
+    // The verdicts below say what a tier's log line would: not twice.
+    log::set_max_level(log::LevelFilter::Error);
+    remote
+        .tiers()
+        .map(|(tier, read_only)| {
+            let servers: Vec<String> = tier.health().into_iter().map(|h| h.server).collect();
+            let place = servers.join(", ");
+            let (route, key) = ("doctor", format!("cachefs-doctor-{}", std::process::id()));
+            let probe = format!("cachefs doctor probe {key}").into_bytes();
+            let verdict = if read_only {
+                tier.get(route, &key)
+                    .map(|_| format!("{place}: reachable (read-only)"))
+            } else {
+                tier.set(route, &key, &probe)
+                    .and_then(|()| tier.get(route, &key))
+                    .map(|back| {
+                        let _ = tier.delete(route, &key);
+                        if back.as_deref() == Some(&probe[..]) {
+                            format!("{place}: written and read back")
+                        } else {
+                            format!("{place}: written, but read back differently")
+                        }
+                    })
+            };
+            let verdict = match verdict {
+                Ok(v) if v.ends_with("differently") => Err((v, fix.to_string())),
+                Ok(v) => Ok(v),
+                Err(e) => Err((e.to_string(), fix.to_string())),
+            };
+            (format!("tier {}", tier.kind()), verdict)
+        })
+        .collect()
 }
 
 /// The shared tier as the agent sees it: configured but not in use, or a

@@ -126,6 +126,21 @@ fn print_remote(r: &cachefs_store::remote::RemoteReport) {
         "  writes dropped (queue full)",
         r.writes_dropped.to_string(),
     );
+    // Each tier's own counters, in lookup order.
+    for t in &r.tiers {
+        let mode = if t.read_only { ", read-only" } else { "" };
+        println!("  tier {}{mode}", t.tier);
+        row("    found", t.gets_found.to_string());
+        row("    missing", t.gets_missing.to_string());
+        row("    errors", t.errors.to_string());
+        row("    bytes read", human(t.bytes_read));
+        row("    bytes written", human(t.bytes_written));
+        row("    filled from later tiers", t.fills.to_string());
+        row(
+            "    lookup latency (mean)",
+            format!("{:.1} ms", t.get_latency_us as f64 / 1000.0),
+        );
+    }
 }
 
 /// sccache-style rows per language, only for languages seen.

@@ -11,6 +11,9 @@ pub struct Call {
     pub compiler: PathBuf,
     pub argv: Vec<OsString>,
     pub family: Family,
+    /// The prefix command a compile runs under (`client::prefix`), once
+    /// the configuration is read.
+    pub prefix: Option<compiler::prefix::Prefix>,
 }
 
 impl Call {
@@ -26,6 +29,7 @@ impl Call {
             family: compiler::family(compiler.as_bytes()),
             compiler: compiler.into(),
             argv: std::env::args_os().collect(),
+            prefix: None,
         }
     }
 
@@ -44,6 +48,7 @@ impl Call {
             family: compiler::family(compiler.as_os_str().as_bytes()),
             compiler,
             argv: args,
+            prefix: None,
         })
     }
 }

@@ -42,7 +42,7 @@ pub(super) fn fall_back(call: &Call, reason: &str, cause: Cause, config: Option<
 
 /// One warning per build: the first client of a run to fail creates a
 /// marker file; the others stay quiet.
-fn warn_once(reason: &str, config: Option<&Config>) {
+pub(super) fn warn_once(reason: &str, config: Option<&Config>) {
     let marker = match (config, std::env::var(ENV_RUN_ID)) {
         (Some(c), Ok(run)) => Some(c.dir.join(format!("warned-{run}"))),
         _ => None,

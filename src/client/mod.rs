@@ -7,6 +7,7 @@ mod binaries;
 mod call;
 mod fallback;
 mod observed;
+mod prefix;
 mod view;
 
 pub use agent_link::{process_running, request, spawn_daemon, start_agent, START_TIMEOUT};
@@ -31,7 +32,7 @@ use std::process::Command;
 use std::time::Instant;
 
 /// Runs the call and exits with the compiler's status. Sets up logging.
-pub fn run(call: Call) -> ! {
+pub fn run(mut call: Call) -> ! {
     // SAFETY: single-threaded at this point; nothing else reads the environment.
     unsafe { std::env::remove_var(ENV_COMPILER) };
     if let Some(reason) = switched_off(&call) {
@@ -49,6 +50,7 @@ pub fn run(call: Call) -> ! {
             None,
         ),
     };
+    call.prefix = prefix::settle(&call, &config);
     let mut stream = match agent_link::connect(&config, run_id.is_none()) {
         Ok(s) => s,
         Err(e) => fall_back(
@@ -173,12 +175,19 @@ fn exit_like(exit: Exit) -> ! {
     }
 }
 
+/// The compiler run by the build, under the prefix command when there is one.
 fn compiler_command(call: &Call, argv: &[OsString]) -> Command {
-    let mut cmd = Command::new(&call.compiler);
-    if let Some(argv0) = argv.first() {
-        cmd.arg0(argv0);
-    }
-    cmd.args(argv.iter().skip(1));
+    let mut cmd = match &call.prefix {
+        Some(p) => prefix::command(p, call, argv),
+        None => {
+            let mut cmd = Command::new(&call.compiler);
+            if let Some(argv0) = argv.first() {
+                cmd.arg0(argv0);
+            }
+            cmd.args(argv.iter().skip(1));
+            cmd
+        }
+    };
     // Everything this compile starts (cc1, as, ld, clang -cc1) is part of it.
     cmd.env(ENV_IN_COMPILE, "1");
     cmd

@@ -57,6 +57,13 @@ pub(super) fn run_observed(call: &Call, stream: &mut UnixStream, view: View, con
         Err(reason) => abandon(call, stream, &reason, config),
     };
     let (status, done) = wait_for(child, start);
+    let (status, done) = match super::prefix::local_rerun(call, &done) {
+        Some(local) => match spawn_in_view(&local, &view, colored) {
+            Ok(child) => wait_for(child, start),
+            Err(reason) => abandon(call, stream, &reason, config),
+        },
+        None => (status, done),
+    };
     // Any answer will do: the agent asks its daemon whether it gave one.
     let _ = std::fs::symlink_metadata(view.probe);
     if colored && color::rejected(status.success(), &done.stderr) {

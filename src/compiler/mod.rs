@@ -10,6 +10,7 @@ pub mod depfile;
 mod gcc;
 pub mod host_target;
 pub mod language;
+pub mod prefix;
 pub mod rustc;
 pub mod time_macros;
 

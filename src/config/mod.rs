@@ -41,6 +41,10 @@ pub const ENV_BASE_DIR: &str = "CACHEFS_BASEDIR";
 /// Per call: run `ar` and `ranlib` directly (as with CACHEFS_DISABLE), for
 /// a build that wants only its compiles cached.
 pub const ENV_NO_ARCHIVES: &str = "CACHEFS_NO_ARCHIVES";
+/// The prefix command a missed C/C++ compile runs under (`compiler::prefix`).
+pub const ENV_PREFIX: &str = "CACHEFS_PREFIX";
+/// ccache's name for the prefix command, accepted under `CACHEFS_PREFIX`.
+pub const ENV_CCACHE_PREFIX: &str = "CCACHE_PREFIX";
 /// Test only: milliseconds the agent's mirror holds each liveness probe
 /// (`tests/reliability.rs`, an agent killed meanwhile).
 pub const ENV_TEST_PROBE_DELAY_MS: &str = "CACHEFS_TEST_PROBE_DELAY_MS";
@@ -125,6 +129,9 @@ pub struct Config {
     /// Log file for the client and the agent; stderr (the agent's:
     /// `agent.log`) when unset.
     pub log: Option<PathBuf>,
+    /// The prefix command (`distcc`, `icecc`, a path, with arguments) a
+    /// missed C/C++ compile runs under; `None`: compiles run as they are.
+    pub prefix: Option<std::ffi::OsString>,
     /// The config file that was looked for, and whether it exists.
     pub file: Option<PathBuf>,
     /// (key, value as text, source) for `cachefs config`.
@@ -144,6 +151,7 @@ struct FileConfig {
     idle_timeout: Option<toml::Value>,
     log: Option<PathBuf>,
     base_dir: Option<PathBuf>,
+    prefix: Option<toml::Value>,
     remote: Option<RemoteFile>,
 }
 
@@ -208,6 +216,11 @@ impl Config {
                 p.display().to_string()
             });
         origins.push(("base_dir", base_text, src));
+        let (prefix, src) = pick_prefix(&layers, parsed.prefix.as_ref())?;
+        let prefix_text = prefix
+            .as_ref()
+            .map_or("none".into(), |p| p.to_string_lossy().into_owned());
+        origins.push(("prefix", prefix_text, src));
 
         let remote_file = parsed
             .remote
@@ -233,6 +246,7 @@ impl Config {
             idle_timeout,
             cache_size,
             log,
+            prefix,
             file,
             origins,
             remote_file,
@@ -242,6 +256,29 @@ impl Config {
 
     pub fn socket_path(&self) -> PathBuf {
         self.dir.join("agent.sock")
+    }
+}
+
+/// The prefix command: `CACHEFS_PREFIX`, else ccache's `CCACHE_PREFIX`,
+/// else the file's `prefix`.
+fn pick_prefix(
+    layers: &Layers<'_>,
+    in_file: Option<&toml::Value>,
+) -> Result<(Option<std::ffi::OsString>, Source), ConfigError> {
+    let picked = layers.pick(
+        (ENV_PREFIX, |v| Ok(Some(v))),
+        ("prefix", in_file, |v| match v {
+            toml::Value::String(s) => Ok(Some(s.into())),
+            _ => Err("expected a command line, like \"distcc\"".into()),
+        }),
+        || Ok(None),
+    )?;
+    if picked.1 == Source::Env(ENV_PREFIX) {
+        return Ok(picked);
+    }
+    match env_non_empty(ENV_CCACHE_PREFIX) {
+        Some(v) => Ok((Some(v), Source::Env(ENV_CCACHE_PREFIX))),
+        None => Ok(picked),
     }
 }
 

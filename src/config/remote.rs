@@ -3,8 +3,9 @@
 //! `RemoteConfig`: every setting is read here, none in the store crate.
 
 use super::{Config, ConfigError};
-use cachefs_store::remote::{chunking, ReapiConfig, RemoteConfig};
+use cachefs_store::remote::{chunking, CloudConfig, ReapiConfig, RemoteConfig, Service};
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub const ENV_MEMCACHED: &str = "CACHEFS_MEMCACHED";
@@ -23,13 +24,38 @@ pub const ENV_REAPI_TOKEN: &str = "CACHEFS_REAPI_TOKEN";
 /// With `grpcs://`: the PEM CA bundle the REAPI server's certificate must chain to.
 pub const ENV_REAPI_CA: &str = "CACHEFS_REAPI_CA";
 
-/// Settings whose values are never shown (`cachefs config`) or logged.
-pub fn is_secret(var: &str) -> bool {
-    var == ENV_REMOTE_KEY || var == ENV_REAPI_TOKEN
-}
-
 /// How long one remote operation may take before it counts as a miss.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
+/// The same for object stores, unless CACHEFS_REMOTE_TIMEOUT says otherwise: a request to a
+/// cloud bucket takes tens of milliseconds, and its first one a TLS handshake more.
+pub const DEFAULT_CLOUD_TIMEOUT: Duration = Duration::from_secs(1);
+
+// Object-store tiers (S3 and S3-compatible servers, Google Cloud Storage, Azure Blob). Each
+// tier is on when its bucket (container) is named; the sccache variable of the same meaning
+// is read when cachefs's is not set, so a CI configuration written for sccache works.
+pub const ENV_S3_BUCKET: &str = "CACHEFS_S3_BUCKET";
+pub const ENV_S3_ENDPOINT: &str = "CACHEFS_S3_ENDPOINT";
+pub const ENV_S3_REGION: &str = "CACHEFS_S3_REGION";
+/// `0`: virtual-host addressing (`bucket.host`), for servers that need it.
+pub const ENV_S3_PATH_STYLE: &str = "CACHEFS_S3_PATH_STYLE";
+pub const ENV_GCS_BUCKET: &str = "CACHEFS_GCS_BUCKET";
+pub const ENV_GCS_ENDPOINT: &str = "CACHEFS_GCS_ENDPOINT";
+pub const ENV_GCS_KEY_PATH: &str = "CACHEFS_GCS_KEY_PATH";
+pub const ENV_AZURE_CONTAINER: &str = "CACHEFS_AZURE_CONTAINER";
+pub const ENV_AZURE_ENDPOINT: &str = "CACHEFS_AZURE_ENDPOINT";
+/// A secret: never shown by `cachefs config`, `stats`, `doctor` or the log.
+pub const ENV_AZURE_CONNECTION_STRING: &str = "CACHEFS_AZURE_CONNECTION_STRING";
+/// Prepended to every object name of every object-store tier.
+pub const ENV_REMOTE_PREFIX: &str = "CACHEFS_REMOTE_PREFIX";
+/// `0`: `http://` for an endpoint given without a scheme (default `https://`).
+pub const ENV_REMOTE_TLS: &str = "CACHEFS_REMOTE_TLS";
+/// PEM certificates trusted besides the system's (a private CA, a self-signed server).
+pub const ENV_REMOTE_CA_BUNDLE: &str = "CACHEFS_REMOTE_CA_BUNDLE";
+
+/// The settings whose values are secrets.
+pub fn is_secret(var: &str) -> bool {
+    var == ENV_REMOTE_KEY || var == ENV_AZURE_CONNECTION_STRING || var == ENV_REAPI_TOKEN
+}
 
 /// `[remote]`: the shared cache, the same settings as the `CACHEFS_*`
 /// variables of the same meaning (which override them).
@@ -46,6 +72,19 @@ pub(super) struct RemoteFile {
     reapi_instance: Option<String>,
     reapi_token: Option<String>,
     reapi_ca: Option<String>,
+    s3_bucket: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_path_style: Option<bool>,
+    gcs_bucket: Option<String>,
+    gcs_endpoint: Option<String>,
+    gcs_key_path: Option<String>,
+    azure_container: Option<String>,
+    azure_endpoint: Option<String>,
+    azure_connection_string: Option<String>,
+    prefix: Option<String>,
+    tls: Option<bool>,
+    ca_bundle: Option<String>,
 }
 
 impl RemoteFile {
@@ -82,14 +121,34 @@ impl RemoteFile {
         if let Some(v) = &self.key {
             out.push((ENV_REMOTE_KEY, v.clone()));
         }
-        for (var, v) in [
+        let strings = [
+            (ENV_S3_BUCKET, &self.s3_bucket),
+            (ENV_S3_ENDPOINT, &self.s3_endpoint),
+            (ENV_S3_REGION, &self.s3_region),
+            (ENV_GCS_BUCKET, &self.gcs_bucket),
+            (ENV_GCS_ENDPOINT, &self.gcs_endpoint),
+            (ENV_GCS_KEY_PATH, &self.gcs_key_path),
+            (ENV_AZURE_CONTAINER, &self.azure_container),
+            (ENV_AZURE_ENDPOINT, &self.azure_endpoint),
+            (ENV_AZURE_CONNECTION_STRING, &self.azure_connection_string),
+            (ENV_REMOTE_PREFIX, &self.prefix),
+            (ENV_REMOTE_CA_BUNDLE, &self.ca_bundle),
             (ENV_REAPI, &self.reapi),
             (ENV_REAPI_INSTANCE, &self.reapi_instance),
             (ENV_REAPI_TOKEN, &self.reapi_token),
             (ENV_REAPI_CA, &self.reapi_ca),
-        ] {
+        ];
+        for (var, v) in strings {
             if let Some(v) = v {
                 out.push((var, v.clone()));
+            }
+        }
+        for (var, v) in [
+            (ENV_S3_PATH_STYLE, self.s3_path_style),
+            (ENV_REMOTE_TLS, self.tls),
+        ] {
+            if let Some(v) = v {
+                out.push((var, if v { "1" } else { "0" }.to_string()));
             }
         }
         out
@@ -99,9 +158,16 @@ impl RemoteFile {
 impl Config {
     /// Whether a shared tier is named at all (a server), valid or not.
     pub fn remote_configured(&self) -> bool {
-        [ENV_MEMCACHED, ENV_REDIS, ENV_REAPI]
-            .iter()
-            .any(|v| self.setting(v).is_some())
+        [
+            ENV_MEMCACHED,
+            ENV_REDIS,
+            ENV_REAPI,
+            ENV_S3_BUCKET,
+            ENV_GCS_BUCKET,
+            ENV_AZURE_CONTAINER,
+        ]
+        .iter()
+        .any(|v| self.cloud_setting(v).is_some())
     }
 
     /// The shared tier's settings: each `CACHEFS_*` variable over the config
@@ -113,16 +179,17 @@ impl Config {
             value: value.to_string(),
             reason: reason.to_string(),
         };
-        let timeout = match var(ENV_TIMEOUT) {
-            None => DEFAULT_TIMEOUT,
-            Some(v) => parse_duration(&v).ok_or_else(|| {
+        let timeout_set = match var(ENV_TIMEOUT) {
+            None => None,
+            Some(v) => Some(parse_duration(&v).ok_or_else(|| {
                 invalid(
                     ENV_TIMEOUT,
                     &v,
                     "expected milliseconds like 100 or 100ms, or seconds like 1s",
                 )
-            })?,
+            })?),
         };
+        let timeout = timeout_set.unwrap_or(DEFAULT_TIMEOUT);
         let redis_expiry_s = match var(ENV_REDIS_EXPIRY) {
             None => 0,
             Some(v) => v
@@ -148,20 +215,111 @@ impl Config {
             url,
             instance: var(ENV_REAPI_INSTANCE).unwrap_or_default(),
             token: var(ENV_REAPI_TOKEN),
-            ca: var(ENV_REAPI_CA).map(std::path::PathBuf::from),
+            ca: var(ENV_REAPI_CA).map(PathBuf::from),
         });
-        if let (Some(r), true) = (&reapi, !memcached.is_empty() || redis.is_some()) {
-            let reason = format!("{ENV_MEMCACHED} or {ENV_REDIS} is set too: choose one");
-            return Err(invalid(ENV_REAPI, &r.url, &reason));
-        }
+        let cloud = self.cloud(timeout_set.unwrap_or(DEFAULT_CLOUD_TIMEOUT))?;
         Ok(RemoteConfig {
             memcached,
             redis,
+            cloud,
             reapi,
             read_only: var(ENV_READ_ONLY).is_some_and(|v| v != "0"),
             timeout,
             redis_expiry_s,
             key: var(ENV_REMOTE_KEY).map(|k| chunking::seal_from_secret(k.trim())),
+        })
+    }
+
+    /// The object-store tiers named, in lookup order S3, GCS, Azure.
+    fn cloud(&self, timeout: Duration) -> Result<Vec<CloudConfig>, ConfigError> {
+        let var = |name: &'static str| self.cloud_setting(name);
+        let flag = |name: &'static str, default: bool| -> Result<bool, ConfigError> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => parse_flag(&v).ok_or_else(|| ConfigError::Invalid {
+                    var: name,
+                    value: v,
+                    reason: "expected 1 or 0 (true or false)".into(),
+                }),
+            }
+        };
+        let tls = flag(ENV_REMOTE_TLS, true)?;
+        // An endpoint without a scheme gets one from the TLS setting (sccache's rule).
+        let endpoint = |name: &'static str| {
+            var(name).map(|e| {
+                let e = e.trim().trim_end_matches('/').to_string();
+                if e.contains("://") {
+                    e
+                } else {
+                    format!("{}://{e}", if tls { "https" } else { "http" })
+                }
+            })
+        };
+        // cachefs's prefix, else the one sccache has for that service.
+        let prefix = |sccache: &str| {
+            var(ENV_REMOTE_PREFIX)
+                .or_else(|| sccache_var(sccache))
+                .unwrap_or_default()
+        };
+        let base = CloudConfig {
+            ca_bundle: var(ENV_REMOTE_CA_BUNDLE).map(PathBuf::from),
+            timeout,
+            ..CloudConfig::default()
+        };
+        let mut tiers = Vec::new();
+        if let Some(bucket) = var(ENV_S3_BUCKET) {
+            tiers.push(CloudConfig {
+                service: Some(Service::S3),
+                bucket,
+                endpoint: endpoint(ENV_S3_ENDPOINT),
+                region: var(ENV_S3_REGION),
+                path_style: flag(ENV_S3_PATH_STYLE, true)?,
+                prefix: prefix("SCCACHE_S3_KEY_PREFIX"),
+                ..base.clone()
+            });
+        }
+        if let Some(bucket) = var(ENV_GCS_BUCKET) {
+            let read_only = sccache_var("SCCACHE_GCS_RW_MODE")
+                .is_some_and(|m| m.eq_ignore_ascii_case("READ_ONLY"));
+            tiers.push(CloudConfig {
+                service: Some(Service::Gcs),
+                bucket,
+                endpoint: endpoint(ENV_GCS_ENDPOINT),
+                gcs_key_path: var(ENV_GCS_KEY_PATH).map(PathBuf::from),
+                read_only,
+                prefix: prefix("SCCACHE_GCS_KEY_PREFIX"),
+                ..base.clone()
+            });
+        }
+        if let Some(bucket) = var(ENV_AZURE_CONTAINER) {
+            tiers.push(CloudConfig {
+                service: Some(Service::Azure),
+                bucket,
+                endpoint: endpoint(ENV_AZURE_ENDPOINT),
+                azure_connection_string: var(ENV_AZURE_CONNECTION_STRING),
+                prefix: prefix("SCCACHE_AZURE_KEY_PREFIX"),
+                ..base.clone()
+            });
+        }
+        Ok(tiers)
+    }
+
+    /// A setting that sccache has too: cachefs's variable or config key, else sccache's
+    /// variable of the same meaning.
+    fn cloud_setting(&self, var: &str) -> Option<String> {
+        self.setting(var).or_else(|| {
+            let sccache = match var {
+                ENV_S3_BUCKET => "SCCACHE_BUCKET",
+                ENV_S3_ENDPOINT => "SCCACHE_ENDPOINT",
+                ENV_S3_REGION => "SCCACHE_REGION",
+                ENV_GCS_BUCKET => "SCCACHE_GCS_BUCKET",
+                ENV_GCS_KEY_PATH => "SCCACHE_GCS_KEY_PATH",
+                ENV_AZURE_CONTAINER => "SCCACHE_AZURE_BLOB_CONTAINER",
+                ENV_AZURE_CONNECTION_STRING => "SCCACHE_AZURE_CONNECTION_STRING",
+                ENV_REMOTE_TLS => "SCCACHE_S3_USE_SSL",
+                _ => return None,
+            };
+            sccache_var(sccache)
         })
     }
 
@@ -176,6 +334,19 @@ impl Config {
                     .find(|(k, _)| *k == var)
                     .map(|(_, v)| v.clone())
             })
+    }
+}
+
+fn sccache_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// `1`/`0`, `true`/`false`, `on`/`off`, `yes`/`no`.
+fn parse_flag(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Some(true),
+        "0" | "false" | "off" | "no" => Some(false),
+        _ => None,
     }
 }
 
@@ -206,6 +377,7 @@ mod tests {
             idle_timeout: Duration::ZERO,
             cache_size: 0,
             log: None,
+            prefix: None,
             file: None,
             origins: Vec::new(),
             remote_file: settings.iter().map(|(k, v)| (*k, v.to_string())).collect(),
@@ -242,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reapi_server_comes_with_its_instance_and_token_and_excludes_the_others() {
+    fn a_reapi_server_comes_with_its_instance_and_token_beside_the_others() {
         let c = with_file(&[
             (ENV_REAPI, "grpc://127.0.0.1:8980"),
             (ENV_REAPI_INSTANCE, "main"),
@@ -255,9 +427,63 @@ mod tests {
         );
         assert!(c.remote_configured());
         assert!(is_secret(ENV_REAPI_TOKEN) && !is_secret(ENV_REAPI));
+        // A tier of its own among the others (after memcached or Redis, before the clouds).
         let both = with_file(&[(ENV_REAPI, "grpc://h:1"), (ENV_REDIS, "redis://x")]);
-        let e = both.remote().unwrap_err().to_string();
-        assert!(e.contains(ENV_REAPI) && e.contains("choose one"), "{e}");
+        let r = both.remote().unwrap();
+        assert!(r.reapi.is_some() && r.redis.is_some());
+    }
+
+    #[test]
+    fn cloud_tiers_from_the_file_and_sccache_variables() {
+        let c = with_file(&[
+            (ENV_S3_BUCKET, "b"),
+            (ENV_S3_ENDPOINT, "127.0.0.1:8333"),
+            (ENV_REMOTE_TLS, "0"),
+            (ENV_GCS_BUCKET, "g"),
+            (ENV_REMOTE_PREFIX, "team/"),
+        ]);
+        let r = c.remote().unwrap();
+        assert_eq!(r.cloud.len(), 2);
+        let (s3, gcs) = (&r.cloud[0], &r.cloud[1]);
+        assert_eq!(s3.service, Some(Service::S3));
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        assert!(s3.path_style);
+        assert_eq!((s3.prefix.as_str(), gcs.bucket.as_str()), ("team/", "g"));
+        assert_eq!(s3.timeout, DEFAULT_CLOUD_TIMEOUT);
+        assert!(c.remote_configured());
+
+        // A CI configuration written for sccache (names no other test sets).
+        let vars = [
+            ("SCCACHE_AZURE_BLOB_CONTAINER", "ci"),
+            (
+                "SCCACHE_AZURE_CONNECTION_STRING",
+                "AccountName=a;AccountKey=k",
+            ),
+            ("SCCACHE_AZURE_KEY_PREFIX", "sc/"),
+            ("SCCACHE_GCS_BUCKET", "gb"),
+            ("SCCACHE_GCS_RW_MODE", "READ_ONLY"),
+        ];
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
+        let r = with_file(&[]).remote();
+        for (k, _) in vars {
+            std::env::remove_var(k);
+        }
+        let r = r.unwrap();
+        let (gcs, azure) = (&r.cloud[0], &r.cloud[1]);
+        assert_eq!((gcs.bucket.as_str(), gcs.read_only), ("gb", true));
+        assert_eq!(azure.service, Some(Service::Azure));
+        assert_eq!(
+            (azure.bucket.as_str(), azure.prefix.as_str()),
+            ("ci", "sc/")
+        );
+        assert!(azure.azure_connection_string.is_some());
+        assert!(
+            !format!("{azure:?}").contains("AccountKey"),
+            "Debug hides the secret"
+        );
+        assert!(is_secret(ENV_AZURE_CONNECTION_STRING) && !is_secret(ENV_S3_BUCKET));
     }
 
     #[test]

@@ -27,6 +27,7 @@
 
 pub mod coverage;
 pub mod env;
+pub mod prefix;
 pub mod scratch;
 
 use crate::compiler::rustc::SearchDirs;

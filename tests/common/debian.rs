@@ -1,6 +1,5 @@
-//! Debian source packages for real third-party builds: fetched once with
-//! `apt-get source` (scripts/setup.sh enables deb-src), and what a lua build
-//! leaves in its `src`.
+//! Third-party sources from Debian's source packages (`apt-get source`,
+//! which scripts/setup.sh enables), for real builds nobody here wrote.
 
 use super::stderr;
 use std::path::{Path, PathBuf};
@@ -9,6 +8,10 @@ use std::process::Command;
 /// Downloads Debian's source package `package` once into cargo's target tmp
 /// dir; the upstream tarball inside it.
 pub fn debian_tarball(package: &str) -> PathBuf {
+    // Tests of one binary run as threads: one downloads, the others wait
+    // rather than read a half-written tarball.
+    static DOWNLOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = DOWNLOADING.lock().unwrap_or_else(|e| e.into_inner());
     let dl = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("debian-src-{package}"));
     std::fs::create_dir_all(&dl).unwrap();
     let find = || {
@@ -50,7 +53,8 @@ pub fn debian_tarball(package: &str) -> PathBuf {
     panic!("apt-get source {package} failed for {wanted:?} (run scripts/setup.sh, which enables deb-src): {errors}")
 }
 
-pub fn artifacts(dir: &Path) -> Vec<(String, Vec<u8>)> {
+/// Lua's objects, library and programs in `dir` (its `src`), by name.
+pub fn lua_artifacts(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

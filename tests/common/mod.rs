@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod debian;
+pub mod netns;
+pub mod object_stores;
 pub mod servers;
 pub mod users;
 
@@ -437,4 +439,54 @@ pub fn agent_lane(sb: &Sandbox, lane: usize) -> PathBuf {
         .into_iter()
         .find(|p| p.to_string_lossy().ends_with(&suffix))
         .unwrap_or_else(|| panic!("agent {} has no lane {lane} mounted", pid.trim()))
+}
+
+/// Starts the sandbox's agent with these settings (settings are read when it starts).
+pub fn start_agent(sb: &Sandbox, env: &[(&str, &str)]) {
+    let out = sb
+        .cachefs()
+        .envs(env.iter().copied())
+        .arg("start")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "start: {}", stderr(&out));
+}
+
+/// Waits until the agent's background writes to the remote have all been sent.
+pub fn wait_for_remote_writes(sb: &Sandbox) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let s = sb.stats();
+        let remote = &s["remote"];
+        if remote["writes_pending"].as_u64() == Some(0) && remote["writes"].as_u64() > Some(0) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "remote writes never drained: {s}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with openssl: (ca, cert, key).
+pub fn test_certificate(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let script = "set -e
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=cachefs-test-ca 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout key.pem -out req.csr -subj /CN=127.0.0.1 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext
+        openssl x509 -req -in req.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile ext 2>/dev/null";
+    let out = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl: {}", stderr(&out));
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
 }

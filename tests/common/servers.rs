@@ -2,7 +2,6 @@
 //! shared-cache tests, each on an ephemeral port of 127.0.0.1, killed when dropped; and a blackhole
 //! server.
 
-use super::{stderr, Sandbox};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,7 +37,7 @@ impl Drop for ServerProcess {
 /// A port the kernel just handed out on 127.0.0.1 (free again once returned), never one
 /// already given to another server of this test binary: two tests racing for one port
 /// could otherwise end up sharing the server that won.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
@@ -245,7 +244,7 @@ fn reapi_server_path(server: &str) -> String {
         out.status.success(),
         "{} {server} failed: {}",
         script.display(),
-        stderr(&out)
+        String::from_utf8_lossy(&out.stderr)
     );
     let path = String::from_utf8(out.stdout).unwrap().trim().to_string();
     paths.push((server.into(), path.clone()));
@@ -276,33 +275,5 @@ impl Blackhole {
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
-    }
-}
-
-/// Starts the sandbox's agent with these settings (settings are read when it starts).
-pub fn start_agent(sb: &Sandbox, env: &[(&str, &str)]) {
-    let out = sb
-        .cachefs()
-        .envs(env.iter().copied())
-        .arg("start")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "start: {}", stderr(&out));
-}
-
-/// Waits until the agent's background writes to the remote have all been sent.
-pub fn wait_for_remote_writes(sb: &Sandbox) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = sb.stats();
-        let remote = &s["remote"];
-        if remote["writes_pending"].as_u64() == Some(0) && remote["writes"].as_u64() > Some(0) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "remote writes never drained: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -1,7 +1,9 @@
 //! The local store with an optional remote tier behind it. Reads go local first, then remote
 //! (verified, then copied into the local store); writes go local at once and to the remote
 //! through a bounded queue drained by one background thread, so the build never waits on
-//! the network. Everything the local store offers is reachable through `Deref`.
+//! the network. With several remote tiers, a value found in a later one is queued for the
+//! earlier ones the same way (a fill). Everything the local store offers is reachable through
+//! `Deref`.
 
 use crate::remote::{Kind, Remote, RemoteReport};
 use crate::{Hash, LocalStore, StoreError};
@@ -12,8 +14,9 @@ use std::sync::Arc;
 /// Writes waiting for the remote; beyond this, new writes are dropped (and counted).
 const QUEUE_LEN: usize = 1024;
 
-/// One queued remote write: kind, id, route (the entry's key1), value.
-type Write = (Kind, Hash, Hash, Vec<u8>);
+/// One queued remote write: kind, id, route (the entry's key1), value, and the tiers it
+/// goes to (those before this place in the lookup order: all of them for a new value).
+type Write = (Kind, Hash, Hash, Vec<u8>, usize);
 
 pub struct TieredStore {
     local: LocalStore,
@@ -37,8 +40,8 @@ impl TieredStore {
             std::thread::Builder::new()
                 .name("cachefs-remote-writer".into())
                 .spawn(move || {
-                    for (kind, id, route, value) in rx {
-                        r.put(kind, &id, &route, &value);
+                    for (kind, id, route, value, upto) in rx {
+                        r.put_upto(kind, &id, &route, &value, upto);
                         r.writes_pending.fetch_sub(1, Ordering::Relaxed);
                     }
                 })
@@ -56,19 +59,28 @@ impl TieredStore {
         self.remote.is_some()
     }
 
-    /// A verified value from the remote tier alone (no local copy is made: the caller
-    /// stores it once whatever it references is local too).
+    /// A verified value from the remote tiers alone (no local copy is made: the caller
+    /// stores it once whatever it references is local too). Found in a later tier, it is
+    /// queued for the earlier ones.
     pub fn get_remote(&self, kind: Kind, id: &Hash, route: &Hash) -> Option<Vec<u8>> {
-        self.remote.as_ref()?.get(kind, id, route)
+        let (value, level) = self.remote.as_ref()?.get_level(kind, id, route)?;
+        if level > 0 {
+            self.queue_write((kind, *id, *route, value.clone(), level));
+        }
+        Some(value)
     }
 
-    /// Queues a value for the remote tier; never blocks.
+    /// Queues a value for the remote tiers; never blocks.
     pub fn push_remote(&self, kind: Kind, id: &Hash, route: &Hash, value: Vec<u8>) {
+        self.queue_write((kind, *id, *route, value, usize::MAX));
+    }
+
+    fn queue_write(&self, write: Write) {
         let (Some(remote), Some(queue)) = (&self.remote, &self.queue) else {
             return;
         };
         remote.writes_pending.fetch_add(1, Ordering::Relaxed);
-        match queue.try_send((kind, *id, *route, value)) {
+        match queue.try_send(write) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 remote.writes_pending.fetch_sub(1, Ordering::Relaxed);

@@ -6,7 +6,6 @@ mod common;
 use std::sync::Arc;
 
 use cachefs_store::LocalStore;
-use common::{key, noise};
 
 #[test]
 #[ignore = "slow; run by hand"]

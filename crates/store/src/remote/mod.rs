@@ -1,17 +1,20 @@
-//! Shared cache tiers behind the local store: a memcached pool, a Redis server or a REAPI
-//! cache's ActionCache and CAS (`reapi`). Values are chunked and checksummed (`chunking`),
-//! keys carry the format version, every server has a circuit breaker (`breaker`), and every
-//! failure is a miss: the remote can slow a build by at most one timeout per server, and
-//! never make it fail or give a wrong output.
+//! Shared cache tiers behind the local store: a memcached pool, a Redis server, a REAPI
+//! cache's ActionCache and CAS (`reapi`), and object stores (S3, GCS, Azure Blob), one or
+//! several in order. Values are chunked and checksummed (`chunking`), keys carry the format
+//! version, every server has a circuit breaker (`breaker`), and every failure is a miss: the
+//! remote can slow a build by at most one timeout per server, and never make it fail or give
+//! a wrong output.
 
 mod breaker;
 pub mod chunking;
 mod memcached;
+mod object_store;
 mod reapi;
 mod redis;
 mod server;
 
 pub use memcached::Memcached;
+pub use object_store::{CloudConfig, ObjectStore, Service};
 pub use reapi::{Reapi, ReapiConfig};
 pub use redis::Redis;
 
@@ -27,7 +30,7 @@ pub mod wire {
 use crate::Hash;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Bumped whenever the layout of remote values or of what the agent stores changes, so
 /// that agents of incompatible versions never read each other's entries.
@@ -60,6 +63,10 @@ pub enum RemoteError {
     },
     #[error("remote server {0} skipped after a recent failure")]
     Skipped(String),
+    /// The tier refused this agent for good (credentials, no such bucket): the message says
+    /// which tier and what to fix.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 impl RemoteError {
@@ -102,7 +109,8 @@ impl ServerHealth {
     }
 }
 
-/// What `cachefs stats` shows about the remote tier.
+/// What `cachefs stats` shows about the shared cache: the counters of all its tiers together
+/// (`tier` names them in lookup order, `a → b`), and each tier's own in `tiers`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RemoteReport {
     pub tier: String,
@@ -122,6 +130,27 @@ pub struct RemoteReport {
     pub writes_dropped: u64,
     /// Writes queued and not yet sent.
     pub writes_pending: u64,
+    /// Each tier in lookup order.
+    #[serde(default)]
+    pub tiers: Vec<TierReport>,
+}
+
+/// One tier's counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TierReport {
+    pub tier: String,
+    pub read_only: bool,
+    pub servers: Vec<ServerHealth>,
+    pub gets_found: u64,
+    pub gets_missing: u64,
+    pub errors: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub writes: u64,
+    /// Values copied into this tier after a hit in a later one.
+    pub fills: u64,
+    /// Mean time of one value's lookup (head and chunks), found or not, in microseconds.
+    pub get_latency_us: u64,
 }
 
 /// Remote settings (the root crate's `config` reads them from its file and
@@ -130,6 +159,8 @@ pub struct RemoteReport {
 pub struct RemoteConfig {
     pub memcached: Vec<String>,
     pub redis: Option<String>,
+    /// Object-store tiers, looked up after memcached or Redis, in this order.
+    pub cloud: Vec<CloudConfig>,
     pub read_only: bool,
     pub timeout: Duration,
     pub redis_expiry_s: u64,
@@ -140,35 +171,40 @@ pub struct RemoteConfig {
 }
 
 impl RemoteConfig {
-    /// The configured tier, or None when no remote is configured.
+    /// The configured tiers in lookup order, or None when no remote is configured.
     pub fn open(&self) -> Result<Option<Remote>, RemoteError> {
-        let servers = [
-            !self.memcached.is_empty(),
-            self.redis.is_some(),
-            self.reapi.is_some(),
-        ];
-        if servers.iter().filter(|&&s| s).count() > 1 {
-            return Err(RemoteError::Config(
-                "more than one of a memcached pool, a Redis server and a REAPI server is \
-                 configured: choose one"
-                    .into(),
-            ));
-        }
-        let tier: Box<dyn RemoteTier> = if let Some(reapi) = &self.reapi {
-            Box::new(Reapi::new(reapi, self.timeout)?)
-        } else if !self.memcached.is_empty() {
+        let mut levels: Vec<(Box<dyn RemoteTier>, bool)> = Vec::new();
+        if !self.memcached.is_empty() {
             if self.redis.is_some() {
                 return Err(RemoteError::Config(
                     "both a memcached pool and a Redis server are configured: choose one".into(),
                 ));
             }
-            Box::new(Memcached::new(&self.memcached, self.timeout)?)
+            levels.push((
+                Box::new(Memcached::new(&self.memcached, self.timeout)?),
+                self.read_only,
+            ));
         } else if let Some(url) = &self.redis {
-            Box::new(Redis::new(url, self.timeout, self.redis_expiry_s)?)
-        } else {
+            levels.push((
+                Box::new(Redis::new(url, self.timeout, self.redis_expiry_s)?),
+                self.read_only,
+            ));
+        }
+        // A REAPI cache next: usually a server of the team's network, nearer than a cloud
+        // bucket.
+        if let Some(reapi) = &self.reapi {
+            levels.push((Box::new(Reapi::new(reapi, self.timeout)?), self.read_only));
+        }
+        for c in &self.cloud {
+            levels.push((
+                Box::new(ObjectStore::new(c)?),
+                self.read_only || c.read_only,
+            ));
+        }
+        if levels.is_empty() {
             return Ok(None);
-        };
-        Ok(Some(Remote::new(tier, self.read_only).with_key(self.key)))
+        }
+        Ok(Some(Remote::levels(levels).with_key(self.key)))
     }
 }
 
@@ -205,36 +241,61 @@ pub fn chunk_key(key: &str, i: usize) -> String {
     format!("{key}:{i}")
 }
 
-/// A remote tier with chunking, verification and counters.
-pub struct Remote {
-    tier: Box<dyn RemoteTier>,
-    pub read_only: bool,
-    seal: chunking::Seal,
-    /// The largest value read or written (`with_max_value`).
-    max_value: u64,
+/// One tier's counters.
+#[derive(Default)]
+struct Counters {
     gets_found: AtomicU64,
     gets_missing: AtomicU64,
     errors: AtomicU64,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
     writes: AtomicU64,
+    fills: AtomicU64,
+    gets: AtomicU64,
+    get_us: AtomicU64,
+}
+
+/// One tier in the lookup order.
+struct Level {
+    tier: Box<dyn RemoteTier>,
+    read_only: bool,
+    n: Counters,
+}
+
+/// The remote tiers in lookup order (local → memcached → S3, say), with chunking,
+/// verification and counters. A value found in a later tier is copied into the earlier
+/// writable ones by the caller's background writer (`get_level`, `put_upto`); a new value
+/// goes to every writable tier.
+pub struct Remote {
+    levels: Vec<Level>,
+    /// No tier is written.
+    pub read_only: bool,
+    seal: chunking::Seal,
+    /// The largest value read or written (`with_max_value`).
+    max_value: u64,
     pub(crate) writes_dropped: AtomicU64,
     pub(crate) writes_pending: AtomicU64,
 }
 
 impl Remote {
     pub fn new(tier: Box<dyn RemoteTier>, read_only: bool) -> Remote {
+        Remote::levels(vec![(tier, read_only)])
+    }
+
+    /// Several tiers, looked up in this order; each with whether it is read-only.
+    pub fn levels(tiers: Vec<(Box<dyn RemoteTier>, bool)>) -> Remote {
         Remote {
-            tier,
-            read_only,
+            read_only: tiers.iter().all(|(_, ro)| *ro),
+            levels: tiers
+                .into_iter()
+                .map(|(tier, read_only)| Level {
+                    tier,
+                    read_only,
+                    n: Counters::default(),
+                })
+                .collect(),
             seal: None,
             max_value: chunking::MAX_VALUE_LEN,
-            gets_found: AtomicU64::new(0),
-            gets_missing: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            bytes_read: AtomicU64::new(0),
-            bytes_written: AtomicU64::new(0),
-            writes: AtomicU64::new(0),
             writes_dropped: AtomicU64::new(0),
             writes_pending: AtomicU64::new(0),
         }
@@ -254,38 +315,68 @@ impl Remote {
         self
     }
 
+    /// The first tier (the only one, unless several are configured).
     pub fn tier(&self) -> &dyn RemoteTier {
-        &*self.tier
+        &*self.levels[0].tier
+    }
+
+    /// Every tier in lookup order, with whether it is read-only.
+    pub fn tiers(&self) -> impl Iterator<Item = (&dyn RemoteTier, bool)> {
+        self.levels.iter().map(|l| (&*l.tier, l.read_only))
     }
 
     /// The verified value, or None on a miss, a server failure or a verification failure
     /// (counted as an error, logged).
     pub fn get(&self, kind: Kind, id: &Hash, route: &Hash) -> Option<Vec<u8>> {
-        match self.try_get(&route_key(route), kind, &remote_key(kind, id)) {
-            Ok(Some(v)) => {
-                self.gets_found.fetch_add(1, Ordering::Relaxed);
-                Some(v)
-            }
-            Ok(None) => {
-                self.gets_missing.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-            Err(e) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                log::info!(
-                    "remote {} read failed, treated as a miss: {e}",
-                    self.tier.kind()
-                );
-                None
-            }
-        }
+        self.get_level(kind, id, route).map(|(v, _)| v)
     }
 
-    fn try_get(&self, route: &str, kind: Kind, key: &str) -> Result<Option<Vec<u8>>, GetError> {
-        let Some(head) = self.tier.get(route, key)? else {
+    /// The verified value from the first tier that has it, with that tier's place in the
+    /// lookup order; the tiers before it missed (or failed) and are worth filling.
+    pub fn get_level(&self, kind: Kind, id: &Hash, route: &Hash) -> Option<(Vec<u8>, usize)> {
+        let (route, key) = (route_key(route), remote_key(kind, id));
+        self.levels.iter().enumerate().find_map(|(i, level)| {
+            let start = Instant::now();
+            let got = self.try_get(level, &route, kind, &key);
+            level.n.gets.fetch_add(1, Ordering::Relaxed);
+            level
+                .n
+                .get_us
+                .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+            match got {
+                Ok(Some(v)) => {
+                    level.n.gets_found.fetch_add(1, Ordering::Relaxed);
+                    Some((v, i))
+                }
+                Ok(None) => {
+                    level.n.gets_missing.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                Err(e) => {
+                    level.n.errors.fetch_add(1, Ordering::Relaxed);
+                    log::info!(
+                        "remote {} read failed, treated as a miss: {e}",
+                        level.tier.kind()
+                    );
+                    None
+                }
+            }
+        })
+    }
+
+    fn try_get(
+        &self,
+        level: &Level,
+        route: &str,
+        kind: Kind,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, GetError> {
+        let Some(head) = level.tier.get(route, key)? else {
             return Ok(None);
         };
-        self.bytes_read
+        level
+            .n
+            .bytes_read
             .fetch_add(head.len() as u64, Ordering::Relaxed);
         let place = chunking::Place { kind, key };
         let head = chunking::open_head(&head, &self.seal, place)?;
@@ -294,69 +385,107 @@ impl Remote {
         }
         let mut chunks = Vec::with_capacity(head.chunks.len());
         for i in 0..head.chunks.len() {
-            let Some(c) = self.tier.get(route, &chunk_key(key, i))? else {
+            let Some(c) = level.tier.get(route, &chunk_key(key, i))? else {
                 return Err(GetError::MissingChunk(i));
             };
-            self.bytes_read.fetch_add(c.len() as u64, Ordering::Relaxed);
+            level
+                .n
+                .bytes_read
+                .fetch_add(c.len() as u64, Ordering::Relaxed);
             chunking::verify_chunk(&head, i, &c)?;
             chunks.push(c);
         }
         Ok(Some(chunking::assemble(&head, chunks)?))
     }
 
-    /// Stores a value: chunks first, the head last, so a reader that finds the head finds
-    /// (unless evicted meanwhile) every chunk it names.
+    /// Stores a value in every writable tier.
     pub fn put(&self, kind: Kind, id: &Hash, route: &Hash, value: &[u8]) {
-        if self.read_only {
-            return;
-        }
+        self.put_upto(kind, id, route, value, self.levels.len());
+    }
+
+    /// Stores a value in the writable tiers before `upto` in the lookup order: all of them
+    /// for a new value, the ones that missed for a value found in a later tier (a fill).
+    pub fn put_upto(&self, kind: Kind, id: &Hash, route: &Hash, value: &[u8], upto: usize) {
         let key = remote_key(kind, id);
         if value.len() as u64 > self.max_value {
             // Readers with this limit refuse it (see `with_max_value`): not worth sending.
             log::info!(
-                "remote {}: {key} not written: {} bytes is over the limit of {}",
-                self.tier.kind(),
+                "remote: {key} not written: {} bytes is over the limit of {}",
                 value.len(),
                 self.max_value
             );
             return;
         }
+        let fill = upto < self.levels.len();
         let route = route_key(route);
         let place = chunking::Place { kind, key: &key };
         let (head, chunks) = chunking::split(value, &self.seal, place);
-        let result = chunks
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, c)| self.tier.set(&route, &chunk_key(&key, i), c))
-            .and_then(|()| self.tier.set(&route, &key, &head));
-        match result {
-            Ok(()) => {
-                self.writes.fetch_add(1, Ordering::Relaxed);
-                self.bytes_written
-                    .fetch_add((head.len() + value.len()) as u64, Ordering::Relaxed);
-            }
-            Err(e) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                log::info!("remote {} write of {key} failed: {e}", self.tier.kind());
+        for level in self.levels.iter().take(upto).filter(|l| !l.read_only) {
+            // Chunks first, the head last, so a reader that finds the head finds (unless
+            // evicted meanwhile) every chunk it names.
+            let result = chunks
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, c)| level.tier.set(&route, &chunk_key(&key, i), c))
+                .and_then(|()| level.tier.set(&route, &key, &head));
+            match result {
+                Ok(()) => {
+                    let n = &level.n;
+                    n.writes.fetch_add(1, Ordering::Relaxed);
+                    if fill {
+                        n.fills.fetch_add(1, Ordering::Relaxed);
+                    }
+                    n.bytes_written
+                        .fetch_add((head.len() + value.len()) as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    level.n.errors.fetch_add(1, Ordering::Relaxed);
+                    log::info!("remote {} write of {key} failed: {e}", level.tier.kind());
+                }
             }
         }
     }
 
     pub fn report(&self) -> RemoteReport {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let tiers: Vec<TierReport> = self
+            .levels
+            .iter()
+            .map(|l| TierReport {
+                tier: l.tier.kind().to_string(),
+                read_only: l.read_only,
+                servers: l.tier.health(),
+                gets_found: n(&l.n.gets_found),
+                gets_missing: n(&l.n.gets_missing),
+                errors: n(&l.n.errors),
+                bytes_read: n(&l.n.bytes_read),
+                bytes_written: n(&l.n.bytes_written),
+                writes: n(&l.n.writes),
+                fills: n(&l.n.fills),
+                get_latency_us: n(&l.n.get_us).checked_div(n(&l.n.gets)).unwrap_or(0),
+            })
+            .collect();
+        let sum = |f: fn(&TierReport) -> u64| tiers.iter().map(f).sum::<u64>();
         RemoteReport {
-            tier: self.tier.kind().to_string(),
+            tier: tiers
+                .iter()
+                .map(|t| t.tier.as_str())
+                .collect::<Vec<_>>()
+                .join(" → "),
             read_only: self.read_only,
             authenticated: self.seal.is_some(),
-            servers: self.tier.health(),
-            gets_found: n(&self.gets_found),
-            gets_missing: n(&self.gets_missing),
-            errors: n(&self.errors),
-            bytes_read: n(&self.bytes_read),
-            bytes_written: n(&self.bytes_written),
-            writes: n(&self.writes),
+            servers: tiers.iter().flat_map(|t| t.servers.clone()).collect(),
+            // Found once, in whichever tier: a lookup that missed in memcached and hit in S3
+            // is one value found.
+            gets_found: sum(|t| t.gets_found),
+            gets_missing: tiers.last().map_or(0, |t| t.gets_missing),
+            errors: sum(|t| t.errors),
+            bytes_read: sum(|t| t.bytes_read),
+            bytes_written: sum(|t| t.bytes_written),
+            writes: sum(|t| t.writes - t.fills),
             writes_dropped: n(&self.writes_dropped),
             writes_pending: n(&self.writes_pending),
+            tiers,
         }
     }
 }

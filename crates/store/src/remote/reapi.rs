@@ -746,6 +746,22 @@ mod tests {
     }
 
     #[test]
+    fn a_reapi_tier_is_looked_up_after_memcached_and_before_object_stores() {
+        let c = super::super::RemoteConfig {
+            memcached: vec!["tcp://127.0.0.1:1".into()],
+            reapi: Some(ReapiConfig {
+                url: "grpc://127.0.0.1:1".into(),
+                ..Default::default()
+            }),
+            timeout: Duration::from_millis(100),
+            ..Default::default()
+        };
+        let remote = c.open().unwrap().unwrap();
+        let kinds: Vec<&str> = remote.tiers().map(|(t, _)| t.kind()).collect();
+        assert_eq!(kinds, ["memcached", "reapi"]);
+    }
+
+    #[test]
     fn upload_ids_are_uuid_shaped_and_unique() {
         let r = Reapi::new(
             &ReapiConfig {
