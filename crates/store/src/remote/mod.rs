@@ -1,18 +1,21 @@
-//! Shared cache tiers behind the local store: a memcached pool, a Redis server, and object
-//! stores (S3, GCS, Azure Blob), one or several in order. Values are chunked and checksummed
-//! (`chunking`), keys carry the format version, every server has a circuit breaker
-//! (`breaker`), and every failure is a miss: the remote can slow a build by at most one
-//! timeout per server, and never make it fail or give a wrong output.
+//! Shared cache tiers behind the local store: a memcached pool, a Redis server, a REAPI
+//! cache's ActionCache and CAS (`reapi`), and object stores (S3, GCS, Azure Blob), one or
+//! several in order. Values are chunked and checksummed (`chunking`), keys carry the format
+//! version, every server has a circuit breaker (`breaker`), and every failure is a miss: the
+//! remote can slow a build by at most one timeout per server, and never make it fail or give
+//! a wrong output.
 
 mod breaker;
 pub mod chunking;
 mod memcached;
 mod object_store;
+mod reapi;
 mod redis;
 mod server;
 
 pub use memcached::Memcached;
 pub use object_store::{CloudConfig, ObjectStore, Service};
+pub use reapi::{Reapi, ReapiConfig};
 pub use redis::Redis;
 
 /// What parses bytes from a server, public for the fuzz tests (`tests/fuzz_remote.rs`):
@@ -161,6 +164,8 @@ pub struct RemoteConfig {
     pub read_only: bool,
     pub timeout: Duration,
     pub redis_expiry_s: u64,
+    /// A REAPI server's ActionCache and CAS (`[remote] reapi`).
+    pub reapi: Option<ReapiConfig>,
     /// MAC key derived from the configured secret: entries are authenticated.
     pub key: chunking::Seal,
 }
@@ -184,6 +189,11 @@ impl RemoteConfig {
                 Box::new(Redis::new(url, self.timeout, self.redis_expiry_s)?),
                 self.read_only,
             ));
+        }
+        // A REAPI cache next: usually a server of the team's network, nearer than a cloud
+        // bucket.
+        if let Some(reapi) = &self.reapi {
+            levels.push((Box::new(Reapi::new(reapi, self.timeout)?), self.read_only));
         }
         for c in &self.cloud {
             levels.push((
