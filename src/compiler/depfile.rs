@@ -43,11 +43,13 @@ pub fn rewrite_as(
     }
 }
 
-/// Whether `data` is text (UTF-8, no NUL): an object or archive that
-/// happens to end with a line break is never taken for a depfile, whose
-/// names may be rewritten to another length.
+/// Whether `data` is text (UTF-8): an object or archive that happens to
+/// end with a line break is never taken for a depfile, whose names may be
+/// rewritten to another length. (A NUL is allowed: a stored depfile holds
+/// the root as a mark that starts with one; the compiler's own file is
+/// checked for NULs where it is marked, in `entry::relocate`.)
 fn is_text(data: &[u8]) -> bool {
-    memchr::memchr(0, data).is_none() && std::str::from_utf8(data).is_ok()
+    std::str::from_utf8(data).is_ok()
 }
 
 /// rustc's layout: each line passed through `map` as a whole (its names
@@ -210,7 +212,7 @@ mod tests {
         assert_eq!(Depfile::parse(b"a\\ b.o: x.c\n"), None);
         // Binary data is never a depfile, whatever its bytes look like.
         assert_eq!(
-            rewrite_as(Style::Lines, b"\x7fELF\0 /a/p/x\n", |n| Cow::Borrowed(n)),
+            rewrite_as(Style::Lines, b"\x7fELF\xff /a/p/x\n", |n| Cow::Borrowed(n)),
             None
         );
     }

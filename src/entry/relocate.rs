@@ -136,6 +136,10 @@ fn marked_stream(root: &Root, family: Family, text: &[u8]) -> Option<Vec<u8>> {
 /// rustc's dep-info for rustc) with the root marked in its names, when the
 /// root appears nowhere else in it.
 fn marked_depfile(root: &Root, family: Family, data: &[u8]) -> Option<(Style, Vec<u8>)> {
+    // Text only: no NUL, which would also read as part of a mark.
+    if memchr::memchr(0, data).is_some() {
+        return None;
+    }
     let style = match family {
         Family::Rustc => Style::Lines,
         _ => Style::Gcc,
