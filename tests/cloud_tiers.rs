@@ -8,24 +8,10 @@ mod common;
 use cachefs_store::remote::{
     chunk_key, remote_key, route_key, CloudConfig, Kind, ObjectStore, Remote, RemoteTier, Service,
 };
-use common::debian::{debian_tarball, lua_artifacts as artifacts};
+use common::debian::{lua_artifacts as artifacts, lua_plain};
 use common::object_stores::{self, ObjectServer};
 use common::*;
 use std::time::{Duration, Instant};
-
-/// Unpacks Lua's source into the sandbox and builds it plainly: its artifacts.
-fn lua_plain(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
-    let tarball = debian_tarball("lua5.4");
-    sb.sh(&format!(
-        "tar xzf {} --strip-components=1",
-        tarball.display()
-    ));
-    sb.sh("make -s -j2 linux >/dev/null 2>&1");
-    let plain = artifacts(&sb.path("src"));
-    assert_eq!(plain.iter().filter(|(n, _)| n.ends_with(".o")).count(), 34);
-    sb.sh("make -s clean");
-    plain
-}
 
 /// Starts the sandbox's agent with these settings.
 fn start_agent(sb: &Sandbox, settings: &[(String, String)]) {

@@ -5,13 +5,12 @@
 //! scheduler with two iceccd. Lua 5.4 from Debian's sources is the build.
 
 mod common;
-use common::debian::{debian_tarball, lua_artifacts};
+use common::debian::{lua_artifacts, lua_plain, LUA_OBJECTS};
 use common::netns::NetNs;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const LUA_OBJECTS: usize = 34;
 /// The objects, ar and ranlib of liblua.a, the lua and luac links.
 const LUA_CALLS: u64 = 38;
 const DISTCC_PORT: u16 = 3632;
@@ -73,22 +72,6 @@ impl Drop for DistccFarm {
         self.kill();
         let _ = self.daemon.wait();
     }
-}
-
-/// Lua's sources unpacked in `sb`, built plainly once (no cachefs, no farm):
-/// what every build under the farm must reproduce byte for byte.
-fn lua_plain(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
-    let tarball = debian_tarball("lua5.4");
-    sb.sh(&format!(
-        "tar xzf {} --strip-components=1",
-        tarball.display()
-    ));
-    sb.sh("make -s -j2 linux >/dev/null 2>&1");
-    let plain = lua_artifacts(&sb.path("src"));
-    let objects = plain.iter().filter(|(n, _)| n.ends_with(".o")).count();
-    assert_eq!(objects, LUA_OBJECTS);
-    sb.sh("make -s clean");
-    plain
 }
 
 /// Waits for `done` (ten minutes at most: a hang fails the test).

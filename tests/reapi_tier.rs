@@ -5,7 +5,7 @@
 
 mod common;
 use cachefs_store::remote::{chunking, Kind, Memcached, Reapi, ReapiConfig, Remote, RemoteTier};
-use common::debian::{debian_tarball, lua_artifacts as artifacts};
+use common::debian::lua_artifacts as artifacts;
 use common::servers::{self, ServerProcess};
 use common::*;
 use std::path::{Path, PathBuf};
@@ -23,13 +23,7 @@ fn grpc_url(server: &ServerProcess) -> String {
 /// cleaned.
 fn lua_plain() -> (Sandbox, Vec<(String, Vec<u8>)>) {
     let sb = Sandbox::new();
-    sb.sh(&format!(
-        "tar xzf {} --strip-components=1",
-        debian_tarball("lua5.4").display()
-    ));
-    sb.sh("make -s -j2 linux >/dev/null 2>&1");
-    let plain = artifacts(&sb.path("src"));
-    sb.sh("make -s clean");
+    let plain = common::debian::lua_plain(&sb);
     (sb, plain)
 }
 

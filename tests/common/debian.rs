@@ -72,3 +72,22 @@ pub fn lua_artifacts(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v.sort();
     v
 }
+
+/// Lua's objects in a build of Debian's lua5.4 (`make linux`).
+pub const LUA_OBJECTS: usize = 34;
+
+/// Lua's sources unpacked in `sb`, built plainly once (no cachefs) and
+/// cleaned: what every build under test must reproduce byte for byte.
+pub fn lua_plain(sb: &super::Sandbox) -> Vec<(String, Vec<u8>)> {
+    let tarball = debian_tarball("lua5.4");
+    sb.sh(&format!(
+        "tar xzf {} --strip-components=1",
+        tarball.display()
+    ));
+    sb.sh("make -s -j2 linux >/dev/null 2>&1");
+    let plain = lua_artifacts(&sb.path("src"));
+    let objects = plain.iter().filter(|(n, _)| n.ends_with(".o")).count();
+    assert_eq!(objects, LUA_OBJECTS);
+    sb.sh("make -s clean");
+    plain
+}
