@@ -34,12 +34,11 @@ enum Plain {
 
 impl Agent {
     pub(super) fn compile(&self, req: CompileRequest, stream: &mut UnixStream) -> Result<()> {
-        let base_dir = crate::entry::env::value(&req.env, config::ENV_BASE_DIR.as_bytes()).or(self
-            .config
-            .base_dir
-            .as_ref()
-            .map(|p| p.as_os_str().as_bytes()));
-        let call = Served::new(&req, base_dir);
+        let base_dir = match crate::entry::env::value(&req.env, config::ENV_BASE_DIR.as_bytes()) {
+            Some(named) => crate::entry::location::canonical(named),
+            None => self.base_dir.clone(),
+        };
+        let call = Served::new(&req, base_dir.as_deref());
         let run = call.run;
         let mut rec = runs::record_of(&req);
         let key = match self.key_of(&call) {

@@ -165,8 +165,8 @@ impl Agent {
             stderr: &done.stderr,
         };
         match relocate::decide(root, &finished) {
-            Ok(moves) => {
-                relocate::mark_depfiles(root, call.family, captured, &moves);
+            Ok(mut moves) => {
+                relocate::mark_depfiles(captured, &mut moves);
                 (relocate::mark_deps(root, deps), Some((root, moves)))
             }
             Err(why) => {

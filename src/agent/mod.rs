@@ -39,6 +39,9 @@ pub const UNOBSERVED_ROOTS: &[&str] = &["proc", "sys", "dev", "run"];
 
 pub struct Agent {
     config: Config,
+    /// The config's `base_dir` as a physical path, resolved once (a call's
+    /// own `CACHEFS_BASEDIR` is resolved per call).
+    base_dir: Option<Vec<u8>>,
     store: TieredStore,
     /// The CPU-local mirrors compiles are observed through (none when FUSE
     /// is unavailable).
@@ -188,7 +191,12 @@ impl Agent {
                 stat_file.display()
             ),
         }
+        let base_dir = config
+            .base_dir
+            .as_ref()
+            .and_then(|p| crate::entry::location::canonical(p.as_os_str().as_bytes()));
         Ok(Agent {
+            base_dir,
             config,
             store,
             lanes,

@@ -56,12 +56,10 @@ pub struct Root {
 }
 
 impl Root {
+    /// `base_dir` is a physical path (see `canonical`).
     pub fn of(cwd: &[u8], env: &Env, base_dir: Option<&[u8]>) -> Option<Root> {
         let value = |name: &str| super::env::value(env, name.as_bytes());
-        let base = base_dir
-            .and_then(|b| std::fs::canonicalize(OsStr::from_bytes(b)).ok())
-            .map(|p| p.into_os_string().into_vec());
-        let candidates = [base.as_deref(), value(ENV_RUN_DIR), Some(cwd)];
+        let candidates = [base_dir, value(ENV_RUN_DIR), Some(cwd)];
         let path = candidates
             .into_iter()
             .flatten()
@@ -177,6 +175,13 @@ impl Root {
                 None => false,
             })
     }
+}
+
+/// A user's `base_dir` as the working directory and the mirror spell it:
+/// its physical path; `None` when it does not exist.
+pub fn canonical(path: &[u8]) -> Option<Vec<u8>> {
+    let p = std::fs::canonicalize(OsStr::from_bytes(path)).ok()?;
+    Some(p.into_os_string().into_vec())
 }
 
 /// A marked text with the mark written as `root`.

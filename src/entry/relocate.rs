@@ -62,8 +62,9 @@ pub struct Finished<'a> {
 #[derive(Debug, Default)]
 pub struct Moves {
     /// The outputs (by index) that are depfiles naming the root, which move
-    /// rewritten (`compiler::depfile`).
-    pub depfiles: Vec<(usize, Style)>,
+    /// rewritten (`compiler::depfile`), with their text as stored (the root
+    /// marked).
+    pub depfiles: Vec<(usize, Style, Vec<u8>)>,
     /// stdout and stderr with the root marked, when they name it: rustc's
     /// messages (`--error-format=json` names every artifact by its path),
     /// lines laid out by nothing but their content.
@@ -91,7 +92,7 @@ pub fn decide(root: &Root, f: &Finished) -> Result<Moves, String> {
             (None, _) => {}
             (Some(why), Captured::File(file)) if is_depfile_name(&file.path) => {
                 match marked_depfile(root, f.family, &file.data) {
-                    Some((style, _)) => depfiles.push((i, style)),
+                    Some((style, marked)) => depfiles.push((i, style, marked)),
                     None => return Err(why),
                 }
             }
@@ -154,13 +155,11 @@ fn marked_depfile(root: &Root, family: Family, data: &[u8]) -> Option<(Style, Ve
         .then_some((style, marked))
 }
 
-/// The depfiles `decide` found, with the root marked in their names.
-pub fn mark_depfiles(root: &Root, family: Family, captured: &mut [Captured], moves: &Moves) {
-    for &(i, _) in &moves.depfiles {
-        if let Captured::File(f) = &mut captured[i] {
-            if let Some((_, marked)) = marked_depfile(root, family, &f.data) {
-                f.data = marked;
-            }
+/// The depfiles `decide` found, their text replaced by the marked one.
+pub fn mark_depfiles(captured: &mut [Captured], moves: &mut Moves) {
+    for (i, _, marked) in &mut moves.depfiles {
+        if let Captured::File(f) = &mut captured[*i] {
+            f.data = std::mem::take(marked);
         }
     }
 }
@@ -286,7 +285,7 @@ pub fn pin_deps(root: &Root, why: String, mut deps: Vec<Dep>) -> Vec<Dep> {
 /// A relocatable result's output paths with the root marked, and its
 /// depfiles (by index, as `decide` found them) kept as such.
 pub fn mark_outputs(root: &Root, outputs: &mut [Output], moves: &Moves) {
-    for &(i, style) in &moves.depfiles {
+    for &(i, style, _) in &moves.depfiles {
         if let Output::File { path, mode, blob } = &outputs[i] {
             outputs[i] = Output::Depfile {
                 path: path.clone(),
