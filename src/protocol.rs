@@ -202,6 +202,26 @@ pub struct StatsReport {
     /// Per language ("C", "C++", "Rust", "CUDA"), only those seen.
     #[serde(default)]
     pub languages: BTreeMap<String, LanguageCounts>,
+    /// Misses run on a REAPI executor (`[remote] execute`) and served from there.
+    #[serde(default)]
+    pub remote_executions: u64,
+    /// Remote runs that failed, by reason (each then compiled here: `local_fallbacks`).
+    #[serde(default)]
+    pub remote_execution_failures: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub local_fallbacks: u64,
+    /// Misses never sent, by reason (a class of compile that cannot run remotely, or one
+    /// not observed yet).
+    #[serde(default)]
+    pub not_run_remotely: BTreeMap<String, u64>,
+    /// Blobs the remote actions named (input files, directories, command), how many of
+    /// them the server lacked and were sent, and their bytes.
+    #[serde(default)]
+    pub remote_execution_blobs: u64,
+    #[serde(default)]
+    pub remote_execution_blobs_uploaded: u64,
+    #[serde(default)]
+    pub remote_execution_bytes_uploaded: u64,
 }
 
 /// One language's row in `cachefs stats`.

@@ -57,6 +57,9 @@ impl Agent {
         if let Some(plain) = self.refuse_to_observe(&req, call.family) {
             return self.run_plain(stream, run, rec, plain);
         }
+        let Some(rec) = self.execute_remotely(&call, &key, rec, stream)? else {
+            return Ok(());
+        };
         self.observe_miss(&call, &key, rec, stream)
     }
 

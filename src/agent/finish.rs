@@ -34,7 +34,23 @@ impl Agent {
         done: Finished,
         call: &Call<'_>,
         stream: &mut UnixStream,
+        rec: CompileRecord,
+    ) -> Result<()> {
+        self.finish_answering(key, run, done, call, stream, rec, Response::Stored)
+    }
+
+    /// `finish`, answering the client `answer` once the result is analysed (a remote
+    /// run's client waits for its outputs as for a hit: `execute`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn finish_answering(
+        &self,
+        key: &Hash,
+        run: Origin,
+        done: Finished,
+        call: &Call<'_>,
+        stream: &mut UnixStream,
         mut rec: CompileRecord,
+        answer: Response,
     ) -> Result<()> {
         let started = std::time::Instant::now();
         let done = match &call.prefix {
@@ -55,7 +71,7 @@ impl Agent {
             Err(reason) => {
                 log::info!("not cached: {reason}");
                 self.miss_not_cached(run, call.family, rec, &reason);
-                return reply(stream, Response::Stored);
+                return reply(stream, answer);
             }
         };
         // Outputs and input hashes are in memory now: the build may go on
@@ -68,8 +84,9 @@ impl Agent {
         rec.written = captured.iter().map(Captured::path_string).collect();
         // Recorded before the client is released: its run may end (and its
         // log be written) right after.
-        self.runs.add(run.run, rec.ended("miss", None));
-        reply(stream, Response::Stored)?;
+        let reason = rec.reason.take();
+        self.runs.add(run.run, rec.ended("miss", reason.as_deref()));
+        reply(stream, answer)?;
         let saving = std::time::Instant::now();
         // After the reply: reading every output for the root is the
         // store's work, not the build's.
@@ -238,6 +255,13 @@ pub(super) struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
+    /// Environment deps known from elsewhere, instead of the record's (a remote run
+    /// reports no reads: those of the earlier compile of the call, whose values it was
+    /// given).
+    pub(super) fn set_env_deps(&mut self, deps: Vec<Dep>) {
+        self.env_deps = deps;
+    }
+
     pub(super) fn new(
         served: &'a Served<'a>,
         done: &Finished,

@@ -4,6 +4,7 @@
 
 mod call;
 mod compile;
+mod execute;
 mod finish;
 mod lanes;
 mod lookup;
@@ -59,6 +60,8 @@ pub struct Agent {
     manifests: ManifestWriter,
     pending: pending::PendingSaves,
     runs: runs::RunRecorder,
+    /// Where misses run remotely (`[remote] execute`), if anywhere.
+    executor: Option<execute::Remote>,
     last_activity: Mutex<Instant>,
     active: AtomicUsize,
 }
@@ -146,6 +149,20 @@ fn top_level_binds() -> Vec<Vec<u8>> {
     binds
 }
 
+/// Remote execution as configured; a bad setting is logged and misses compile here.
+fn open_executor(config: &Config) -> Option<execute::Remote> {
+    let settings = match config.remote_execution() {
+        Ok(Some(s)) => s,
+        Ok(None) => return None,
+        Err(e) => {
+            log::warn!("remote execution disabled: {e}");
+            return None;
+        }
+    };
+    let timeout = config.remote().map(|r| r.timeout).unwrap_or_default();
+    execute::Remote::open(&settings, timeout)
+}
+
 impl Agent {
     fn open(config: Config) -> Result<Agent> {
         let store = LocalStore::open(&config.dir, config.cache_size)
@@ -195,7 +212,9 @@ impl Agent {
             .base_dir
             .as_ref()
             .and_then(|p| crate::entry::location::canonical(p.as_os_str().as_bytes()));
+        let executor = open_executor(&config);
         Ok(Agent {
+            executor,
             base_dir,
             config,
             store,

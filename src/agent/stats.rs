@@ -21,6 +21,31 @@ pub struct Counters {
     /// older agents.
     #[serde(default)]
     pub languages: BTreeMap<String, LanguageCounts>,
+    #[serde(default)]
+    pub remote: ExecCounters,
+}
+
+/// Remote execution (`agent::execute`): what ran remotely, what failed there and ran here,
+/// and which compiles were never sent, by reason.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExecCounters {
+    pub executions: u64,
+    pub failures: BTreeMap<String, u64>,
+    pub local_fallbacks: u64,
+    pub not_sent: BTreeMap<String, u64>,
+    pub blobs: u64,
+    pub blobs_uploaded: u64,
+    pub bytes_uploaded: u64,
+}
+
+/// One remote-execution event, for `Stats::remote`.
+pub enum Exec<'a> {
+    /// Ran remotely and served: with (blobs in the action, blobs sent, bytes sent).
+    Ran(u64, u64, u64),
+    /// Tried, failed for this reason, compiled here instead.
+    FellBack(&'a str),
+    /// Not sent, for this reason (a class of compile, or no observed inputs yet).
+    NotSent(&'a str),
 }
 
 /// Who a compile counts for: its `cachefs run` (if any) and its language.
@@ -131,7 +156,33 @@ impl Stats {
             error_reasons: t.errors.clone(),
             time_saved_ms: t.time_saved_ms,
             languages: t.languages.clone(),
+            remote_executions: t.remote.executions,
+            remote_execution_failures: t.remote.failures.clone(),
+            local_fallbacks: t.remote.local_fallbacks,
+            not_run_remotely: t.remote.not_sent.clone(),
+            remote_execution_blobs: t.remote.blobs,
+            remote_execution_blobs_uploaded: t.remote.blobs_uploaded,
+            remote_execution_bytes_uploaded: t.remote.bytes_uploaded,
             ..StatsReport::default()
+        }
+    }
+
+    pub fn remote(&self, event: Exec) {
+        let mut s = self.inner.lock().unwrap();
+        s.dirty = true;
+        let r = &mut s.total.remote;
+        match event {
+            Exec::Ran(blobs, uploaded, bytes) => {
+                r.executions += 1;
+                r.blobs += blobs;
+                r.blobs_uploaded += uploaded;
+                r.bytes_uploaded += bytes;
+            }
+            Exec::FellBack(why) => {
+                *r.failures.entry(why.to_string()).or_default() += 1;
+                r.local_fallbacks += 1;
+            }
+            Exec::NotSent(why) => *r.not_sent.entry(why.to_string()).or_default() += 1,
         }
     }
 

@@ -101,6 +101,33 @@ fn print_table(r: &StatsReport) {
     if let Some(remote) = &r.remote {
         print_remote(remote);
     }
+    print_remote_execution(r);
+}
+
+/// Remote execution's rows, when any compile was sent or held back.
+fn print_remote_execution(r: &StatsReport) {
+    if r.remote_executions + r.local_fallbacks == 0 && r.not_run_remotely.is_empty() {
+        return;
+    }
+    let row = |name: &str, value: String| println!("{name:<32} {value:>14}");
+    row("Remote executions", r.remote_executions.to_string());
+    row("  blobs in actions", r.remote_execution_blobs.to_string());
+    row(
+        "  blobs uploaded",
+        r.remote_execution_blobs_uploaded.to_string(),
+    );
+    row("  bytes uploaded", human(r.remote_execution_bytes_uploaded));
+    row("Remote failures (ran here)", r.local_fallbacks.to_string());
+    for (why, n) in &r.remote_execution_failures {
+        row(&format!("  {why}"), n.to_string());
+    }
+    row(
+        "Not run remotely",
+        r.not_run_remotely.values().sum::<u64>().to_string(),
+    );
+    for (why, n) in &r.not_run_remotely {
+        row(&format!("  {why}"), n.to_string());
+    }
 }
 
 fn print_remote(r: &cachefs_store::remote::RemoteReport) {

@@ -5,6 +5,8 @@
 
 mod remote;
 
+pub use remote::RemoteExecution;
+
 use remote::RemoteFile;
 use serde::Deserialize;
 use std::fmt;

@@ -23,6 +23,12 @@ pub const ENV_REAPI_INSTANCE: &str = "CACHEFS_REAPI_INSTANCE";
 pub const ENV_REAPI_TOKEN: &str = "CACHEFS_REAPI_TOKEN";
 /// With `grpcs://`: the PEM CA bundle the REAPI server's certificate must chain to.
 pub const ENV_REAPI_CA: &str = "CACHEFS_REAPI_CA";
+/// `1`: a C/C++ compile that misses runs on the REAPI server's Execution service
+/// (`agent::execute`), with the inputs a compile of the same call was observed to read.
+pub const ENV_REMOTE_EXECUTE: &str = "CACHEFS_REMOTE_EXECUTE";
+/// Platform properties the executor matches (`name=value`, comma-separated), e.g.
+/// `OSFamily=linux,container-image=docker://debian:12`.
+pub const ENV_REMOTE_EXECUTE_PLATFORM: &str = "CACHEFS_REMOTE_EXECUTE_PLATFORM";
 
 /// How long one remote operation may take before it counts as a miss.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
@@ -52,6 +58,13 @@ pub const ENV_REMOTE_TLS: &str = "CACHEFS_REMOTE_TLS";
 /// PEM certificates trusted besides the system's (a private CA, a self-signed server).
 pub const ENV_REMOTE_CA_BUNDLE: &str = "CACHEFS_REMOTE_CA_BUNDLE";
 
+/// Where misses run remotely (`Config::remote_execution`).
+#[derive(Debug, Clone)]
+pub struct RemoteExecution {
+    pub reapi: ReapiConfig,
+    pub platform: std::collections::BTreeMap<String, String>,
+}
+
 /// The settings whose values are secrets.
 pub fn is_secret(var: &str) -> bool {
     var == ENV_REMOTE_KEY || var == ENV_AZURE_CONNECTION_STRING || var == ENV_REAPI_TOKEN
@@ -72,6 +85,8 @@ pub(super) struct RemoteFile {
     reapi_instance: Option<String>,
     reapi_token: Option<String>,
     reapi_ca: Option<String>,
+    execute: Option<bool>,
+    execute_platform: Option<String>,
     s3_bucket: Option<String>,
     s3_endpoint: Option<String>,
     s3_region: Option<String>,
@@ -137,6 +152,7 @@ impl RemoteFile {
             (ENV_REAPI_INSTANCE, &self.reapi_instance),
             (ENV_REAPI_TOKEN, &self.reapi_token),
             (ENV_REAPI_CA, &self.reapi_ca),
+            (ENV_REMOTE_EXECUTE_PLATFORM, &self.execute_platform),
         ];
         for (var, v) in strings {
             if let Some(v) = v {
@@ -146,6 +162,7 @@ impl RemoteFile {
         for (var, v) in [
             (ENV_S3_PATH_STYLE, self.s3_path_style),
             (ENV_REMOTE_TLS, self.tls),
+            (ENV_REMOTE_EXECUTE, self.execute),
         ] {
             if let Some(v) = v {
                 out.push((var, if v { "1" } else { "0" }.to_string()));
@@ -228,6 +245,47 @@ impl Config {
             redis_expiry_s,
             key: var(ENV_REMOTE_KEY).map(|k| chunking::seal_from_secret(k.trim())),
         })
+    }
+
+    /// Remote execution (`[remote] execute`): the REAPI server that runs misses and the
+    /// platform properties it is asked for; `None` when off.
+    pub fn remote_execution(&self) -> Result<Option<RemoteExecution>, ConfigError> {
+        let var = |name: &'static str| self.setting(name).filter(|v| !v.trim().is_empty());
+        let on = match var(ENV_REMOTE_EXECUTE) {
+            None => false,
+            Some(v) => parse_flag(&v).ok_or_else(|| ConfigError::Invalid {
+                var: ENV_REMOTE_EXECUTE,
+                value: v.clone(),
+                reason: "expected 1 or 0".into(),
+            })?,
+        };
+        if !on {
+            return Ok(None);
+        }
+        let Some(reapi) = self.remote()?.reapi else {
+            return Err(ConfigError::Invalid {
+                var: ENV_REMOTE_EXECUTE,
+                value: "1".into(),
+                reason: format!("remote execution needs a REAPI server: set {ENV_REAPI}"),
+            });
+        };
+        let mut platform = std::collections::BTreeMap::new();
+        for pair in var(ENV_REMOTE_EXECUTE_PLATFORM)
+            .unwrap_or_default()
+            .split(',')
+        {
+            let pair = pair.trim();
+            if pair.is_empty() {
+                continue;
+            }
+            let (name, value) = pair.split_once('=').ok_or_else(|| ConfigError::Invalid {
+                var: ENV_REMOTE_EXECUTE_PLATFORM,
+                value: pair.to_string(),
+                reason: "expected name=value pairs separated by commas".into(),
+            })?;
+            platform.insert(name.trim().to_string(), value.trim().to_string());
+        }
+        Ok(Some(RemoteExecution { reapi, platform }))
     }
 
     /// The object-store tiers named, in lookup order S3, GCS, Azure.

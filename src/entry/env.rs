@@ -122,7 +122,7 @@ fn value_hash(env: &Env, name: &[u8]) -> Option<Hash> {
 
 /// Whether `name` matches one of the space-separated `patterns` (`NAME`, `PREFIX*` or `*`). The
 /// volatile variables (jobserver, terminal, our own) never do: they are in no key.
-fn matches(patterns: &str, name: &[u8]) -> bool {
+pub fn matches(patterns: &str, name: &[u8]) -> bool {
     !is_volatile_env(name)
         && patterns.split(' ').any(|p| match p.strip_suffix('*') {
             Some(prefix) => name.starts_with(prefix.as_bytes()),

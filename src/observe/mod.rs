@@ -29,6 +29,7 @@ pub mod coverage;
 pub mod env;
 pub mod prefix;
 pub mod scratch;
+pub mod trace;
 
 use crate::compiler::rustc::SearchDirs;
 use crate::compiler::time_macros::ClockUse;

@@ -7,6 +7,7 @@
 
 mod breaker;
 pub mod chunking;
+pub mod execute;
 mod memcached;
 mod object_store;
 mod reapi;

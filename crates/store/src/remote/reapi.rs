@@ -21,6 +21,7 @@ use bs::byte_stream_client::ByteStreamClient;
 use prost::Message;
 use re::action_cache_client::ActionCacheClient;
 use re::content_addressable_storage_client::ContentAddressableStorageClient;
+use re::execution_client::ExecutionClient;
 use sha2::{Digest as _, Sha256};
 use std::fmt;
 use std::future::Future;
@@ -111,14 +112,16 @@ type Svc = InterceptedService<Channel, Auth>;
 
 pub struct Reapi {
     /// As configured, e.g. `grpc://127.0.0.1:8980`, with the instance name if any.
-    server: String,
-    instance: String,
+    pub(super) server: String,
+    pub(super) instance: String,
     timeout: Duration,
-    breaker: Breaker,
-    runtime: tokio::runtime::Runtime,
+    pub(super) breaker: Breaker,
+    pub(super) runtime: tokio::runtime::Runtime,
     ac: ActionCacheClient<Svc>,
-    cas: ContentAddressableStorageClient<Svc>,
+    pub(super) cas: ContentAddressableStorageClient<Svc>,
     bytestream: ByteStreamClient<Svc>,
+    /// The Execution service, used by `execute` only.
+    pub(super) execution: ExecutionClient<Svc>,
     uploads: AtomicU64,
 }
 
@@ -198,6 +201,7 @@ impl Reapi {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             bytestream: ByteStreamClient::new(svc()).max_decoding_message_size(MAX_MESSAGE),
+            execution: ExecutionClient::new(svc()).max_decoding_message_size(MAX_MESSAGE),
             uploads: AtomicU64::new(0),
         })
     }
@@ -230,7 +234,11 @@ impl Reapi {
         }
     }
 
-    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(super) fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
         // Tells the server too, so it can give up on a call nobody waits for.
         r.set_timeout(self.timeout + ITEM_TRANSFER);
@@ -286,7 +294,7 @@ impl Reapi {
         Ok(Some(data))
     }
 
-    async fn batch_read(&self, digest: &re::Digest) -> Result<Option<Vec<u8>>, Failure> {
+    pub(super) async fn batch_read(&self, digest: &re::Digest) -> Result<Option<Vec<u8>>, Failure> {
         let req = re::BatchReadBlobsRequest {
             instance_name: self.instance.clone(),
             digests: vec![digest.clone()],
@@ -317,7 +325,7 @@ impl Reapi {
         }
     }
 
-    async fn stream_read(
+    pub(super) async fn stream_read(
         &self,
         digest: &re::Digest,
         size: usize,
@@ -409,7 +417,11 @@ impl Reapi {
         Ok(())
     }
 
-    async fn batch_write(&self, digest: &re::Digest, value: &[u8]) -> Result<(), Failure> {
+    pub(super) async fn batch_write(
+        &self,
+        digest: &re::Digest,
+        value: &[u8],
+    ) -> Result<(), Failure> {
         let req = re::BatchUpdateBlobsRequest {
             instance_name: self.instance.clone(),
             requests: vec![re::batch_update_blobs_request::Request {
@@ -435,7 +447,11 @@ impl Reapi {
         }
     }
 
-    async fn stream_write(&self, digest: &re::Digest, value: &[u8]) -> Result<(), Failure> {
+    pub(super) async fn stream_write(
+        &self,
+        digest: &re::Digest,
+        value: &[u8],
+    ) -> Result<(), Failure> {
         let name = self.resource(&format!(
             "uploads/{}/blobs/{}/{}",
             self.upload_id(),
@@ -557,17 +573,19 @@ impl RemoteTier for Reapi {
 }
 
 /// Why one operation failed, before it is told as a `RemoteError`.
-enum Failure {
+pub(super) enum Failure {
     Status(&'static str, Status),
     TimedOut(Duration),
     /// The server answered something no correct server sends for what this tier wrote.
     Bogus(&'static str),
     TooLarge(u64),
     Mismatch,
+    /// An executed action's own failure (`execute`): told as is, not as a server fault.
+    Executor(String),
 }
 
 impl Failure {
-    fn into_error(self, server: &str) -> RemoteError {
+    pub(super) fn into_error(self, server: &str) -> RemoteError {
         let server = server.to_string();
         let io = |kind, msg: String| RemoteError::Io {
             server: server.clone(),
@@ -620,6 +638,7 @@ impl Failure {
                 len,
                 limit: MAX_ITEM_LEN as u64,
             },
+            Failure::Executor(why) => RemoteError::Reply { server, reply: why },
             Failure::Mismatch => RemoteError::Reply {
                 server,
                 reply: "a CAS blob does not match its digest (a corrupt or foreign entry)".into(),
@@ -630,7 +649,7 @@ impl Failure {
 
 /// Whether the breaker opens: the server is unreachable or silent, or it refuses our
 /// credentials (which no retry fixes within a cool-down).
-fn opens_breaker(e: &RemoteError) -> bool {
+pub(super) fn opens_breaker(e: &RemoteError) -> bool {
     match e {
         RemoteError::Io { .. } => true,
         RemoteError::Reply { reply, .. } => {
@@ -659,7 +678,7 @@ fn checked_size(d: &re::Digest) -> Result<usize, Failure> {
     Ok(size as usize)
 }
 
-fn verify(d: &re::Digest, data: &[u8]) -> Result<(), Failure> {
+pub(super) fn verify(d: &re::Digest, data: &[u8]) -> Result<(), Failure> {
     if digest_of(data) == *d {
         Ok(())
     } else {

@@ -1,0 +1,656 @@
+//! Misses run on a REAPI executor (`[remote] execute`), with the inputs cachefs observed.
+//!
+//! The input root is the dep set of an earlier compile of the same call (same key1: same
+//! compiler, arguments and directory) whose every state but file contents still holds
+//! here: the files it read (with today's contents: an edit changes a file, not which files
+//! are read), the compiler's own files among them, its symlinks and directories. The
+//! executor runs the compile under `strace`, shipped in the input root; the trace is
+//! replayed against the input root (`observe::trace`) and checked here: whatever the
+//! compile looked for and did not find must be absent here too, a directory it listed must
+//! hold the same names, it must have written only the outputs asked back. Then its record
+//! is analysed, stored and answered exactly as a miss observed here (`finish`). Anything
+//! else (no earlier compile, a class of compile not sent, a server or sandbox failure, an
+//! input the root lacked) compiles here, observed as usual, and the next remote run of
+//! that call takes what it learnt: nothing remote is believed without its trace, and a
+//! remote failure never fails the build.
+
+use super::call::Served;
+use super::stats::{Exec, Outcome};
+use super::Agent;
+use crate::compiler::Family;
+use crate::config::RemoteExecution;
+use crate::entry::env;
+use crate::entry::relocate::{result_here, set_here};
+use crate::entry::result::Output;
+use crate::entry::validate::validate;
+use crate::entry::{CachedResult, Dep, DepSet, DepState, Hash, Kind, Manifest};
+use crate::observe::trace::{self, Node};
+use crate::protocol::{Exit, Finished, Response};
+use crate::runlog::CompileRecord;
+use anyhow::Result;
+use cachefs_mirror::{Access, Record};
+use cachefs_store::remote::execute::{Action, Executor, Input};
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The tracer's program, found along the agent's PATH.
+const TRACER: &str = "strace";
+/// Where the remote compile's scratch files go (its TMPDIR): a directory of the input
+/// root, left out of the record like any scratch directory.
+const SCRATCH: &str = "/cachefs-scratch";
+/// The trace's name in the compile's working directory (asked back as an output).
+const TRACE: &str = ".cachefs-remote-trace";
+/// How long the executor lets one compile run.
+const ACTION_TIMEOUT: Duration = Duration::from_secs(600);
+/// Parts of the sandbox that are the executor's, not the input root's.
+const SANDBOX_OWN: [&str; 3] = ["/proc", "/dev", "/sys"];
+
+/// The executor and what every action carries: the tracer and its libraries.
+pub struct Remote {
+    executor: Executor,
+    platform: BTreeMap<String, String>,
+    tracer: PathBuf,
+    tracer_files: BTreeMap<PathBuf, Node>,
+}
+
+impl Remote {
+    /// The executor `settings` name, if it can be used (a failure is logged, and every
+    /// miss then compiles here).
+    pub fn open(settings: &RemoteExecution, timeout: Duration) -> Option<Remote> {
+        let opened = (|| -> Result<Remote, String> {
+            let reapi = cachefs_store::remote::Reapi::new(&settings.reapi, timeout)
+                .map_err(|e| e.to_string())?;
+            let tracer = which(TRACER).ok_or_else(|| {
+                format!("{TRACER} is not on PATH: install it (apt install strace)")
+            })?;
+            let mut tracer_files = BTreeMap::new();
+            for lib in std::iter::once(tracer.clone()).chain(shared_libraries(&tracer)?) {
+                add_with_links(&lib, &mut tracer_files);
+            }
+            Ok(Remote {
+                executor: Executor::new(reapi),
+                platform: settings.platform.clone(),
+                tracer,
+                tracer_files,
+            })
+        })();
+        match opened {
+            Ok(r) => {
+                log::info!("remote execution on {}", r.executor.server());
+                Some(r)
+            }
+            Err(e) => {
+                log::warn!("remote execution disabled: {e}");
+                eprintln!("cachefs: remote execution disabled: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// Why a compile of this family is never sent; `None`: it may be.
+pub fn not_sent_reason(family: Family) -> Option<&'static str> {
+    match family {
+        Family::CFamily => None,
+        Family::Rustc => Some(
+            "rustc: environment variables read by its sources (env!) and proc macros are not observable remotely",
+        ),
+        Family::Nvcc => Some("nvcc: not sent (its executor needs a GPU toolchain)"),
+        Family::Archiver => Some("ar, ranlib: not sent (quicker here than the upload)"),
+    }
+}
+
+/// What an earlier compile of the call read, still so here but for file contents.
+struct Prior {
+    deps: Vec<Dep>,
+    result: CachedResult,
+}
+
+impl Agent {
+    /// Runs a miss remotely and answers the client as for a hit (the outputs written
+    /// here); or gives `rec` back when the miss is to compile here.
+    pub(super) fn execute_remotely(
+        &self,
+        call: &Served,
+        key: &Hash,
+        rec: CompileRecord,
+        stream: &mut UnixStream,
+    ) -> Result<Option<CompileRecord>> {
+        let Some(remote) = &self.executor else {
+            return Ok(Some(rec));
+        };
+        if let Some(why) = not_sent_reason(call.family) {
+            self.stats.remote(Exec::NotSent(why));
+            return Ok(Some(rec));
+        }
+        let Some(prior) = self.prior(call, key) else {
+            self.stats.remote(Exec::NotSent(
+                "no earlier compile observed (compiled here first)",
+            ));
+            return Ok(Some(rec));
+        };
+        let started = Instant::now();
+        let ran = match self.run_remote(remote, call, &prior) {
+            Ok(ran) => ran,
+            Err(why) => {
+                log::info!("remote execution failed, compiling here: {why}");
+                self.stats
+                    .remote(Exec::FellBack(super::call::category(&why)));
+                return Ok(Some(rec));
+            }
+        };
+        self.stats
+            .remote(Exec::Ran(ran.blobs, ran.uploaded, ran.bytes));
+        self.stats.record(call.run, Outcome::Miss);
+        let done = Finished {
+            exit: Exit::Code(0),
+            stdout: ran.stdout.clone(),
+            stderr: ran.stderr.clone(),
+            output_complete: true,
+            wall_ms: started.elapsed().as_millis() as u64,
+        };
+        let answer = Response::Hit {
+            stdout: ran.stdout,
+            stderr: ran.stderr,
+            exit: Exit::Code(0),
+        };
+        let mut rec = rec;
+        rec.reason = Some(format!("ran remotely on {}", remote.executor.server()));
+        let mut analysed = super::finish::Call::new(call, &done, ran.record);
+        analysed.set_env_deps(env_deps(&prior.deps, &call.env));
+        self.finish_answering(key, call.run, done, &analysed, stream, rec, answer)?;
+        Ok(None)
+    }
+
+    /// The most recent stored dep set of `key` that holds here but for file contents,
+    /// with its result (for the outputs to ask back).
+    fn prior(&self, call: &Served, key: &Hash) -> Option<Prior> {
+        let local = self.store.get_manifest(key).ok().flatten();
+        let local = local.and_then(|b| Manifest::decode(&b));
+        if let Some(found) = local.and_then(|m| self.prior_in(call, key, &m)) {
+            return Some(found);
+        }
+        self.prior_in(call, key, &self.remote_manifest(key)?)
+    }
+
+    fn prior_in(&self, call: &Served, key: &Hash, manifest: &Manifest) -> Option<Prior> {
+        {
+            for stored in &manifest.sets {
+                let Ok(set) = set_here(stored, call.root.as_ref()) else {
+                    continue;
+                };
+                if set.deps.iter().any(|d| !sendable(&d.state)) {
+                    continue;
+                }
+                let relaxed = DepSet {
+                    deps: set.deps.iter().map(relax).collect(),
+                    result: set.result,
+                };
+                if validate(&relaxed, &self.stat_cache, &call.env).is_err() {
+                    continue;
+                }
+                let Some((result, _)) = self.result_tiered(key, &stored.result) else {
+                    continue;
+                };
+                let result = result_here(&result, call.root.as_ref()).into_owned();
+                return Some(Prior {
+                    deps: set.deps.clone(),
+                    result,
+                });
+            }
+        }
+        None
+    }
+
+    /// The remote run of `call` with `prior`'s inputs, its outputs written here and its
+    /// trace replayed into a record; or why not (then nothing here was touched but the
+    /// outputs, which a local compile rewrites).
+    fn run_remote(&self, remote: &Remote, call: &Served, prior: &Prior) -> Result<Ran, String> {
+        let req = call.req;
+        let cwd = PathBuf::from(OsStr::from_bytes(&req.cwd));
+        let mut tree = remote.tracer_files.clone();
+        for dep in &prior.deps {
+            add_dep(dep, &mut tree);
+        }
+        add_with_links(&cwd, &mut tree);
+        tree.insert(SCRATCH.into(), Node::Dir);
+        let mut outputs = Vec::new();
+        for out in &prior.result.outputs {
+            let path = Path::new(OsStr::from_bytes(out.path()));
+            let rel = path
+                .strip_prefix(&cwd)
+                .map_err(|_| format!("output outside the working directory: {}", path.display()))?;
+            if let Some(parent) = path.parent() {
+                add_with_links(parent, &mut tree);
+            }
+            if !matches!(out, Output::Dir { .. } | Output::Symlink { .. }) {
+                outputs.push(text(rel.as_os_str().as_bytes())?);
+            }
+        }
+        outputs.push(TRACE.into());
+        let action = Action {
+            argv: command(&remote.tracer, &req.argv)?,
+            env: environment(&prior.deps, &req.env)?,
+            workdir: relative(&cwd)?,
+            inputs: inputs(&tree)?,
+            outputs,
+            platform: remote.platform.clone(),
+            timeout: ACTION_TIMEOUT,
+        };
+        let max = self.config.cache_size / super::finish::MAX_RESULT_SHARE;
+        let mut ran = remote
+            .executor
+            .execute(&action, max)
+            .map_err(|e| format!("remote execution: {e}"))?;
+        if ran.exit_code != 0 {
+            return Err(format!("failed remotely: exit {}", ran.exit_code));
+        }
+        let trace_text = ran
+            .outputs
+            .remove(TRACE)
+            .ok_or("the remote run left no trace")?
+            .0;
+        let calls = trace::parse(&String::from_utf8_lossy(&trace_text))
+            .map_err(|e| format!("trace unusable: {e}"))?;
+        let mut skip: Vec<PathBuf> = SANDBOX_OWN.iter().map(PathBuf::from).collect();
+        skip.push(SCRATCH.into());
+        let replayed = trace::replay(&calls, &tree, &cwd, &skip)
+            .map_err(|e| format!("trace unusable: {e}"))?;
+        check_here(&replayed)?;
+        let record = replayed.record;
+        check_compiler(&calls, &req.compiler)?;
+        check_written(&record, &ran.outputs, &cwd)?;
+        if let Some(changed) = remote.executor.changed_since_sent(&action) {
+            return Err(format!("input changed while it ran: {changed}"));
+        }
+        write_outputs(&ran.outputs, &cwd, &prior.result)?;
+        Ok(Ran {
+            record: stamped(record),
+            stdout: ran.stdout,
+            stderr: ran.stderr,
+            blobs: ran.blobs as u64,
+            uploaded: ran.blobs_uploaded as u64,
+            bytes: ran.bytes_uploaded,
+        })
+    }
+}
+
+struct Ran {
+    record: Record,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    blobs: u64,
+    uploaded: u64,
+    bytes: u64,
+}
+
+/// The earlier compile's environment deps (their values were sent), and
+/// SOURCE_DATE_EPOCH's (read only by a source using a date macro, maybe this one).
+fn env_deps(prior: &[Dep], env: &env::Env) -> Vec<Dep> {
+    let mut deps: Vec<Dep> = prior.iter().filter(|d| is_env(&d.state)).cloned().collect();
+    if !deps.iter().any(|d| d.path == DATE_EPOCH) {
+        deps.push(env::read(env, DATE_EPOCH));
+    }
+    deps
+}
+
+const DATE_EPOCH: &[u8] = b"SOURCE_DATE_EPOCH";
+
+fn is_env(state: &DepState) -> bool {
+    matches!(
+        state,
+        DepState::Env(_) | DepState::EnvMatching(_) | DepState::Resolved(_)
+    )
+}
+
+/// States an input root can reproduce (a search directory's candidates cannot: the
+/// compile would see only the candidates it read).
+fn sendable(state: &DepState) -> bool {
+    !matches!(
+        state,
+        DepState::Candidates { .. } | DepState::Pinned(_) | DepState::Listing(_)
+    )
+}
+
+/// A dep with a file's content left open: the file must still be a file.
+fn relax(dep: &Dep) -> Dep {
+    match dep.state {
+        DepState::File(_) => Dep {
+            path: dep.path.clone(),
+            state: DepState::Exists(Kind::File),
+        },
+        _ => dep.clone(),
+    }
+}
+
+fn add_dep(dep: &Dep, tree: &mut BTreeMap<PathBuf, Node>) {
+    let path = Path::new(OsStr::from_bytes(&dep.path));
+    match &dep.state {
+        DepState::File(_) | DepState::Exists(_) | DepState::Symlink(_) => {
+            add_with_links(path, tree)
+        }
+        _ => {}
+    }
+}
+
+/// `path` and every directory and symlink on the way to it, as they are here.
+fn add_with_links(path: &Path, tree: &mut BTreeMap<PathBuf, Node>) {
+    let mut at = PathBuf::from("/");
+    let mut links = 0;
+    let mut todo: Vec<PathBuf> = path
+        .components()
+        .skip(1)
+        .map(|c| c.as_os_str().into())
+        .collect();
+    todo.reverse();
+    while let Some(name) = todo.pop() {
+        let next = at.join(&name);
+        let Ok(meta) = std::fs::symlink_metadata(&next) else {
+            return;
+        };
+        if meta.file_type().is_symlink() {
+            let Ok(target) = std::fs::read_link(&next) else {
+                return;
+            };
+            tree.insert(next.clone(), Node::Symlink(target.clone()));
+            links += 1;
+            if links > 40 {
+                return;
+            }
+            if target.is_absolute() {
+                at = PathBuf::from("/");
+            }
+            let mut more: Vec<PathBuf> = target
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::RootDir))
+                .map(|c| c.as_os_str().into())
+                .collect();
+            more.reverse();
+            todo.extend(more);
+            continue;
+        }
+        if name.as_os_str() == ".." {
+            at.pop();
+            continue;
+        }
+        let node = if meta.is_dir() { Node::Dir } else { Node::File };
+        tree.entry(next.clone()).or_insert(node);
+        at = next;
+    }
+}
+
+/// The input root's nodes as the API names them (relative, UTF-8).
+fn inputs(tree: &BTreeMap<PathBuf, Node>) -> Result<BTreeMap<String, Input>, String> {
+    let mut out = BTreeMap::new();
+    for (path, node) in tree {
+        let input = match node {
+            Node::Dir => Input::Dir,
+            Node::Symlink(t) => Input::Symlink {
+                target: text(t.as_os_str().as_bytes())?,
+            },
+            Node::File => {
+                let meta = std::fs::metadata(path)
+                    .map_err(|e| format!("input {}: {e}", path.display()))?;
+                if !meta.is_file() {
+                    return Err(format!("input {} is not a regular file", path.display()));
+                }
+                Input::File {
+                    local: path.clone(),
+                    executable: meta.permissions().mode() & 0o111 != 0,
+                }
+            }
+        };
+        out.insert(relative(path)?, input);
+    }
+    Ok(out)
+}
+
+fn relative(path: &Path) -> Result<String, String> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    text(rel.as_os_str().as_bytes())
+}
+
+fn text(bytes: &[u8]) -> Result<String, String> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| format!("not UTF-8: {}", String::from_utf8_lossy(bytes)))
+}
+
+/// The tracer's command line around the compile's own: argv[0] as the build gave it,
+/// found along the action's PATH as it was here.
+fn command(tracer: &Path, argv: &[Vec<u8>]) -> Result<Vec<String>, String> {
+    let mut cmd: Vec<String> = [
+        &tracer.to_string_lossy(),
+        "-f",
+        "-qq",
+        "-y",
+        "-e",
+        "trace=%file,getdents64,chdir,fchdir",
+        "-o",
+        TRACE,
+        "--",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for a in argv {
+        cmd.push(text(a)?);
+    }
+    Ok(cmd)
+}
+
+/// The variables the earlier compile read, with today's values (the same: its env deps
+/// held), PATH, the scratch directory, and SOURCE_DATE_EPOCH (read by a date macro only
+/// when a source uses one, so not always among what was read).
+fn environment(
+    deps: &[Dep],
+    env: &[(Vec<u8>, Vec<u8>)],
+) -> Result<BTreeMap<String, String>, String> {
+    let mut names: Vec<&[u8]> = vec![b"PATH", DATE_EPOCH];
+    let mut patterns = Vec::new();
+    for d in deps {
+        match &d.state {
+            DepState::Env(_) => names.push(&d.path),
+            DepState::EnvMatching(_) if d.path == env::ALL.as_bytes() => {
+                return Err("the whole environment was read unseen: not sent".into());
+            }
+            DepState::EnvMatching(_) => patterns.push(String::from_utf8_lossy(&d.path)),
+            _ => {}
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (k, v) in env {
+        let wanted = names.contains(&k.as_slice()) || patterns.iter().any(|p| env::matches(p, k));
+        // The shim is not in the input root (nor wanted there): the compile runs plain.
+        if wanted && k.as_slice() != b"LD_PRELOAD" && !out.contains_key(&text(k)?) {
+            out.insert(text(k)?, text(v)?);
+        }
+    }
+    out.insert("TMPDIR".into(), SCRATCH.into());
+    Ok(out)
+}
+
+/// Whatever the remote compile did not find is absent here, and a directory it listed
+/// lists the same here.
+fn check_here(replayed: &trace::Replayed) -> Result<(), String> {
+    for path in &replayed.absent {
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(format!(
+                "input root incomplete: {} exists here",
+                path.display()
+            ));
+        }
+    }
+    for (dir, names) in &replayed.listed {
+        let mut here: Vec<Vec<u8>> = std::fs::read_dir(dir)
+            .map_err(|e| format!("input root incomplete: {}: {e}", dir.display()))?
+            .flatten()
+            .map(|e| e.file_name().as_bytes().to_vec())
+            .collect();
+        here.sort();
+        let mut there = names.clone();
+        there.sort();
+        if here != there {
+            return Err(format!(
+                "input root incomplete: {} lists other names here",
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The program the remote run started is the compiler the build started here.
+fn check_compiler(calls: &[trace::Call], compiler: &[u8]) -> Result<(), String> {
+    let started = calls
+        .iter()
+        .find(|c| c.name == "execve" && c.ret == 0)
+        .and_then(|c| c.args.first())
+        .and_then(|a| a.strip_prefix('"')?.strip_suffix('"').map(PathBuf::from))
+        .ok_or("the trace shows no program started")?;
+    let here = Path::new(OsStr::from_bytes(compiler));
+    let same = |p: &Path| std::fs::canonicalize(p).ok();
+    if same(&started).is_none() || same(&started) != same(here) {
+        return Err(format!(
+            "the remote run started {}, not {}",
+            started.display(),
+            here.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Every file the compile wrote and left is one of the outputs that came back.
+fn check_written(
+    record: &Record,
+    outputs: &BTreeMap<String, (Vec<u8>, bool)>,
+    cwd: &Path,
+) -> Result<(), String> {
+    let mut written: BTreeMap<&Path, bool> = BTreeMap::new();
+    for a in &record.accesses {
+        match a {
+            Access::Open {
+                path, write: true, ..
+            } => {
+                written.insert(path, true);
+            }
+            Access::Removed { path } => {
+                written.insert(path, false);
+            }
+            Access::Renamed { from, to } => {
+                written.insert(from, false);
+                written.insert(to, true);
+            }
+            _ => {}
+        }
+    }
+    for (path, left) in written {
+        if !left {
+            continue;
+        }
+        let back = path
+            .strip_prefix(cwd)
+            .ok()
+            .and_then(|r| r.to_str())
+            .is_some_and(|r| outputs.contains_key(r));
+        if !back {
+            return Err(format!(
+                "wrote {}, which was not asked back (an output the earlier compile did not make)",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the outputs where the compile would have, each replaced whole (a reader never
+/// sees half a file), with the mode the earlier compile's output had.
+fn write_outputs(
+    outputs: &BTreeMap<String, (Vec<u8>, bool)>,
+    cwd: &Path,
+    prior: &CachedResult,
+) -> Result<(), String> {
+    for (rel, (data, executable)) in outputs {
+        let path = cwd.join(rel);
+        let mode = prior
+            .outputs
+            .iter()
+            .find_map(|o| match o {
+                Output::File { path: p, mode, .. } | Output::Depfile { path: p, mode, .. }
+                    if Path::new(OsStr::from_bytes(p)) == path =>
+                {
+                    Some(*mode)
+                }
+                _ => None,
+            })
+            .unwrap_or(if *executable { 0o755 } else { 0o644 });
+        let tmp = path.with_file_name(format!(
+            ".{}.cachefs-remote-{}",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        let written = std::fs::write(&tmp, data)
+            .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    Ok(())
+}
+
+/// The record with each open's stamp as the file is here now (inputs: checked unchanged
+/// since they were sent; outputs: just written).
+fn stamped(mut record: Record) -> Record {
+    for a in &mut record.accesses {
+        if let Access::Open { path, stamp, .. } = a {
+            if let Ok(m) = std::fs::metadata(&*path) {
+                *stamp = cachefs_mirror::Stamp {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                    size: m.size(),
+                    mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+                    ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+                    mode: m.mode(),
+                };
+            }
+        }
+    }
+    record
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The shared libraries `program` loads, as the loader here finds them (`ldd`).
+fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>, String> {
+    let out = std::process::Command::new("ldd")
+        .arg(program)
+        .output()
+        .map_err(|e| format!("cannot run ldd on {}: {e}", program.display()))?;
+    if !out.status.success() {
+        return Err(format!("ldd {} failed", program.display()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once(" => ") {
+                Some((_, right)) => right.split(" (").next()?,
+                None => l.split(" (").next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path.trim()))
+        })
+        .collect())
+}
