@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
 
-packages=(gcc gcc-12 g++ clang make ninja-build cmake fuse3 memcached redis-server ccache dpkg-dev pkg-config bc graphviz python3 python3-venv util-linux distcc icecc iproute2 openssl)
+packages=(gcc gcc-12 g++ clang make ninja-build cmake fuse3 memcached redis-server ccache dpkg-dev pkg-config bc graphviz python3 python3-venv util-linux distcc icecc iproute2 openssl bubblewrap strace)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

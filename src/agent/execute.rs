@@ -29,7 +29,7 @@ use crate::protocol::{Exit, Finished, Response};
 use crate::runlog::CompileRecord;
 use anyhow::Result;
 use cachefs_mirror::{Access, Record};
-use cachefs_store::remote::execute::{Action, Executor, Input};
+use cachefs_store::remote::execute::{Action, ExecError, Executor, Input};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -124,15 +124,17 @@ impl Agent {
         let Some(remote) = &self.executor else {
             return Ok(Some(rec));
         };
-        if let Some(why) = not_sent_reason(call.family) {
+        let not_sent = |why: &str, mut rec: CompileRecord| {
             self.stats.remote(Exec::NotSent(why));
-            return Ok(Some(rec));
+            rec.reason = Some(format!("here, observed: not sent remotely ({why})"));
+            Ok(Some(rec))
+        };
+        if let Some(why) = not_sent_reason(call.family) {
+            return not_sent(why, rec);
         }
-        let Some(prior) = self.prior(call, key) else {
-            self.stats.remote(Exec::NotSent(
-                "no earlier compile observed (compiled here first)",
-            ));
-            return Ok(Some(rec));
+        let prior = match self.prior(call, key) {
+            Ok(prior) => prior,
+            Err(why) => return not_sent(why, rec),
         };
         let started = Instant::now();
         let ran = match self.run_remote(remote, call, &prior) {
@@ -141,6 +143,10 @@ impl Agent {
                 log::info!("remote execution failed, compiling here: {why}");
                 self.stats
                     .remote(Exec::FellBack(super::call::category(&why)));
+                let mut rec = rec;
+                rec.reason = Some(format!(
+                    "here, observed, after the remote run failed: {why}"
+                ));
                 return Ok(Some(rec));
             }
         };
@@ -160,7 +166,7 @@ impl Agent {
             exit: Exit::Code(0),
         };
         let mut rec = rec;
-        rec.reason = Some(format!("ran remotely on {}", remote.executor.server()));
+        rec.reason = Some(format!("remotely, on {}", remote.executor.server()));
         let mut analysed = super::finish::Call::new(call, &done, ran.record);
         analysed.set_env_deps(env_deps(&prior.deps, &call.env));
         self.finish_answering(key, call.run, done, &analysed, stream, rec, answer)?;
@@ -169,13 +175,16 @@ impl Agent {
 
     /// The most recent stored dep set of `key` that holds here but for file contents,
     /// with its result (for the outputs to ask back).
-    fn prior(&self, call: &Served, key: &Hash) -> Option<Prior> {
+    fn prior(&self, call: &Served, key: &Hash) -> Result<Prior, &'static str> {
         let local = self.store.get_manifest(key).ok().flatten();
         let local = local.and_then(|b| Manifest::decode(&b));
-        if let Some(found) = local.and_then(|m| self.prior_in(call, key, &m)) {
-            return Some(found);
-        }
-        self.prior_in(call, key, &self.remote_manifest(key)?)
+        let remote = || self.remote_manifest(key);
+        let Some(manifest) = local.or_else(remote) else {
+            return Err("never compiled before: its inputs are learnt here first");
+        };
+        self.prior_in(call, key, &manifest).ok_or(
+            "what it read changed beyond file contents (a file appeared, a directory was listed)",
+        )
     }
 
     fn prior_in(&self, call: &Served, key: &Hash, manifest: &Manifest) -> Option<Prior> {
@@ -243,10 +252,15 @@ impl Agent {
             timeout: ACTION_TIMEOUT,
         };
         let max = self.config.cache_size / super::finish::MAX_RESULT_SHARE;
-        let mut ran = remote
-            .executor
-            .execute(&action, max)
-            .map_err(|e| format!("remote execution: {e}"))?;
+        let mut ran = remote.executor.execute(&action, max).map_err(|e| {
+            let category = match &e {
+                ExecError::Remote(_) => "server unreachable or refused",
+                ExecError::Input { .. } => "input changed while sent",
+                ExecError::Unexpressible(_) => "not expressible as an action",
+                ExecError::Executor(_) => "executor failed",
+            };
+            format!("{category}: {e}")
+        })?;
         if ran.exit_code != 0 {
             return Err(format!("failed remotely: exit {}", ran.exit_code));
         }
@@ -255,13 +269,14 @@ impl Agent {
             .remove(TRACE)
             .ok_or("the remote run left no trace")?
             .0;
+        log::trace!("remote trace:\n{}", String::from_utf8_lossy(&trace_text));
         let calls = trace::parse(&String::from_utf8_lossy(&trace_text))
             .map_err(|e| format!("trace unusable: {e}"))?;
         let mut skip: Vec<PathBuf> = SANDBOX_OWN.iter().map(PathBuf::from).collect();
         skip.push(SCRATCH.into());
         let replayed = trace::replay(&calls, &tree, &cwd, &skip)
             .map_err(|e| format!("trace unusable: {e}"))?;
-        check_here(&replayed)?;
+        check_here(&replayed, &written_by(&replayed.record))?;
         let record = replayed.record;
         check_compiler(&calls, &req.compiler)?;
         check_written(&record, &ran.outputs, &cwd)?;
@@ -476,9 +491,11 @@ fn environment(
 
 /// Whatever the remote compile did not find is absent here, and a directory it listed
 /// lists the same here.
-fn check_here(replayed: &trace::Replayed) -> Result<(), String> {
+/// (An output looked up before the compile made it is absent there and here is the last
+/// build's: its absence is the compile's own doing, not an input.)
+fn check_here(replayed: &trace::Replayed, written: &[&Path]) -> Result<(), String> {
     for path in &replayed.absent {
-        if std::fs::symlink_metadata(path).is_ok() {
+        if !written.contains(&path.as_path()) && std::fs::symlink_metadata(path).is_ok() {
             return Err(format!(
                 "input root incomplete: {} exists here",
                 path.display()
@@ -502,6 +519,22 @@ fn check_here(replayed: &trace::Replayed) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Every path the compile wrote, made or moved something to.
+fn written_by(record: &Record) -> Vec<&Path> {
+    record
+        .accesses
+        .iter()
+        .filter_map(|a| match a {
+            Access::Open {
+                path, write: true, ..
+            }
+            | Access::Created { path, .. } => Some(path.as_path()),
+            Access::Renamed { to, .. } => Some(to.as_path()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The program the remote run started is the compiler the build started here.

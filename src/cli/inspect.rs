@@ -238,6 +238,13 @@ pub fn explain(path: &Path) -> Result<()> {
         ),
         other => println!("it was {other}: {}", c.reason.clone().unwrap_or_default()),
     }
+    if c.outcome == "miss" {
+        // Set by remote execution (`agent::execute`): where the compile ran.
+        match &c.reason {
+            Some(where_) => println!("where it ran: {where_}"),
+            None => println!("where it ran: here, observed"),
+        }
+    }
     Ok(())
 }
 

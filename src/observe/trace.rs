@@ -269,12 +269,14 @@ pub fn replay(
             if p.is_absolute() {
                 return Ok(p);
             }
+            let empty = p.as_os_str().is_empty();
             let base = match dirfd {
                 None => cwd.to_path_buf(),
                 Some(d) => fd_path(call.args.get(d).ok_or("no dirfd")?)
                     .ok_or_else(|| format!("dirfd {} not understood", call.args[d]))?,
             };
-            Ok(base.join(p))
+            // AT_EMPTY_PATH: the dirfd itself.
+            Ok(if empty { base } else { base.join(p) })
         };
         let ok = call.ret >= 0;
         let not_found = matches!(call.errno.as_deref(), Some("ENOENT") | Some("ENOTDIR"));
@@ -410,8 +412,8 @@ impl Fs<'_> {
             let next = at.join(&name);
             let last = todo.is_empty();
             match self.tree.get(&next).cloned() {
-                None if self.skipped(&next) => return Ok((next.join(rest(&todo)), true)),
-                None => return Ok((next.join(rest(&todo)), false)),
+                None if self.skipped(&next) => return Ok((rest(next, &todo), true)),
+                None => return Ok((rest(next, &todo), false)),
                 Some(Node::Symlink(target)) if !last || follow_last => {
                     links += 1;
                     if links > MAX_LINKS {
@@ -430,7 +432,7 @@ impl Fs<'_> {
                 }
                 Some(Node::File) if !last => {
                     // ENOTDIR: the lookup ends at a file.
-                    return Ok((next.join(rest(&todo)), false));
+                    return Ok((rest(next, &todo), false));
                 }
                 Some(node) => {
                     if !last {
@@ -585,9 +587,10 @@ fn components(path: &Path) -> Vec<std::ffi::OsString> {
         .collect()
 }
 
-/// The components still to walk (in `todo`, reversed) as a relative path.
-fn rest(todo: &[std::ffi::OsString]) -> PathBuf {
-    todo.iter().rev().collect()
+/// `at` with the components still to walk (in `todo`, reversed); never a trailing `/`,
+/// which would make a file's path a directory's (and its check here fail for ENOTDIR).
+fn rest(at: PathBuf, todo: &[std::ffi::OsString]) -> PathBuf {
+    todo.iter().rev().fold(at, |p, c| p.join(c))
 }
 
 /// The replay has no stamps; the caller fills them in from the disk here.
@@ -637,6 +640,8 @@ mod tests {
         assert_eq!(calls[3].args[1], "\"a.c\"");
         let r = replay(&calls, &tree(), Path::new("/src"), &[]).unwrap();
         assert_eq!(r.absent, [PathBuf::from("/usr/include/x.h")]);
+        // Exactly the path (no trailing `/`): it is checked here as a file's.
+        assert_eq!(r.absent[0].as_os_str().len(), "/usr/include/x.h".len());
         assert_eq!(
             r.listed,
             [(PathBuf::from("/usr/include"), vec![b"stdio.h".to_vec()])]

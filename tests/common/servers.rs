@@ -152,6 +152,21 @@ pub fn buildbox_casd() -> ServerProcess {
     })
 }
 
+/// buildbox-casd with its local Execution service: actions run by buildbox-run (in a
+/// bubblewrap sandbox holding nothing but the action's input root), shipped beside it.
+pub fn buildbox_casd_executing() -> ServerProcess {
+    let casd = reapi_server_path("casd");
+    let runner = std::path::Path::new(&casd).with_file_name("buildbox-run");
+    start(&casd, |port, dir| {
+        vec![
+            "--bind".into(),
+            format!("127.0.0.1:{port}"),
+            format!("--buildbox-run={}", runner.display()),
+            dir.join("cache").display().to_string(),
+        ]
+    })
+}
+
 /// BuildGrid's configuration: ActionCache, CAS and ByteStream for its unnamed instance,
 /// from a disk store.
 const BUILDGRID_CONFIG: &str = r#"
