@@ -472,6 +472,36 @@ mod tests {
     }
 
     #[test]
+    fn remote_execution_needs_a_reapi_server_and_reads_platform_pairs() {
+        assert!(with_file(&[]).remote_execution().unwrap().is_none());
+        let alone = with_file(&[(ENV_REMOTE_EXECUTE, "1")]);
+        let e = alone.remote_execution().unwrap_err().to_string();
+        assert!(e.contains(ENV_REAPI), "{e}");
+        let c = with_file(&[
+            (ENV_REMOTE_EXECUTE, "true"),
+            (ENV_REAPI, "grpc://h:1"),
+            (ENV_REMOTE_EXECUTE_PLATFORM, "OSFamily=linux, pool = big"),
+        ]);
+        let r = c.remote_execution().unwrap().unwrap();
+        assert_eq!(r.reapi.url, "grpc://h:1");
+        let pairs: Vec<(&str, &str)> = r
+            .platform
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(pairs, [("OSFamily", "linux"), ("pool", "big")]);
+        let bad = with_file(&[
+            (ENV_REMOTE_EXECUTE, "1"),
+            (ENV_REAPI, "grpc://h:1"),
+            (ENV_REMOTE_EXECUTE_PLATFORM, "linux"),
+        ]);
+        assert!(bad.remote_execution().is_err());
+        assert!(with_file(&[(ENV_REMOTE_EXECUTE, "maybe")])
+            .remote_execution()
+            .is_err());
+    }
+
+    #[test]
     fn a_reapi_server_comes_with_its_instance_and_token_beside_the_others() {
         let c = with_file(&[
             (ENV_REAPI, "grpc://127.0.0.1:8980"),

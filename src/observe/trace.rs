@@ -215,6 +215,8 @@ enum Shape {
     Unlink(Option<usize>, usize),
     Rename(Option<usize>, usize, Option<usize>, usize),
     ListFd,
+    /// chmod, chown, utimensat, truncate of a path.
+    SetAttr(Option<usize>, usize),
     Ignore,
 }
 
@@ -238,6 +240,8 @@ fn shape(name: &str) -> Option<Shape> {
         "rename" => Rename(None, 0, None, 1),
         "renameat" | "renameat2" => Rename(Some(0), 1, Some(2), 3),
         "getdents64" | "getdents" => ListFd,
+        "chmod" | "chown" | "lchown" | "truncate" => SetAttr(None, 0),
+        "fchmodat" | "fchownat" | "utimensat" => SetAttr(Some(0), 1),
         // An fd's own metadata or an fd-relative call on no path: nothing new is reached.
         "fstatfs" | "fstat" | "fgetxattr" | "flistxattr" | "getcwd" => Ignore,
         _ => return None,
@@ -355,6 +359,16 @@ pub fn replay(
                 fs.tree.extend(moved);
                 fs.push(Access::Renamed { from, to });
             }
+            // utimensat(fd, NULL, …): the fd's file, already seen when it was opened.
+            Shape::SetAttr(_, i) if call.args.get(i).is_some_and(|a| a == "NULL") => {}
+            Shape::SetAttr(d, i) => {
+                if let Some(real) = fs.expect(&path_at(d, i)?, true, ok)? {
+                    fs.push(Access::SetAttr {
+                        path: real,
+                        size: None,
+                    });
+                }
+            }
             Shape::ListFd => {
                 let fd = call.args.first().ok_or("getdents without an fd")?;
                 let dir = fd_path(fd).ok_or_else(|| format!("fd {fd} not understood"))?;
@@ -387,7 +401,8 @@ impl Fs<'_> {
             | Access::ReadDir { path }
             | Access::ReadLink { path, .. }
             | Access::Created { path, .. }
-            | Access::Removed { path } => path.clone(),
+            | Access::Removed { path }
+            | Access::SetAttr { path, .. } => path.clone(),
             Access::Renamed { to, .. } => to.clone(),
             _ => PathBuf::new(),
         };
