@@ -95,6 +95,56 @@ fn after_a_change_every_lua_compile_runs_on_the_executor_byte_identical() {
     assert_eq!(artifacts(&second.path("src")), plain);
 }
 
+/// A clean build with an empty cache: the first compiles run here (nothing is known of the
+/// compiler yet); every later one runs remotely with a guessed input root (what compiles by
+/// the same compiler read, and the sources and headers of the directories its command line
+/// names), checked by its trace; the first link fails remotely (the linker was never seen) and
+/// links here, the second links remotely. Objects and programs are a plain build's.
+#[test]
+fn a_clean_lua_build_with_an_empty_cache_runs_its_compiles_remotely() {
+    let server = servers::buildbox_casd_executing();
+    let sb = Sandbox::new();
+    let plain = common::debian::lua_plain(&sb);
+    start(&sb, &executing(&url(&server)));
+    sb.run_ok(BUILD);
+    let s = sb.stats();
+    assert_eq!(artifacts(&sb.path("src")), plain, "{s}");
+    assert_eq!(n(&s, "errors"), 0, "{s}");
+    let ran = n(&s, "remote_executions");
+    // At most the two that -j2 starts together run here for want of anything known.
+    assert!(
+        ran >= LUA_OBJECTS as u64 - 2,
+        "{ran} of {LUA_OBJECTS} ran remotely: failures {}, not sent {}",
+        reasons(&s, "remote_execution_failures"),
+        reasons(&s, "not_run_remotely")
+    );
+    sb.sh("make -s clean");
+    sb.run_ok(BUILD);
+    assert_eq!(artifacts(&sb.path("src")), plain);
+    assert_eq!(sb.stats()["hits"].as_u64(), Some(38));
+}
+
+/// The example project (21 compiles with `-g -MMD`, one link) built clean, the same way:
+/// objects, depfiles and the program are a plain build's.
+#[test]
+fn a_clean_build_of_the_example_project_runs_remotely() {
+    let server = servers::buildbox_casd_executing();
+    let sb = Sandbox::new();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c-project");
+    sb.sh(&format!("cp -r {}/. .", example.display()));
+    sb.sh("make -s -j2 >/dev/null 2>&1");
+    let listing = "find obj calc -type f | sort | xargs sha256sum";
+    let plain = sb.sh(listing);
+    sb.sh("make -s clean >/dev/null");
+    start(&sb, &executing(&url(&server)));
+    sb.run_ok("make -s -j2 >/dev/null");
+    let s = sb.stats();
+    assert_eq!(sb.sh(listing).stdout, plain.stdout, "{s}");
+    // 21 compiles and a link: all but the first two compiles (started together, nothing
+    // known yet) remotely.
+    assert!(n(&s, "remote_executions") >= 19, "{s}");
+}
+
 /// One project, compiled again after each edit: a compile seen for the first time runs
 /// here; an edit of a file's contents runs remotely; a new `#include` (a file the input
 /// root lacks) fails remotely and compiles here, and the next edit runs remotely with it;

@@ -30,12 +30,13 @@ use crate::runlog::CompileRecord;
 use anyhow::Result;
 use cachefs_mirror::{Access, Record};
 use cachefs_store::remote::execute::{Action, ExecError, Executor, Input};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The tracer's program, found along the agent's PATH.
@@ -45,6 +46,9 @@ const TRACER: &str = "strace";
 const SCRATCH: &str = "/cachefs-scratch";
 /// The trace's name in the compile's working directory (asked back as an output).
 const TRACE: &str = ".cachefs-remote-trace";
+/// The least time one call to the executor's CAS may take (the cache tier's timeout is
+/// meant for reads of milliseconds).
+const EXEC_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the executor lets one compile run.
 const ACTION_TIMEOUT: Duration = Duration::from_secs(600);
 /// Parts of the sandbox that are the executor's, not the input root's.
@@ -54,6 +58,12 @@ const SANDBOX_OWN: [&str; 3] = ["/proc", "/dev", "/sys"];
 pub struct Remote {
     executor: Executor,
     platform: BTreeMap<String, String>,
+    /// Every variable a remote compile's shim reported reading: sent when set.
+    learnt_env: Mutex<BTreeSet<Vec<u8>>>,
+    /// Per compiler (as the call names it): the paths its compiles read, for `guess`.
+    known: Mutex<std::collections::HashMap<Vec<u8>, BTreeMap<PathBuf, Node>>>,
+    /// Per compiler and language: its system header directories' files, for `guess`.
+    headers: Mutex<std::collections::HashMap<Vec<u8>, BTreeMap<PathBuf, Node>>>,
     tracer: PathBuf,
     tracer_files: BTreeMap<PathBuf, Node>,
 }
@@ -63,8 +73,11 @@ impl Remote {
     /// miss then compiles here).
     pub fn open(settings: &RemoteExecution, timeout: Duration) -> Option<Remote> {
         let opened = (|| -> Result<Remote, String> {
-            let reapi = cachefs_store::remote::Reapi::new(&settings.reapi, timeout)
-                .map_err(|e| e.to_string())?;
+            // A cache read waits milliseconds; an upload of a toolchain or a busy executor's
+            // queue, seconds: the executor's calls get at least EXEC_CALL_TIMEOUT.
+            let reapi =
+                cachefs_store::remote::Reapi::new(&settings.reapi, timeout.max(EXEC_CALL_TIMEOUT))
+                    .map_err(|e| e.to_string())?;
             let tracer = which(TRACER).ok_or_else(|| {
                 format!("{TRACER} is not on PATH: install it (apt install strace)")
             })?;
@@ -75,6 +88,9 @@ impl Remote {
             Ok(Remote {
                 executor: Executor::new(reapi),
                 platform: settings.platform.clone(),
+                learnt_env: Mutex::default(),
+                known: Mutex::default(),
+                headers: Mutex::default(),
                 tracer,
                 tracer_files,
             })
@@ -105,11 +121,30 @@ pub fn not_sent_reason(family: Family) -> Option<&'static str> {
     }
 }
 
-/// What an earlier compile of the call read, still so here but for file contents.
-struct Prior {
-    deps: Vec<Dep>,
-    result: CachedResult,
+/// What a remote run is given and asked for.
+struct Plan {
+    /// The input root's nodes, by absolute path (the tracer and shim are added to it).
+    tree: BTreeMap<PathBuf, Node>,
+    /// The outputs to ask back, by absolute path, with the mode an earlier compile's output
+    /// had (`None`: a new file's usual mode).
+    outputs: Vec<(PathBuf, Option<u32>)>,
+    /// The environment deps of the earlier compile, if any (their variables are sent).
+    env_deps: Vec<Dep>,
+    /// Where the inputs came from, for the log and `explain`.
+    from: &'static str,
 }
+
+/// The most files and bytes a guessed input root takes from one directory (a build
+/// directory may hold thousands of unrelated files).
+const GUESS_FILES: usize = 2000;
+const GUESS_BYTES: u64 = 64 << 20;
+/// What of a directory's files a guessed root takes: sources and headers.
+const GUESS_EXTENSIONS: [&str; 18] = [
+    "h", "hh", "hpp", "hxx", "h++", "inc", "def", "c", "cc", "cpp", "cxx", "c++", "i", "ii", "s",
+    "S", "tcc", "ipp",
+];
+/// The most paths remembered per compiler (its toolchain and what its compiles read).
+const KNOWN_PATHS: usize = 50_000;
 
 impl Agent {
     /// Runs a miss remotely and answers the client as for a hit (the outputs written
@@ -132,12 +167,15 @@ impl Agent {
         if let Some(why) = not_sent_reason(call.family) {
             return not_sent(why, rec);
         }
-        let prior = match self.prior(call, key) {
-            Ok(prior) => prior,
-            Err(why) => return not_sent(why, rec),
+        let plan = match self.prior(call, key) {
+            Ok(plan) => plan,
+            Err(why) => match remote.guess(call) {
+                Some(plan) => plan,
+                None => return not_sent(why, rec),
+            },
         };
         let started = Instant::now();
-        let ran = match self.run_remote(remote, call, &prior) {
+        let ran = match self.run_remote(remote, call, &plan) {
             Ok(ran) => ran,
             Err(why) => {
                 log::info!("remote execution failed, compiling here: {why}");
@@ -166,16 +204,19 @@ impl Agent {
             exit: Exit::Code(0),
         };
         let mut rec = rec;
-        rec.reason = Some(format!("remotely, on {}", remote.executor.server()));
-        let mut analysed = super::finish::Call::new(call, &done, ran.record);
-        analysed.set_env_deps(env_deps(&prior.deps, &call.env));
+        rec.reason = Some(format!(
+            "remotely, on {} (inputs: {})",
+            remote.executor.server(),
+            plan.from
+        ));
+        let analysed = super::finish::Call::new(call, &done, ran.record);
         self.finish_answering(key, call.run, done, &analysed, stream, rec, answer)?;
         Ok(None)
     }
 
     /// The most recent stored dep set of `key` that holds here but for file contents,
     /// with its result (for the outputs to ask back).
-    fn prior(&self, call: &Served, key: &Hash) -> Result<Prior, &'static str> {
+    fn prior(&self, call: &Served, key: &Hash) -> Result<Plan, &'static str> {
         let local = self.store.get_manifest(key).ok().flatten();
         let local = local.and_then(|b| Manifest::decode(&b));
         let remote = || self.remote_manifest(key);
@@ -187,7 +228,7 @@ impl Agent {
         )
     }
 
-    fn prior_in(&self, call: &Served, key: &Hash, manifest: &Manifest) -> Option<Prior> {
+    fn prior_in(&self, call: &Served, key: &Hash, manifest: &Manifest) -> Option<Plan> {
         {
             for stored in &manifest.sets {
                 let Ok(set) = set_here(stored, call.root.as_ref()) else {
@@ -206,11 +247,8 @@ impl Agent {
                 let Some((result, _)) = self.result_tiered(key, &stored.result) else {
                     continue;
                 };
-                let result = result_here(&result, call.root.as_ref()).into_owned();
-                return Some(Prior {
-                    deps: set.deps.clone(),
-                    result,
-                });
+                let result = result_here(&result, call.root.as_ref());
+                return Some(plan_of(&set.deps, &result));
             }
         }
         None
@@ -219,32 +257,34 @@ impl Agent {
     /// The remote run of `call` with `prior`'s inputs, its outputs written here and its
     /// trace replayed into a record; or why not (then nothing here was touched but the
     /// outputs, which a local compile rewrites).
-    fn run_remote(&self, remote: &Remote, call: &Served, prior: &Prior) -> Result<Ran, String> {
+    fn run_remote(&self, remote: &Remote, call: &Served, plan: &Plan) -> Result<Ran, String> {
         let req = call.req;
         let cwd = PathBuf::from(OsStr::from_bytes(&req.cwd));
-        let mut tree = remote.tracer_files.clone();
-        for dep in &prior.deps {
-            add_dep(dep, &mut tree);
-        }
+        let shim = shim_of(&req.env).ok_or("no shim preloaded to observe its environment")?;
+        let mut tree = plan.tree.clone();
+        tree.extend(remote.tracer_files.clone());
+        add_with_links(&shim, &mut tree);
         add_with_links(&cwd, &mut tree);
         tree.insert(SCRATCH.into(), Node::Dir);
         let mut outputs = Vec::new();
-        for out in &prior.result.outputs {
-            let path = Path::new(OsStr::from_bytes(out.path()));
+        for (path, _) in &plan.outputs {
             let rel = path
                 .strip_prefix(&cwd)
                 .map_err(|_| format!("output outside the working directory: {}", path.display()))?;
             if let Some(parent) = path.parent() {
                 add_with_links(parent, &mut tree);
             }
-            if !matches!(out, Output::Dir { .. } | Output::Symlink { .. }) {
-                outputs.push(text(rel.as_os_str().as_bytes())?);
-            }
+            outputs.push(text(rel.as_os_str().as_bytes())?);
         }
         outputs.push(TRACE.into());
         let action = Action {
             argv: command(&remote.tracer, &req.argv)?,
-            env: environment(&prior.deps, &req.env)?,
+            env: environment(
+                &plan.env_deps,
+                &remote.learnt_env.lock().unwrap(),
+                &req.env,
+                &shim,
+            )?,
             workdir: relative(&cwd)?,
             inputs: inputs(&tree)?,
             outputs,
@@ -262,6 +302,12 @@ impl Agent {
             format!("{category}: {e}")
         })?;
         if ran.exit_code != 0 {
+            log::debug!(
+                "remote run of {} exited {}: {}",
+                String::from_utf8_lossy(&req.argv.join(&b' ')),
+                ran.exit_code,
+                String::from_utf8_lossy(&ran.stderr)
+            );
             return Err(format!("failed remotely: exit {}", ran.exit_code));
         }
         let trace_text = ran
@@ -279,11 +325,12 @@ impl Agent {
         check_here(&replayed, &written_by(&replayed.record))?;
         let record = replayed.record;
         check_compiler(&calls, &req.compiler)?;
+        check_reads(&record, &action.env, &req.env, &remote.learnt_env)?;
         check_written(&record, &ran.outputs, &cwd)?;
         if let Some(changed) = remote.executor.changed_since_sent(&action) {
             return Err(format!("input changed while it ran: {changed}"));
         }
-        write_outputs(&ran.outputs, &cwd, &prior.result)?;
+        write_outputs(&ran.outputs, &cwd, &plan.outputs)?;
         Ok(Ran {
             record: stamped(record),
             stdout: ran.stdout,
@@ -295,6 +342,171 @@ impl Agent {
     }
 }
 
+/// The plan an earlier compile's dep set and result make.
+fn plan_of(deps: &[Dep], result: &CachedResult) -> Plan {
+    let mut tree = BTreeMap::new();
+    for dep in deps {
+        add_dep(dep, &mut tree);
+    }
+    let outputs = result
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::File { path, mode, .. } | Output::Depfile { path, mode, .. } => {
+                Some((PathBuf::from(OsStr::from_bytes(path)), Some(*mode)))
+            }
+            _ => None,
+        })
+        .collect();
+    Plan {
+        tree,
+        outputs,
+        env_deps: deps.iter().filter(|d| is_env(&d.state)).cloned().collect(),
+        from: "an earlier compile of the call",
+    }
+}
+
+impl Remote {
+    /// A plan for a call no earlier compile of which holds: what compiles by the same
+    /// compiler read (its toolchain among it) and the sources and headers of the directories
+    /// its command line names; the outputs its command line asks for. `None` before any
+    /// compile by that compiler was seen.
+    fn guess(&self, call: &Served) -> Option<Plan> {
+        let req = call.req;
+        let mut tree = self.known.lock().unwrap().get(&req.compiler)?.clone();
+        let cwd = PathBuf::from(OsStr::from_bytes(&req.cwd));
+        tree.extend(self.system_headers(req));
+        for dir in crate::compiler::gcc_guess::input_dirs(&req.argv, &cwd) {
+            add_dir_files(&dir, &mut tree, true);
+        }
+        for file in crate::compiler::gcc_guess::input_files(&req.argv, &cwd) {
+            if file.is_file() {
+                add_with_links(&file, &mut tree);
+            }
+        }
+        let outputs = crate::compiler::gcc_guess::outputs(&req.argv)
+            .into_iter()
+            .map(|o| (cwd.join(o), None))
+            .collect();
+        Some(Plan {
+            tree,
+            outputs,
+            env_deps: Vec::new(),
+            from: "guessed from compiles by the same compiler and the directories it names",
+        })
+    }
+
+    /// The headers of the system directories the call's driver searches (asked once per
+    /// driver and language with `-E -v`): a whole directory when it is small (gcc's own, the
+    /// multiarch one, libstdc++'s), else its direct files.
+    fn system_headers(&self, req: &crate::protocol::CompileRequest) -> BTreeMap<PathBuf, Node> {
+        use crate::compiler::gcc_guess;
+        let cxx = gcc_guess::is_cxx(&req.argv);
+        let mut id = req.compiler.clone();
+        id.extend_from_slice(if cxx { b" c++" } else { b" c" });
+        if let Some(known) = self.headers.lock().unwrap().get(&id) {
+            return known.clone();
+        }
+        let report = std::process::Command::new(OsStr::from_bytes(&req.compiler))
+            .args(["-E", "-v", "-x", if cxx { "c++" } else { "c" }, "/dev/null"])
+            .env_clear()
+            .envs(env::value(&req.env, b"PATH").map(|p| ("PATH", OsStr::from_bytes(p))))
+            .stdout(std::process::Stdio::null())
+            .output();
+        let mut tree = BTreeMap::new();
+        if let Ok(out) = report {
+            for dir in gcc_guess::search_dirs(&String::from_utf8_lossy(&out.stderr)) {
+                add_dir_tree(&dir, &mut tree);
+            }
+        }
+        self.headers.lock().unwrap().insert(id, tree.clone());
+        tree
+    }
+
+    /// Remembers what a compile by `compiler` read, for `guess`.
+    fn learn<'p>(&self, compiler: &[u8], read: impl Iterator<Item = &'p Path>) {
+        let mut known = self.known.lock().unwrap();
+        let paths = known.entry(compiler.to_vec()).or_default();
+        for path in read {
+            if paths.len() >= KNOWN_PATHS {
+                return;
+            }
+            add_with_links(path, paths);
+        }
+    }
+}
+
+impl Agent {
+    /// After a C/C++ miss here or remotely: its inputs, for a later guess.
+    pub(super) fn learn_inputs(&self, family: Family, compiler: &[u8], deps: &[Dep]) {
+        let Some(remote) = self.executor.as_ref().filter(|_| family == Family::CFamily) else {
+            return;
+        };
+        let files = deps.iter().filter_map(|d| match d.state {
+            DepState::File(_) | DepState::Symlink(_) | DepState::Exists(_) => {
+                Some(Path::new(OsStr::from_bytes(&d.path)))
+            }
+            _ => None,
+        });
+        remote.learn(compiler, files);
+        let read = deps.iter().filter(|d| matches!(d.state, DepState::Env(_)));
+        (remote.learnt_env.lock().unwrap()).extend(read.map(|d| d.path.clone()));
+    }
+}
+
+/// A system header directory: all of it when it is within the guess's bounds, else the files
+/// directly in it.
+fn add_dir_tree(dir: &Path, tree: &mut BTreeMap<PathBuf, Node>) {
+    let mut found = BTreeMap::new();
+    let (mut files, mut bytes) = (0usize, 0u64);
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else if meta.is_file() {
+                files += 1;
+                bytes += meta.len();
+                if files > GUESS_FILES || bytes > GUESS_BYTES / 4 {
+                    // Too big to send whole: its direct files only.
+                    return add_dir_files(dir, tree, false);
+                }
+                add_with_links(&e.path(), &mut found);
+            }
+        }
+    }
+    tree.extend(found);
+}
+
+/// The sources and headers directly in `dir`, within the guess's bounds.
+fn add_dir_files(dir: &Path, tree: &mut BTreeMap<PathBuf, Node>, by_extension: bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let (mut files, mut bytes) = (0, 0);
+    for e in entries.flatten() {
+        let path = e.path();
+        let wanted = !by_extension
+            || path
+                .extension()
+                .is_some_and(|x| GUESS_EXTENSIONS.iter().any(|g| x == OsStr::new(g)));
+        let Ok(meta) = e.metadata() else { continue };
+        if !wanted || !meta.is_file() {
+            continue;
+        }
+        files += 1;
+        bytes += meta.len();
+        if files > GUESS_FILES || bytes > GUESS_BYTES {
+            return;
+        }
+        add_with_links(&path, tree);
+    }
+}
+
 struct Ran {
     record: Record,
     stdout: Vec<u8>,
@@ -303,18 +515,6 @@ struct Ran {
     uploaded: u64,
     bytes: u64,
 }
-
-/// The earlier compile's environment deps (their values were sent), and
-/// SOURCE_DATE_EPOCH's (read only by a source using a date macro, maybe this one).
-fn env_deps(prior: &[Dep], env: &env::Env) -> Vec<Dep> {
-    let mut deps: Vec<Dep> = prior.iter().filter(|d| is_env(&d.state)).cloned().collect();
-    if !deps.iter().any(|d| d.path == DATE_EPOCH) {
-        deps.push(env::read(env, DATE_EPOCH));
-    }
-    deps
-}
-
-const DATE_EPOCH: &[u8] = b"SOURCE_DATE_EPOCH";
 
 fn is_env(state: &DepState) -> bool {
     matches!(
@@ -458,35 +658,106 @@ fn command(tracer: &Path, argv: &[Vec<u8>]) -> Result<Vec<String>, String> {
     Ok(cmd)
 }
 
-/// The variables the earlier compile read, with today's values (the same: its env deps
-/// held), PATH, the scratch directory, and SOURCE_DATE_EPOCH (read by a date macro only
-/// when a source uses one, so not always among what was read).
+/// What the action's environment holds: every variable a compile seen by this agent read (its
+/// shim reported it), those the earlier compile of the call read, those gcc documents, those
+/// read inside glibc (loader, locale), and PATH; then the shim, preloaded in report mode, and
+/// the scratch directory. Nothing else of the user's environment leaves the machine; a compile
+/// that reads a variable not sent is caught by its reports (`check_reads`).
 fn environment(
     deps: &[Dep],
+    learnt: &BTreeSet<Vec<u8>>,
     env: &[(Vec<u8>, Vec<u8>)],
+    shim: &Path,
 ) -> Result<BTreeMap<String, String>, String> {
-    let mut names: Vec<&[u8]> = vec![b"PATH", DATE_EPOCH];
-    let mut patterns = Vec::new();
-    for d in deps {
-        match &d.state {
-            DepState::Env(_) => names.push(&d.path),
-            DepState::EnvMatching(_) if d.path == env::ALL.as_bytes() => {
-                return Err("the whole environment was read unseen: not sent".into());
-            }
-            DepState::EnvMatching(_) => patterns.push(String::from_utf8_lossy(&d.path)),
-            _ => {}
-        }
-    }
+    let mut names: BTreeSet<&[u8]> = learnt.iter().map(Vec::as_slice).collect();
+    names.extend(GCC_READS.iter().map(|n| n.as_bytes()));
+    names.extend(
+        deps.iter()
+            .filter(|d| is_env(&d.state))
+            .map(|d| d.path.as_slice()),
+    );
+    let patterns = [env::UNOBSERVED, env::LOCALE];
     let mut out = BTreeMap::new();
     for (k, v) in env {
-        let wanted = names.contains(&k.as_slice()) || patterns.iter().any(|p| env::matches(p, k));
-        // The shim is not in the input root (nor wanted there): the compile runs plain.
-        if wanted && k.as_slice() != b"LD_PRELOAD" && !out.contains_key(&text(k)?) {
-            out.insert(text(k)?, text(v)?);
+        let wanted = names.contains(k.as_slice()) || patterns.iter().any(|p| env::matches(p, k));
+        if wanted && !env::is_volatile_env(k) && k.as_slice() != b"LD_PRELOAD" {
+            out.entry(text(k)?).or_insert(text(v)?);
         }
     }
+    out.insert("LD_PRELOAD".into(), text(shim.as_os_str().as_bytes())?);
+    out.insert("CACHEFS_VIEW".into(), "1".into());
     out.insert("TMPDIR".into(), SCRATCH.into());
     Ok(out)
+}
+
+/// The variables gcc, its programs and binutils document reading (gcc(1) "Environment",
+/// ld(1)), sent whenever set, so that a first compile rarely reads one not sent.
+const GCC_READS: [&str; 23] = [
+    "PATH",
+    // getpwd(): the working directory's spelling for debug info.
+    "PWD",
+    "SOURCE_DATE_EPOCH",
+    "COMPILER_PATH",
+    "GCC_EXEC_PREFIX",
+    "LIBRARY_PATH",
+    "CPATH",
+    "C_INCLUDE_PATH",
+    "CPLUS_INCLUDE_PATH",
+    "OBJC_INCLUDE_PATH",
+    "DEPENDENCIES_OUTPUT",
+    "SUNPRO_DEPENDENCIES",
+    "GCC_COMPARE_DEBUG",
+    "GCC_COLORS",
+    "GCC_URLS",
+    "TERM_URLS",
+    "COLUMNS",
+    "GCC_EXTRA_DIAGNOSTIC_OUTPUT",
+    "LD_RUN_PATH",
+    "COLLECT_GCC_OPTIONS",
+    "GNUTARGET",
+    "LDEMULATION",
+    "COLLECT_NO_DEMANGLE",
+];
+
+/// The variables the remote compile's shim reported reading (`observe::env`'s reports in
+/// the replayed record): each must have been sent, or be unset here too; and the shim must
+/// have loaded and seen every read. A variable read but not sent is learnt for the next run.
+fn check_reads(
+    record: &Record,
+    sent: &BTreeMap<String, String>,
+    env: &[(Vec<u8>, Vec<u8>)],
+    learnt: &std::sync::Mutex<BTreeSet<Vec<u8>>>,
+) -> Result<(), String> {
+    let mut probe = record.clone();
+    let reads = crate::observe::env::take_reports(&mut probe);
+    if !reads.observed {
+        return Err("environment unobserved: the shim did not load remotely".into());
+    }
+    if reads.unseen {
+        return Err("environment unobserved: a program read it where the shim cannot see".into());
+    }
+    let missing: Vec<&Vec<u8>> = reads
+        .names
+        .iter()
+        .filter(|n| {
+            // Volatile variables are in no key (jobserver, terminal, ours).
+            let here = env::value(env, n).is_some() && !env::is_volatile_env(n);
+            let was_sent = std::str::from_utf8(n).is_ok_and(|n| sent.contains_key(n));
+            here && !was_sent
+        })
+        .collect();
+    if let Some(first) = missing.first() {
+        let name = String::from_utf8_lossy(first).into_owned();
+        learnt
+            .lock()
+            .unwrap()
+            .extend(missing.iter().map(|n| n.to_vec()));
+        return Err(format!(
+            "read a variable not sent: {name} (sent from now on)"
+        ));
+    }
+    learnt.lock().unwrap().extend(reads.names);
+    Ok(())
 }
 
 /// Whatever the remote compile did not find is absent here, and a directory it listed
@@ -605,21 +876,13 @@ fn check_written(
 fn write_outputs(
     outputs: &BTreeMap<String, (Vec<u8>, bool)>,
     cwd: &Path,
-    prior: &CachedResult,
+    modes: &[(PathBuf, Option<u32>)],
 ) -> Result<(), String> {
     for (rel, (data, executable)) in outputs {
         let path = cwd.join(rel);
-        let mode = prior
-            .outputs
+        let mode = modes
             .iter()
-            .find_map(|o| match o {
-                Output::File { path: p, mode, .. } | Output::Depfile { path: p, mode, .. }
-                    if Path::new(OsStr::from_bytes(p)) == path =>
-                {
-                    Some(*mode)
-                }
-                _ => None,
-            })
+            .find_map(|(p, m)| (*p == path).then_some(*m).flatten())
             .unwrap_or(if *executable { 0o755 } else { 0o644 });
         let tmp = path.with_file_name(format!(
             ".{}.cachefs-remote-{}",
@@ -657,6 +920,20 @@ fn stamped(mut record: Record) -> Record {
         }
     }
     record
+}
+
+/// The shim the call was started with (`LD_PRELOAD`), shipped so that the remote compile
+/// reports what it reads of its environment as the local one does.
+fn shim_of(env: &[(Vec<u8>, Vec<u8>)]) -> Option<PathBuf> {
+    let preload = env::value(env, b"LD_PRELOAD")?;
+    preload
+        .split(|&b| b == b' ' || b == b':')
+        .map(|p| Path::new(OsStr::from_bytes(p)))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.as_bytes().starts_with(b"libcachefs_preload"))
+        })
+        .map(Path::to_path_buf)
 }
 
 fn which(program: &str) -> Option<PathBuf> {

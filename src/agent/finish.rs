@@ -80,6 +80,7 @@ impl Agent {
         // than miss because it is still being written.
         let _pending = self.pending.hold(*key);
         let (deps, mut captured) = captured;
+        self.learn_inputs(call.family, &call.req.compiler, &deps);
         runs::fill_deps(&mut rec, &deps, call.env);
         rec.written = captured.iter().map(Captured::path_string).collect();
         // Recorded before the client is released: its run may end (and its
@@ -255,13 +256,6 @@ pub(super) struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    /// Environment deps known from elsewhere, instead of the record's (a remote run
-    /// reports no reads: those of the earlier compile of the call, whose values it was
-    /// given).
-    pub(super) fn set_env_deps(&mut self, deps: Vec<Dep>) {
-        self.env_deps = deps;
-    }
-
     pub(super) fn new(
         served: &'a Served<'a>,
         done: &Finished,

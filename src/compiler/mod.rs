@@ -8,6 +8,7 @@ pub mod carries;
 pub mod color;
 pub mod depfile;
 mod gcc;
+pub mod gcc_guess;
 pub mod host_target;
 pub mod language;
 pub mod prefix;

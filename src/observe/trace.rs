@@ -302,15 +302,7 @@ pub fn replay(
             Shape::Exec(d, i) => {
                 let p = path_at(d, i)?;
                 if let Some(real) = fs.expect(&p, true, ok)? {
-                    fs.push(Access::Open {
-                        path: real,
-                        read: true,
-                        write: false,
-                        truncate: false,
-                        append: false,
-                        created: false,
-                        stamp: zero_stamp(),
-                    });
+                    fs.push(read(real));
                 }
             }
             Shape::ReadLink(d, i) => {
@@ -541,15 +533,7 @@ impl Fs<'_> {
                 if has("O_DIRECTORY") || matches!(self.tree.get(&real), Some(Node::Dir)) {
                     return Ok(());
                 }
-                self.push(Access::Open {
-                    path: real,
-                    read: true,
-                    write: false,
-                    truncate: false,
-                    append: false,
-                    created: false,
-                    stamp: zero_stamp(),
-                });
+                self.push(read(real));
             }
             return Ok(());
         }
@@ -567,7 +551,7 @@ impl Fs<'_> {
             truncate: has("O_TRUNC"),
             append: has("O_APPEND"),
             created,
-            stamp: zero_stamp(),
+            stamp: Stamp::default(),
         });
         Ok(())
     }
@@ -608,15 +592,16 @@ fn rest(at: PathBuf, todo: &[std::ffi::OsString]) -> PathBuf {
     todo.iter().rev().fold(at, |p, c| p.join(c))
 }
 
-/// The replay has no stamps; the caller fills them in from the disk here.
-fn zero_stamp() -> Stamp {
-    Stamp {
-        dev: 0,
-        ino: 0,
-        size: 0,
-        mtime_ns: 0,
-        ctime_ns: 0,
-        mode: 0,
+/// A read of `path`. The replay has no stamps: the caller fills them in from the disk here.
+fn read(path: PathBuf) -> Access {
+    Access::Open {
+        path,
+        read: true,
+        write: false,
+        truncate: false,
+        append: false,
+        created: false,
+        stamp: Stamp::default(),
     }
 }
 

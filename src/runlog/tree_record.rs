@@ -150,14 +150,7 @@ mod tests {
             truncate: write,
             append: false,
             created,
-            stamp: Stamp {
-                dev: 0,
-                ino: 0,
-                size: 0,
-                mtime_ns: 0,
-                ctime_ns: 0,
-                mode: 0,
-            },
+            stamp: Stamp::default(),
         }
     }
 

@@ -15,8 +15,8 @@ pub enum Kind {
 }
 
 /// The identity of a file's content at one moment: if any field changes, the
-/// content may have changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// content may have changed. The default (all zero) is "not known".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Stamp {
     pub dev: u64,
     pub ino: u64,
