@@ -7,6 +7,8 @@
 #   local    cachefs, every compile a miss observed here
 #   remote   cachefs with execute = true against buildbox-casd's local Execution service
 #            (buildbox-run in bubblewrap), every compile shipped with its observed inputs
+#   remote-clean  the same with an empty cache and a server that never saw the tree (its
+#            own buildbox-casd): compiles run on guessed input roots, the first ones here
 # Printed: medians and ratios, and per remote compile: blobs named, blobs uploaded, bytes
 # uploaded (the toolchain's first upload included in round 1, absent after: FindMissingBlobs).
 # The executor is this machine, so "remote" measures shipping and tracing, not a cluster.
@@ -30,6 +32,8 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 CASD_BIN=$(scripts/setup-reapi.sh casd)
 CASD=$(port)
 "$CASD_BIN" --bind "127.0.0.1:$CASD" --buildbox-run="$(dirname "$CASD_BIN")/buildbox-run" "$T/casd" >"$T/casd.log" 2>&1 & pids+=($!)
+CASD2=$(port)
+"$CASD_BIN" --bind "127.0.0.1:$CASD2" --buildbox-run="$(dirname "$CASD_BIN")/buildbox-run" "$T/casd2" >"$T/casd2.log" 2>&1 & pids+=($!)
 sleep 0.5
 mkdir -p "$T/dl" "$T/src"
 fetch() { (cd "$T/dl" && apt-get source --download-only -qq "$1" >/dev/null 2>&1); tar xf "$(ls "$T/dl/$1"_*.orig.tar.* | head -1)" -C "$T/src" --strip-components=1; }
@@ -60,12 +64,15 @@ for r in $(seq "$ROUNDS"); do
     R[remote]+="$(build CACHEFS_DIR="$X" CACHEFS_REAPI=grpc://127.0.0.1:$CASD CACHEFS_REMOTE_EXECUTE=1) "
     n=$(json "$X" remote_executions)
     echo "round $r: $n remote executions; blobs named $(json "$X" remote_execution_blobs), uploaded $(json "$X" remote_execution_blobs_uploaded), bytes uploaded $(json "$X" remote_execution_bytes_uploaded); fallbacks $(json "$X" local_fallbacks) $(json "$X" remote_execution_failures)"
-    for d in "$L" "$X"; do CACHEFS_DIR=$d "$CACHEFS" stop >/dev/null 2>&1 || true; done
+    C=$T/cc$r
+    R[remote-clean]+="$(build CACHEFS_DIR="$C" CACHEFS_REAPI=grpc://127.0.0.1:$CASD2 CACHEFS_REMOTE_EXECUTE=1) "
+    echo "round $r, clean: $(json "$C" remote_executions) remote executions, fallbacks $(json "$C" local_fallbacks) $(json "$C" remote_execution_failures), not sent $(json "$C" not_run_remotely); bytes uploaded $(json "$C" remote_execution_bytes_uploaded)"
+    for d in "$L" "$X" "$C"; do CACHEFS_DIR=$d "$CACHEFS" stop >/dev/null 2>&1 || true; done
 done
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "binary: $CACHEFS; $WORK, $ROUNDS rounds; seconds per clean build of the changed tree (median, all)"
 P=$(echo "${R[plain]}" | median)
-for k in plain local remote; do
+for k in plain local remote remote-clean; do
     m=$(echo "${R[$k]}" | median)
     printf '%-8s %8.2f s  x%.2f of plain   (%s)\n' "$k" "$m" "$(echo "$m / $P" | bc -l)" "${R[$k]}"
 done
