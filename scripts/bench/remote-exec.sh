@@ -25,7 +25,7 @@ pids=()
 cleanup() {
     for d in "$T"/c*; do [ -d "$d" ] && CACHEFS_DIR=$d "$CACHEFS" stop >/dev/null 2>&1 || true; done
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$T"
+    [ -n "${KEEP:-}" ] && echo "kept $T" >&2 || rm -rf "$T"
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
