@@ -403,6 +403,43 @@ fn grpcs_with_a_custom_ca_reaches_a_tls_server() {
         .is_err());
 }
 
+/// A server that requires a client certificate (mutual TLS): refused without one, served
+/// with `reapi_client_cert`/`reapi_client_key`; extra headers ride along.
+#[test]
+fn grpcs_with_a_client_certificate_reaches_a_mutual_tls_server() {
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificate(pki.path());
+    let bgd = servers::buildgrid_mutual_tls(&key, &cert, &ca);
+    let url = format!("grpcs://{}", bgd.addr());
+    let config = |client: bool| ReapiConfig {
+        url: url.clone(),
+        ca: Some(ca.clone()),
+        client_cert: client.then(|| (cert.clone(), key.clone())),
+        headers: vec![("x-cachefs-test".into(), "on".into())],
+        ..Default::default()
+    };
+    let with_cert = Reapi::new(&config(true), Duration::from_secs(5)).unwrap();
+    with_cert.set("", "m", b"mutual").unwrap();
+    assert_eq!(
+        with_cert.get("", "m").unwrap().as_deref(),
+        Some(&b"mutual"[..])
+    );
+    let without = Reapi::new(&config(false), Duration::from_secs(5)).unwrap();
+    let e = without.get("", "m").unwrap_err();
+    eprintln!("mutual TLS without a client certificate: {e}");
+    // A client certificate over plain gRPC is a setting error, said at once.
+    let plain = ReapiConfig {
+        url: format!("grpc://{}", bgd.addr()),
+        client_cert: Some((cert.clone(), key.clone())),
+        ..Default::default()
+    };
+    let refused = Reapi::new(&plain, Duration::from_secs(5)).err().unwrap();
+    assert!(
+        refused.to_string().contains("CACHEFS_REAPI_CLIENT_CERT"),
+        "{refused}"
+    );
+}
+
 /// An HS256 JWT for `secret`, expiring in an hour (python3's standard library).
 fn jwt(secret: &str) -> String {
     let script = r#"

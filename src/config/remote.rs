@@ -23,6 +23,12 @@ pub const ENV_REAPI_INSTANCE: &str = "CACHEFS_REAPI_INSTANCE";
 pub const ENV_REAPI_TOKEN: &str = "CACHEFS_REAPI_TOKEN";
 /// With `grpcs://`: the PEM CA bundle the REAPI server's certificate must chain to.
 pub const ENV_REAPI_CA: &str = "CACHEFS_REAPI_CA";
+/// With `grpcs://`: a PEM client certificate and its key (mutual TLS).
+pub const ENV_REAPI_CLIENT_CERT: &str = "CACHEFS_REAPI_CLIENT_CERT";
+pub const ENV_REAPI_CLIENT_KEY: &str = "CACHEFS_REAPI_CLIENT_KEY";
+/// Extra metadata on every REAPI call, `name=value` pairs separated by commas: secrets (an API
+/// key), never shown or logged.
+pub const ENV_REAPI_HEADERS: &str = "CACHEFS_REAPI_HEADERS";
 /// `1`: a C/C++ compile that misses runs on the REAPI server's Execution service
 /// (`agent::execute`), with the inputs a compile of the same call was observed to read.
 pub const ENV_REMOTE_EXECUTE: &str = "CACHEFS_REMOTE_EXECUTE";
@@ -67,7 +73,10 @@ pub struct RemoteExecution {
 
 /// The settings whose values are secrets.
 pub fn is_secret(var: &str) -> bool {
-    var == ENV_REMOTE_KEY || var == ENV_AZURE_CONNECTION_STRING || var == ENV_REAPI_TOKEN
+    var == ENV_REMOTE_KEY
+        || var == ENV_AZURE_CONNECTION_STRING
+        || var == ENV_REAPI_TOKEN
+        || var == ENV_REAPI_HEADERS
 }
 
 /// `[remote]`: the shared cache, the same settings as the `CACHEFS_*`
@@ -85,6 +94,9 @@ pub(super) struct RemoteFile {
     reapi_instance: Option<String>,
     reapi_token: Option<String>,
     reapi_ca: Option<String>,
+    reapi_client_cert: Option<String>,
+    reapi_client_key: Option<String>,
+    reapi_headers: Option<String>,
     execute: Option<bool>,
     execute_platform: Option<String>,
     s3_bucket: Option<String>,
@@ -152,6 +164,9 @@ impl RemoteFile {
             (ENV_REAPI_INSTANCE, &self.reapi_instance),
             (ENV_REAPI_TOKEN, &self.reapi_token),
             (ENV_REAPI_CA, &self.reapi_ca),
+            (ENV_REAPI_CLIENT_CERT, &self.reapi_client_cert),
+            (ENV_REAPI_CLIENT_KEY, &self.reapi_client_key),
+            (ENV_REAPI_HEADERS, &self.reapi_headers),
             (ENV_REMOTE_EXECUTE_PLATFORM, &self.execute_platform),
         ];
         for (var, v) in strings {
@@ -228,11 +243,32 @@ impl Config {
             let reason = format!("{ENV_MEMCACHED} is set too: choose one");
             return Err(invalid(ENV_REDIS, url, &reason));
         }
+        let client_cert = match (var(ENV_REAPI_CLIENT_CERT), var(ENV_REAPI_CLIENT_KEY)) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+            (Some(v), None) | (None, Some(v)) => {
+                let reason = format!("set both {ENV_REAPI_CLIENT_CERT} and {ENV_REAPI_CLIENT_KEY}");
+                return Err(invalid(ENV_REAPI_CLIENT_CERT, &v, &reason));
+            }
+        };
+        let headers = match var(ENV_REAPI_HEADERS) {
+            None => Vec::new(),
+            Some(v) => pairs(&v).ok_or_else(|| {
+                // The values are secrets: not in the message.
+                invalid(
+                    ENV_REAPI_HEADERS,
+                    "(secret)",
+                    "expected name=value pairs separated by commas",
+                )
+            })?,
+        };
         let reapi = var(ENV_REAPI).map(|url| ReapiConfig {
             url,
             instance: var(ENV_REAPI_INSTANCE).unwrap_or_default(),
             token: var(ENV_REAPI_TOKEN),
             ca: var(ENV_REAPI_CA).map(PathBuf::from),
+            client_cert,
+            headers,
         });
         let cloud = self.cloud(timeout_set.unwrap_or(DEFAULT_CLOUD_TIMEOUT))?;
         Ok(RemoteConfig {
@@ -269,22 +305,13 @@ impl Config {
                 reason: format!("remote execution needs a REAPI server: set {ENV_REAPI}"),
             });
         };
-        let mut platform = std::collections::BTreeMap::new();
-        for pair in var(ENV_REMOTE_EXECUTE_PLATFORM)
-            .unwrap_or_default()
-            .split(',')
-        {
-            let pair = pair.trim();
-            if pair.is_empty() {
-                continue;
-            }
-            let (name, value) = pair.split_once('=').ok_or_else(|| ConfigError::Invalid {
-                var: ENV_REMOTE_EXECUTE_PLATFORM,
-                value: pair.to_string(),
-                reason: "expected name=value pairs separated by commas".into(),
-            })?;
-            platform.insert(name.trim().to_string(), value.trim().to_string());
-        }
+        let text = var(ENV_REMOTE_EXECUTE_PLATFORM).unwrap_or_default();
+        let platform = pairs(&text).ok_or_else(|| ConfigError::Invalid {
+            var: ENV_REMOTE_EXECUTE_PLATFORM,
+            value: text.clone(),
+            reason: "expected name=value pairs separated by commas".into(),
+        })?;
+        let platform = platform.into_iter().collect();
         Ok(Some(RemoteExecution { reapi, platform }))
     }
 
@@ -400,6 +427,20 @@ fn sccache_var(name: &str) -> Option<String> {
 }
 
 /// `1`/`0`, `true`/`false`, `on`/`off`, `yes`/`no`.
+/// `name=value` pairs separated by commas (spaces around each trimmed); `None` if one has no
+/// `=` or an empty name.
+fn pairs(text: &str) -> Option<Vec<(String, String)>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (name, value) = p.split_once('=')?;
+            let name = name.trim();
+            (!name.is_empty()).then(|| (name.to_string(), value.trim().to_string()))
+        })
+        .collect()
+}
+
 fn parse_flag(v: &str) -> Option<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "on" | "yes" => Some(true),
@@ -469,6 +510,36 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("choose one"));
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key_and_headers_are_secret_pairs() {
+        let half = with_file(&[
+            (ENV_REAPI, "grpcs://h:1"),
+            (ENV_REAPI_CLIENT_CERT, "/c.pem"),
+        ]);
+        let e = half.remote().unwrap_err().to_string();
+        assert!(e.contains(ENV_REAPI_CLIENT_KEY), "{e}");
+        let c = with_file(&[
+            (ENV_REAPI, "grpcs://h:1"),
+            (ENV_REAPI_CLIENT_CERT, "/c.pem"),
+            (ENV_REAPI_CLIENT_KEY, "/k.pem"),
+            (ENV_REAPI_HEADERS, "x-api-key=s3cret, x-team = a"),
+        ]);
+        let r = c.remote().unwrap().reapi.unwrap();
+        assert_eq!(r.client_cert, Some(("/c.pem".into(), "/k.pem".into())));
+        assert_eq!(
+            r.headers,
+            [
+                ("x-api-key".to_string(), "s3cret".to_string()),
+                ("x-team".to_string(), "a".to_string())
+            ]
+        );
+        assert!(!format!("{r:?}").contains("s3cret"));
+        assert!(is_secret(ENV_REAPI_HEADERS));
+        let bad = with_file(&[(ENV_REAPI, "grpc://h:1"), (ENV_REAPI_HEADERS, "novalue")]);
+        let e = bad.remote().unwrap_err().to_string();
+        assert!(!e.contains("novalue"), "{e}");
     }
 
     #[test]

@@ -220,6 +220,24 @@ pub fn buildgrid_tls(key: &std::path::Path, cert: &std::path::Path) -> ServerPro
     )
 }
 
+/// BuildGrid serving TLS that requires a client certificate signed by `client_ca`.
+pub fn buildgrid_mutual_tls(
+    key: &std::path::Path,
+    cert: &std::path::Path,
+    client_ca: &std::path::Path,
+) -> ServerProcess {
+    buildgrid_with(
+        format!(
+            "    insecure-mode: false\n    credentials:\n      tls-server-key: {}\n      \
+         tls-server-cert: {}\n      tls-client-certs: {}",
+            key.display(),
+            cert.display(),
+            client_ca.display()
+        ),
+        None,
+    )
+}
+
 fn buildgrid_with(security: String, jwt_secret: Option<&std::path::Path>) -> ServerProcess {
     let authorization = match jwt_secret {
         None => "authorization:\n  method: none".to_string(),

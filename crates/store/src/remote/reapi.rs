@@ -27,9 +27,9 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tonic::metadata::{Ascii, MetadataValue};
+use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 /// How long one item may take to arrive beyond the timeout, as for the other tiers
@@ -64,6 +64,11 @@ pub struct ReapiConfig {
     /// With `grpcs://`: the PEM CA bundle the server's certificate must chain to, instead
     /// of the system's roots.
     pub ca: Option<std::path::PathBuf>,
+    /// With `grpcs://`: a PEM client certificate and its key, for servers that authenticate
+    /// clients by certificate (mutual TLS).
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Extra metadata sent on every call (`name`, `value`), e.g. a gateway's API key header.
+    pub headers: Vec<(String, String)>,
 }
 
 impl fmt::Debug for ReapiConfig {
@@ -74,38 +79,93 @@ impl fmt::Debug for ReapiConfig {
             .field("instance", &self.instance)
             .field("token", &self.token.as_ref().map(|_| "(secret)"))
             .field("ca", &self.ca)
+            .field("client_cert", &self.client_cert)
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(n, _)| (n, "(secret)"))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
 
 /// How `grpcs://` checks the server: against `config.ca` if set, else the system's roots.
 fn tls_config(config: &ReapiConfig) -> Result<ClientTlsConfig, RemoteError> {
+    let read = |path: &std::path::Path, what: &str, setting: &str| {
+        std::fs::read(path).map_err(|e| {
+            RemoteError::Config(format!(
+                "cannot read the {what} {} ({setting}): {e}",
+                path.display()
+            ))
+        })
+    };
     let tls = ClientTlsConfig::new();
-    match &config.ca {
-        None => Ok(tls.with_native_roots()),
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| {
-                RemoteError::Config(format!(
-                    "cannot read the CA bundle {} (reapi_ca / CACHEFS_REAPI_CA): {e}",
-                    path.display()
-                ))
-            })?;
-            Ok(tls.ca_certificate(Certificate::from_pem(pem)))
-        }
-    }
+    let tls = match &config.ca {
+        None => tls.with_native_roots(),
+        Some(path) => tls.ca_certificate(Certificate::from_pem(read(
+            path,
+            "CA bundle",
+            "reapi_ca / CACHEFS_REAPI_CA",
+        )?)),
+    };
+    Ok(match &config.client_cert {
+        None => tls,
+        Some((cert, key)) => tls.identity(Identity::from_pem(
+            read(
+                cert,
+                "client certificate",
+                "reapi_client_cert / CACHEFS_REAPI_CLIENT_CERT",
+            )?,
+            read(
+                key,
+                "client key",
+                "reapi_client_key / CACHEFS_REAPI_CLIENT_KEY",
+            )?,
+        )),
+    })
 }
 
-/// Adds the bearer token to every call.
+/// Adds the bearer token and the configured headers to every call.
 #[derive(Clone)]
-pub struct Auth(Option<MetadataValue<Ascii>>);
+pub struct Auth(Vec<(MetadataKey<Ascii>, MetadataValue<Ascii>)>);
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
+        for (k, v) in &self.0 {
+            req.metadata_mut().insert(k.clone(), v.clone());
         }
         Ok(req)
     }
+}
+
+/// The metadata every call carries: `authorization: Bearer …` and the configured headers.
+fn metadata(config: &ReapiConfig) -> Result<Auth, RemoteError> {
+    let mut all = Vec::new();
+    if let Some(t) = &config.token {
+        let value = format!("Bearer {}", t.trim()).parse().map_err(|_| {
+            // The token itself is a secret: not in the message.
+            RemoteError::Config(
+                "the REAPI token is not printable ASCII: check reapi_token / CACHEFS_REAPI_TOKEN"
+                    .into(),
+            )
+        })?;
+        all.push((MetadataKey::from_static("authorization"), value));
+    }
+    for (name, value) in &config.headers {
+        let bad = || {
+            RemoteError::Config(format!(
+                "the REAPI header {name:?} is not a valid gRPC metadata name with a printable \
+                 ASCII value: check reapi_headers / CACHEFS_REAPI_HEADERS"
+            ))
+        };
+        let key =
+            MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| bad())?;
+        all.push((key, value.parse().map_err(|_| bad())?));
+    }
+    Ok(Auth(all))
 }
 
 type Svc = InterceptedService<Channel, Auth>;
@@ -149,16 +209,12 @@ impl Reapi {
                 "a CA bundle (reapi_ca / CACHEFS_REAPI_CA) is set for {url:?}: use grpcs://"
             )));
         }
-        let token = match &config.token {
-            None => None,
-            Some(t) => Some(format!("Bearer {}", t.trim()).parse().map_err(|_| {
-                // The token itself is a secret: not in the message.
-                RemoteError::Config(
-                    "the REAPI token is not printable ASCII: check reapi_token / CACHEFS_REAPI_TOKEN"
-                        .into(),
-                )
-            })?),
-        };
+        let auth = metadata(config)?;
+        if config.client_cert.is_some() && !tls {
+            return Err(RemoteError::Config(format!(
+                "a client certificate (reapi_client_cert / CACHEFS_REAPI_CLIENT_CERT) is set for {url:?}: use grpcs://"
+            )));
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("cachefs-reapi")
@@ -184,7 +240,7 @@ impl Reapi {
             let _in_runtime = runtime.enter();
             endpoint.connect_lazy()
         };
-        let svc = || InterceptedService::new(channel.clone(), Auth(token.clone()));
+        let svc = || InterceptedService::new(channel.clone(), auth.clone());
         let server = if config.instance.is_empty() {
             url.to_string()
         } else {
