@@ -300,8 +300,8 @@ fn the_executor_stopped_mid_build_the_build_completes_here() {
     assert_eq!(n(&s, "errors"), 0, "{s}");
 }
 
-/// rustc compiles are never sent (what its sources read from the environment is not
-/// observable remotely), and `stats` says so.
+/// rustc compiles are never sent (they choose crates by listing their search directories),
+/// and `stats` says so.
 #[test]
 fn rustc_is_not_sent_and_stats_say_why() {
     let server = servers::buildbox_casd_executing();

@@ -133,7 +133,7 @@ pub fn not_sent_reason(family: Family) -> Option<&'static str> {
     match family {
         Family::CFamily => None,
         Family::Rustc => Some(
-            "rustc: environment variables read by its sources (env!) and proc macros are not observable remotely",
+            "rustc: its library search directories are read by listing (crate candidates), which an input root cannot reproduce",
         ),
         Family::Nvcc => Some("nvcc: not sent (its executor needs a GPU toolchain)"),
         Family::Archiver => Some("ar, ranlib: not sent (quicker here than the upload)"),
