@@ -211,6 +211,7 @@ impl Agent {
     /// trace replayed into a record; or why not (then nothing here was touched but the
     /// outputs, which a local compile rewrites).
     fn run_remote(&self, remote: &Remote, call: &Served, plan: &Plan) -> Result<Ran, String> {
+        let started = Instant::now();
         let req = call.req;
         let cwd = PathBuf::from(OsStr::from_bytes(&req.cwd));
         let shim = shim_of(&req.env).ok_or("no shim preloaded to observe its environment")?;
@@ -245,6 +246,7 @@ impl Agent {
             timeout: ACTION_TIMEOUT,
         };
         let max = self.config.cache_size / super::finish::MAX_RESULT_SHARE;
+        let prepared = started.elapsed();
         let mut ran = remote.executor.execute(&action, max).map_err(|e| {
             let category = match &e {
                 ExecError::Remote(_) => "server unreachable or refused",
@@ -263,6 +265,7 @@ impl Agent {
             );
             return Err(format!("failed remotely: exit {}", ran.exit_code));
         }
+        let executed = started.elapsed();
         let trace_text = ran
             .outputs
             .remove(TRACE)
@@ -284,6 +287,12 @@ impl Agent {
             return Err(format!("input changed while it ran: {changed}"));
         }
         write_outputs(&ran.outputs, &cwd, &plan.outputs)?;
+        log::debug!(
+            "remote run: {} inputs prepared in {prepared:?}, executed in {:?}, checked and written in {:?}",
+            action.inputs.len(),
+            executed - prepared,
+            started.elapsed() - executed
+        );
         Ok(Ran {
             record: stamped(record),
             stdout: ran.stdout,

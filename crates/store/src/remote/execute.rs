@@ -168,10 +168,19 @@ impl Executor {
         let action_digest = digest_of(&act_bytes);
         blobs.insert(action_digest.clone(), Source::Bytes(act_bytes));
         let total = blobs.len();
+        let started = std::time::Instant::now();
         let (uploaded, bytes) = self.upload_missing(blobs)?;
+        let sent = started.elapsed();
         let budget = action.timeout + self.reapi_timeout() * 4;
         let result = self.run_for(budget, self.execute_action(action_digest))?;
+        let executed = started.elapsed();
         let mut ran = self.fetch(result, max_total)?;
+        // Where a remote compile's time goes (DESIGN, "remote execution": measured).
+        log::debug!(
+            "action: {total} blobs, {uploaded} sent ({bytes} bytes) in {sent:?}; executed in {:?}; outputs in {:?}",
+            executed - sent,
+            started.elapsed() - executed
+        );
         ran.blobs = total;
         ran.blobs_uploaded = uploaded;
         ran.bytes_uploaded = bytes;
