@@ -4,6 +4,26 @@
 use super::Agent;
 use crate::entry::{CachedResult, DepSet, Hash, Manifest};
 use cachefs_store::remote::{Kind, Remote};
+use cachefs_store::INLINE_BLOB_MAX;
+use serde::{Deserialize, Serialize};
+
+/// A result as the remote holds it: the result's own bytes (its id is their hash) and the
+/// blobs of its outputs up to `INLINE_BLOB_MAX` (the store writes larger ones under their
+/// own keys), so that a typical compile hit reads the manifest and this, two values, instead
+/// of one more per output. Every inline blob is checked against its id before it is kept.
+#[derive(Serialize, Deserialize)]
+struct RemoteResult {
+    #[serde(with = "crate::bytes")]
+    result: Vec<u8>,
+    blobs: Vec<InlineBlob>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct InlineBlob {
+    id: Hash,
+    #[serde(with = "crate::bytes")]
+    data: Vec<u8>,
+}
 
 /// The configured remote tier (CACHEFS_* variables over the config file's `[remote]`); a bad
 /// setting is logged and the agent runs local-only (a cache setting must never break a build).
@@ -49,9 +69,27 @@ impl Agent {
             return CachedResult::decode(&r).map(|r| (r, false));
         }
         let bytes = self.store.get_remote(Kind::Result, id, key)?;
-        let result = CachedResult::decode(&bytes)?;
+        let remote: RemoteResult = postcard::from_bytes(&bytes).ok()?;
+        let result = CachedResult::decode(&remote.result)?;
         // The remote key is the result's id: reject a value stored under the wrong one.
-        (result.id() == *id).then_some((result, true))
+        if result.id() != *id {
+            log::warn!("remote result does not match its id; ignored");
+            return None;
+        }
+        // Kept locally, where restoring finds them; only blobs this result names, each
+        // under its content's hash (a wrong one is dropped, and restoring then misses).
+        let named = result.blobs();
+        for b in remote.blobs {
+            if !named.contains(&b.id) || blake3::hash(&b.data).as_bytes() != &b.id {
+                log::warn!("remote result carries a blob that does not match its id; ignored");
+                continue;
+            }
+            if let Err(e) = self.store.put_blob(&b.data) {
+                log::warn!("cannot keep a remote result's output locally: {e}");
+                return None;
+            }
+        }
+        Some((result, true))
     }
 
     /// After a remote hit was restored (its blobs are local now): keep the result and the
@@ -70,10 +108,42 @@ impl Agent {
     /// `store_outputs` already queued, so a reader that finds the manifest finds the rest.
     pub(super) fn push_remote(&self, key: &Hash, id: &Hash, result: &[u8], manifest: &[u8]) {
         if self.store.has_remote() {
-            self.store
-                .push_remote(Kind::Result, id, key, result.to_vec());
+            let Some(value) = self.remote_result(result) else {
+                return;
+            };
+            self.store.push_remote(Kind::Result, id, key, value);
             self.store
                 .push_remote(Kind::Manifest, key, key, manifest.to_vec());
         }
+    }
+}
+
+impl Agent {
+    /// The remote form of an encoded result: with the blobs the store did not send under
+    /// their own keys (`put_blob_tiered`), read back from the local store. None, and nothing
+    /// is sent, when one of them is gone: readers would miss on it anyway.
+    fn remote_result(&self, result: &[u8]) -> Option<Vec<u8>> {
+        let decoded = CachedResult::decode(result)?;
+        let mut blobs = Vec::new();
+        for id in decoded.blobs() {
+            if blobs.iter().any(|b: &InlineBlob| b.id == id) {
+                continue;
+            }
+            match self.store.get_blob(&id) {
+                Ok(Some(data)) if data.len() <= INLINE_BLOB_MAX => {
+                    blobs.push(InlineBlob { id, data })
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    log::info!("remote: a result's output is no longer stored; not sent");
+                    return None;
+                }
+            }
+        }
+        let value = RemoteResult {
+            result: result.to_vec(),
+            blobs,
+        };
+        Some(postcard::to_allocvec(&value).expect("a result serialises"))
     }
 }
