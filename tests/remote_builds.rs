@@ -87,6 +87,66 @@ fn two_agents_share_one_redis() {
     );
 }
 
+/// Outputs over `INLINE_BLOB_MAX` keep keys of their own: a compile whose `.i`, `.s` and `.o`
+/// are each over 512 KiB stores three blobs beside its result, and a second agent reads the
+/// three concurrently (restore's fetchers) into byte-identical outputs.
+#[test]
+fn large_outputs_have_keys_of_their_own_and_are_read_back() {
+    let mc = servers::memcached();
+    let url = format!("tcp://{}", mc.addr());
+    let first = Sandbox::new();
+    // A 200 000-element initialised array: over 512 KiB as preprocessed text, assembly and
+    // object alike.
+    let values: Vec<String> = (0..200_000u32)
+        .map(|i| (i * 7919 % 65521).to_string())
+        .collect();
+    first.write(
+        "big.c",
+        &format!("const unsigned int big[] = {{{}}};\n", values.join(",")),
+    );
+    let compile = "gcc -c -save-temps big.c";
+    first.sh(compile);
+    let outputs = ["big.i", "big.s", "big.o"];
+    let plain: Vec<Vec<u8>> = outputs.iter().map(|f| first.read(f)).collect();
+    for (f, data) in outputs.iter().zip(&plain) {
+        assert!(
+            data.len() > cachefs_store::INLINE_BLOB_MAX,
+            "{f}: {}",
+            data.len()
+        );
+    }
+    first.sh("rm -f big.i big.s big.o");
+    start_agent(&first, &[("CACHEFS_MEMCACHED", &url)]);
+    first.run_ok(compile);
+    let s = wait_for_remote_writes(&first);
+    assert_eq!(s["remote"]["errors"], 0, "{s}");
+    let blobs = memcached_keys(&mc.addr())
+        .into_iter()
+        .filter(|k| {
+            k.starts_with(&format!("cachefs{FORMAT_VERSION}:b:")) && k.matches(':').count() == 2
+        })
+        .count();
+    assert_eq!(blobs, 3, "one key each for .i, .s and .o");
+    first.sh("rm -f big.i big.s big.o");
+
+    let mut second = Sandbox::new();
+    second.project = first.project.clone();
+    start_agent(&second, &[("CACHEFS_MEMCACHED", &url)]);
+    second.run_ok(compile);
+    let s = second.stats();
+    assert_eq!(
+        (s["remote_hits"].as_u64(), s["misses"].as_u64()),
+        (Some(1), Some(0)),
+        "{s}"
+    );
+    for (f, data) in outputs.iter().zip(&plain) {
+        assert!(
+            second.read(f) == *data,
+            "{f} differs from the plain compile's"
+        );
+    }
+}
+
 #[test]
 fn a_blackhole_server_never_fails_or_stalls_the_build() {
     let hole = Blackhole::new();

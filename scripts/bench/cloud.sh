@@ -10,7 +10,8 @@
 #   (Debian source tmux, as c-builds.sh: 143 compiles and a link; needs libevent-dev bison),
 #   rust (tests/data/rust-graph as rust-build.sh, debug, vendored: RUSTC_WRAPPER=sccache
 #   against `cachefs run cargo build`);
-#   `latency` alone: only the runtime's cost per lookup (always measured first)
+#   `latency` alone: only the runtime's cost per lookup (always measured first).
+#   CACHEFS_BIN=PATH: time that cachefs binary instead of target/release's.
 # Needs: scripts/setup.sh (SeaweedFS), scripts/bench/setup-peers.sh (sccache), a release build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,8 +31,12 @@ export CARGO_INCREMENTAL=0
 unset RUSTC_WRAPPER
 export PATH="$PATH:$TOOLS/peers-venv/bin"
 WEED=$TOOLS/object-stores-venv/bin/weed
-CACHEFS=$ROOT/target/release/cachefs
-if [ ! -x "$CACHEFS" ] || readelf -l "$CACHEFS" | grep -q INTERP; then "$ROOT/scripts/build-release.sh"; fi
+# CACHEFS_BIN=/other/cachefs (with its cachefs-cli beside it): another build, for
+# before/after comparisons.
+CACHEFS=${CACHEFS_BIN:-$ROOT/target/release/cachefs}
+if [ -z "${CACHEFS_BIN:-}" ] && { [ ! -x "$CACHEFS" ] || readelf -l "$CACHEFS" | grep -q INTERP; }; then
+    "$ROOT/scripts/build-release.sh"
+fi
 [ -x "$WEED" ] || { echo "SeaweedFS is missing: run scripts/setup.sh" >&2; exit 1; }
 command -v sccache >/dev/null || { echo "sccache is missing: run scripts/bench/setup-peers.sh" >&2; exit 1; }
 
