@@ -285,8 +285,11 @@ fn corrupt_item(addr: &str, key: &str) {
     assert_eq!(line.trim_end(), "STORED");
 }
 
+/// Every manifest on the server corrupted (each carries its compile's result and outputs,
+/// so a hit reads nothing else): every compile misses, counted as a remote error, and the
+/// outputs are the plain build's.
 #[test]
-fn corrupt_remote_results_are_misses_never_wrong_outputs() {
+fn corrupt_remote_entries_are_misses_never_wrong_outputs() {
     let mc = servers::memcached();
     let url = format!("tcp://{}", mc.addr());
     let first = Sandbox::new();
@@ -308,9 +311,10 @@ fn corrupt_remote_results_are_misses_never_wrong_outputs() {
     };
     // Every output is small: it travels inside its result, and no blob has a key of its own.
     assert_eq!(of("b"), Vec::<String>::new());
-    let results = of("r");
-    assert_eq!(results.len(), 22, "{keys:?}");
-    for k in &results {
+    assert_eq!(of("r").len(), 22, "{keys:?}");
+    let manifests = of("m");
+    assert_eq!(manifests.len(), 22, "{keys:?}");
+    for k in &manifests {
         corrupt_item(&mc.addr(), k);
     }
 
@@ -327,7 +331,7 @@ fn corrupt_remote_results_are_misses_never_wrong_outputs() {
     assert_eq!(
         s["remote"]["errors"].as_u64(),
         Some(22),
-        "one corrupt result read per compile: {s}"
+        "one corrupt manifest read per compile: {s}"
     );
     assert_eq!(
         example_outputs(&second),

@@ -25,6 +25,33 @@ struct InlineBlob {
     data: Vec<u8>,
 }
 
+/// A manifest as the remote holds it: the manifest's bytes and the `RemoteResult`s of its
+/// most recent dep sets (`INLINE_RESULTS`), so that a compile hit is one read: the result's
+/// id is known only once a dep set validated, and a second read for it would wait on the
+/// first. A result not carried here (an older set's) is read under its own key, where every
+/// result is also written.
+#[derive(Serialize, Deserialize)]
+struct RemoteManifest {
+    #[serde(with = "crate::bytes")]
+    manifest: Vec<u8>,
+    results: Vec<InlineResult>,
+}
+
+/// One result carried by a remote manifest: its id and its `RemoteResult` bytes.
+#[derive(Serialize, Deserialize)]
+pub(super) struct InlineResult {
+    id: Hash,
+    #[serde(with = "crate::bytes")]
+    value: Vec<u8>,
+}
+
+/// How many of a manifest's dep sets (the most recent) have their results carried in the
+/// remote manifest: each is read back from the local store on every miss of that key1, and
+/// a key1 with many sets (configure's conftest.c) must not make a miss read hundreds.
+const INLINE_RESULTS: usize = 4;
+/// Nor make the manifest large: results are carried while their bytes stay under this.
+const INLINE_RESULTS_MAX: usize = 1 << 20;
+
 /// The configured remote tier (CACHEFS_* variables over the config file's `[remote]`); a bad
 /// setting is logged and the agent runs local-only (a cache setting must never break a build).
 pub fn open_from_env(config: &crate::config::Config) -> Option<Remote> {
@@ -58,18 +85,39 @@ pub fn open_from_env(config: &crate::config::Config) -> Option<Remote> {
 }
 
 impl Agent {
-    /// The remote manifest for `key`, if the remote tier has one.
-    pub(super) fn remote_manifest(&self, key: &Hash) -> Option<Manifest> {
-        Manifest::decode(&self.store.get_remote(Kind::Manifest, key, key)?)
+    /// The remote manifest for `key`, if the remote tier has one, with the results it
+    /// carries.
+    pub(super) fn remote_manifest(&self, key: &Hash) -> Option<(Manifest, Vec<InlineResult>)> {
+        let bytes = self.store.get_remote(Kind::Manifest, key, key)?;
+        let remote: RemoteManifest = postcard::from_bytes(&bytes).ok()?;
+        Some((Manifest::decode(&remote.manifest)?, remote.results))
     }
 
-    /// A result from the local store, else from the remote tier; the bool says remote.
-    pub(super) fn result_tiered(&self, key: &Hash, id: &Hash) -> Option<(CachedResult, bool)> {
+    /// A result from the local store, else from the results a remote manifest carried
+    /// (`inline`), else from the remote tier; the bool says remote.
+    pub(super) fn result_tiered(
+        &self,
+        key: &Hash,
+        id: &Hash,
+        inline: &[InlineResult],
+    ) -> Option<(CachedResult, bool)> {
         if let Some(r) = self.store.get_result(id).ok().flatten() {
             return CachedResult::decode(&r).map(|r| (r, false));
         }
-        let bytes = self.store.get_remote(Kind::Result, id, key)?;
-        let remote: RemoteResult = postcard::from_bytes(&bytes).ok()?;
+        inline
+            .iter()
+            .find(|r| r.id == *id)
+            .and_then(|r| self.open_remote_result(id, &r.value))
+            .or_else(|| {
+                let bytes = self.store.get_remote(Kind::Result, id, key)?;
+                self.open_remote_result(id, &bytes)
+            })
+            .map(|r| (r, true))
+    }
+
+    /// A remote result's value, checked against its id, its carried blobs kept locally.
+    fn open_remote_result(&self, id: &Hash, bytes: &[u8]) -> Option<CachedResult> {
+        let remote: RemoteResult = postcard::from_bytes(bytes).ok()?;
         let result = CachedResult::decode(&remote.result)?;
         // The remote key is the result's id: reject a value stored under the wrong one.
         if result.id() != *id {
@@ -89,7 +137,7 @@ impl Agent {
                 return None;
             }
         }
-        Some((result, true))
+        Some(result)
     }
 
     /// After a remote hit was restored (its blobs are local now): keep the result and the
@@ -111,14 +159,50 @@ impl Agent {
             let Some(value) = self.remote_result(result) else {
                 return;
             };
+            let manifest = self.remote_manifest_value(id, &value, manifest);
             self.store.push_remote(Kind::Result, id, key, value);
-            self.store
-                .push_remote(Kind::Manifest, key, key, manifest.to_vec());
+            self.store.push_remote(Kind::Manifest, key, key, manifest);
         }
     }
 }
 
 impl Agent {
+    /// The remote form of an encoded manifest: with the results of its most recent dep sets
+    /// (`id`'s is `value`, the others are read from the local store; one that is gone is
+    /// left out, and read under its own key).
+    fn remote_manifest_value(&self, id: &Hash, value: &[u8], manifest: &[u8]) -> Vec<u8> {
+        let mut results: Vec<InlineResult> = Vec::new();
+        let mut total = 0;
+        let sets = Manifest::decode(manifest)
+            .map(|m| m.sets)
+            .unwrap_or_default();
+        for set in sets.iter().take(INLINE_RESULTS) {
+            if results.iter().any(|r| r.id == set.result) {
+                continue;
+            }
+            let carried = if set.result == *id {
+                Some(value.to_vec())
+            } else {
+                let local = self.store.get_result(&set.result).ok().flatten();
+                local.and_then(|r| self.remote_result(&r))
+            };
+            let Some(carried) = carried else { continue };
+            if total + carried.len() > INLINE_RESULTS_MAX {
+                continue;
+            }
+            total += carried.len();
+            results.push(InlineResult {
+                id: set.result,
+                value: carried,
+            });
+        }
+        let value = RemoteManifest {
+            manifest: manifest.to_vec(),
+            results,
+        };
+        postcard::to_allocvec(&value).expect("a manifest serialises")
+    }
+
     /// The remote form of an encoded result: with the blobs the store did not send under
     /// their own keys (`put_blob_tiered`), read back from the local store. None, and nothing
     /// is sent, when one of them is gone: readers would miss on it anyway.
