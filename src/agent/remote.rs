@@ -29,9 +29,12 @@ struct InlineBlob {
 /// most recent dep sets (`INLINE_RESULTS`), so that a compile hit is one read: the result's
 /// id is known only once a dep set validated, and a second read for it would wait on the
 /// first. A result not carried here (an older set's) is read under its own key, where every
-/// result is also written.
+/// result is also written. It names its key1: a manifest found under another key (an entry
+/// moved on the server) is refused, where its dep sets might validate and its carried
+/// results would then be another compile's outputs.
 #[derive(Serialize, Deserialize)]
 struct RemoteManifest {
+    key: Hash,
     #[serde(with = "crate::bytes")]
     manifest: Vec<u8>,
     results: Vec<InlineResult>,
@@ -90,6 +93,10 @@ impl Agent {
     pub(super) fn remote_manifest(&self, key: &Hash) -> Option<(Manifest, Vec<InlineResult>)> {
         let bytes = self.store.get_remote(Kind::Manifest, key, key)?;
         let remote: RemoteManifest = postcard::from_bytes(&bytes).ok()?;
+        if remote.key != *key {
+            log::warn!("remote manifest names another key; ignored");
+            return None;
+        }
         Some((Manifest::decode(&remote.manifest)?, remote.results))
     }
 
@@ -159,7 +166,7 @@ impl Agent {
             let Some(value) = self.remote_result(result) else {
                 return;
             };
-            let manifest = self.remote_manifest_value(id, &value, manifest);
+            let manifest = self.remote_manifest_value(key, id, &value, manifest);
             self.store.push_remote(Kind::Result, id, key, value);
             self.store.push_remote(Kind::Manifest, key, key, manifest);
         }
@@ -170,7 +177,13 @@ impl Agent {
     /// The remote form of an encoded manifest: with the results of its most recent dep sets
     /// (`id`'s is `value`, the others are read from the local store; one that is gone is
     /// left out, and read under its own key).
-    fn remote_manifest_value(&self, id: &Hash, value: &[u8], manifest: &[u8]) -> Vec<u8> {
+    fn remote_manifest_value(
+        &self,
+        key: &Hash,
+        id: &Hash,
+        value: &[u8],
+        manifest: &[u8],
+    ) -> Vec<u8> {
         let mut results: Vec<InlineResult> = Vec::new();
         let mut total = 0;
         let sets = Manifest::decode(manifest)
@@ -197,6 +210,7 @@ impl Agent {
             });
         }
         let value = RemoteManifest {
+            key: *key,
             manifest: manifest.to_vec(),
             results,
         };
