@@ -15,8 +15,9 @@ use std::sync::Arc;
 const QUEUE_LEN: usize = 1024;
 
 /// Blobs up to this size are not stored on the remote under their own key: they travel
-/// inside the result that names them (the agent's `RemoteResult`), so a compile hit is two
-/// reads (manifest, result) instead of one more per output. Most objects are well under it;
+/// inside the result that names them (the agent's `RemoteResult`, itself carried by its
+/// manifest), so a compile hit is one read instead of one more per output. Most objects are
+/// well under it;
 /// larger outputs (Rust's rlibs, big archives) keep their own keys and are fetched
 /// concurrently.
 pub const INLINE_BLOB_MAX: usize = 512 * 1024;

@@ -37,8 +37,9 @@ use std::time::{Duration, Instant};
 /// that agents of incompatible versions never read each other's entries.
 /// 2: the head carries a tag, with a key a MAC of the head and of the value's place (kind,
 /// key, this version), instead of a MAC of the value's bytes alone.
-/// 3: values are stored zstd-compressed (`codec`), and a result carries its small outputs
-/// (the agent's `RemoteResult`), so a typical hit is two reads.
+/// 3: values are stored zstd-compressed (`codec`); a result carries its small outputs and a
+/// manifest its recent results (the agent's `RemoteResult`, `RemoteManifest`), so a typical
+/// hit is one read.
 pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
