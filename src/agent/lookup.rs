@@ -3,12 +3,12 @@
 //! its outputs restored.
 
 use super::call::Served;
-use super::remote::InlineResult;
 use super::{runs, Agent};
 use crate::config;
 use crate::entry::env::Env;
 use crate::entry::location::Root;
 use crate::entry::relocate::{result_here, set_here};
+use crate::entry::remote_value::InlineResult;
 use crate::entry::validate::{validate_with, Checked};
 use crate::entry::{restore, CachedResult, Dep, Hash, Manifest};
 use crate::runlog::MissReason;

@@ -2,51 +2,10 @@
 //! when the agent starts, and copying a remote hit's manifest and result into the local store.
 
 use super::Agent;
+use crate::entry::remote_value::{InlineBlob, InlineResult, RemoteManifest, RemoteResult};
 use crate::entry::{CachedResult, DepSet, Hash, Manifest};
 use cachefs_store::remote::{Kind, Remote};
 use cachefs_store::INLINE_BLOB_MAX;
-use serde::{Deserialize, Serialize};
-
-/// A result as the remote holds it: the result's own bytes (its id is their hash) and the
-/// blobs of its outputs up to `INLINE_BLOB_MAX` (the store writes larger ones under their
-/// own keys), so that a typical compile hit reads the manifest and this, two values, instead
-/// of one more per output. Every inline blob is checked against its id before it is kept.
-#[derive(Serialize, Deserialize)]
-struct RemoteResult {
-    #[serde(with = "crate::bytes")]
-    result: Vec<u8>,
-    blobs: Vec<InlineBlob>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct InlineBlob {
-    id: Hash,
-    #[serde(with = "crate::bytes")]
-    data: Vec<u8>,
-}
-
-/// A manifest as the remote holds it: the manifest's bytes and the `RemoteResult`s of its
-/// most recent dep sets (`INLINE_RESULTS`), so that a compile hit is one read: the result's
-/// id is known only once a dep set validated, and a second read for it would wait on the
-/// first. A result not carried here (an older set's) is read under its own key, where every
-/// result is also written. It names its key1: a manifest found under another key (an entry
-/// moved on the server) is refused, where its dep sets might validate and its carried
-/// results would then be another compile's outputs.
-#[derive(Serialize, Deserialize)]
-struct RemoteManifest {
-    key: Hash,
-    #[serde(with = "crate::bytes")]
-    manifest: Vec<u8>,
-    results: Vec<InlineResult>,
-}
-
-/// One result carried by a remote manifest: its id and its `RemoteResult` bytes.
-#[derive(Serialize, Deserialize)]
-pub(super) struct InlineResult {
-    id: Hash,
-    #[serde(with = "crate::bytes")]
-    value: Vec<u8>,
-}
 
 /// How many of a manifest's dep sets (the most recent) have their results carried in the
 /// remote manifest: each is read back from the local store on every miss of that key1, and
