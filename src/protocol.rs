@@ -12,7 +12,8 @@ use std::io::{Read, Write};
 
 pub const MAGIC: [u8; 4] = *b"CFS\x01";
 /// 2: `StatsReport` gained `local_hits`, `remote_hits` and `remote`.
-pub const VERSION: u16 = 3;
+/// 4: `RunSummary` gained `notices`.
+pub const VERSION: u16 = 4;
 /// Larger frames are refused before any allocation: a malformed length must
 /// not make the agent allocate gigabytes.
 pub const MAX_FRAME: u32 = 256 << 20;
@@ -243,6 +244,9 @@ pub struct RunSummary {
     pub uncacheable: u64,
     pub errors: u64,
     pub time_saved_ms: u64,
+    /// Lines for the user at the end of the run: a shared-cache tier that is off and what
+    /// to set (otherwise said only in agent.log and by `doctor`).
+    pub notices: Vec<String>,
 }
 
 #[cfg(test)]

@@ -132,8 +132,10 @@ fn a_tampered_bucket_is_a_miss_on_every_service() {
             Box::new(ObjectStore::new(&tier_config(&server, object_stores::BUCKET)).unwrap()),
             false,
         );
-        // Over one chunk, so the value has a head and two chunks.
-        let value: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
+        // Over one chunk, so the value has a head and two chunks: noise, which does not
+        // compress.
+        let mut value = vec![0u8; 1_500_000];
+        blake3::Hasher::new().finalize_xof().fill(&mut value);
         store.put(Kind::Result, &ID, &ROUTE, &value);
         let got = store.get(Kind::Result, &ID, &ROUTE);
         assert!(
@@ -279,13 +281,30 @@ fn refused_credentials_build_correctly_and_the_secret_is_never_shown() {
     let settings = with(&s3.settings(), &[("AWS_SECRET_ACCESS_KEY", SECRET)]);
     let (sb, plain) = example_plain();
     start_agent(&sb, &settings);
-    sb.run_ok("make -s -j2");
+    let run = sb.run_ok("make -s -j2");
     assert_eq!(example_outputs(&sb), plain);
     let s = sb.stats();
     assert_eq!(
         (s["misses"].as_u64(), s["errors"].as_u64()),
         (Some(22), Some(0)),
         "a refused tier is a miss, not an error: {s}"
+    );
+    // The build's own stderr says it too, once, at the end of the run: the user running
+    // `cachefs run make` may never look at agent.log.
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("refused the credentials"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once on the run's stderr: {stderr}");
+    assert!(
+        said[0].starts_with("cachefs: s3 tier") && said[0].contains("AWS_SECRET_ACCESS_KEY"),
+        "{}",
+        said[0]
+    );
+    assert!(
+        !stderr.contains(SECRET),
+        "the secret is on stderr: {stderr}"
     );
     let log = std::fs::read_to_string(sb.cache.join("agent.log")).unwrap();
     let said: Vec<&str> = log
@@ -350,8 +369,15 @@ fn a_missing_bucket_builds_correctly_and_is_said() {
     let settings = with(&s3.settings(), &[("CACHEFS_S3_BUCKET", "no-such-bucket")]);
     let (sb, plain) = example_plain();
     start_agent(&sb, &settings);
-    sb.run_ok("make -s -j2");
+    let run = sb.run_ok("make -s -j2");
     assert_eq!(example_outputs(&sb), plain);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("the bucket does not exist"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once on the run's stderr: {stderr}");
+    assert!(said[0].contains("CACHEFS_S3_BUCKET"), "{}", said[0]);
     let log = std::fs::read_to_string(sb.cache.join("agent.log")).unwrap();
     let said = log
         .lines()

@@ -219,8 +219,10 @@ fn replaced_reapi_entries_are_misses_never_wrong_outputs() {
 
     // Each ActionResult replaced by the next one's.
     let entries = files_under(&store.join("actioncache/objects"));
+    // A manifest and a result for each of lua's 38 cached steps (their outputs are inside
+    // the results), and the few outputs over 512 KiB on their own.
     assert!(
-        entries.len() > 100,
+        entries.len() >= 2 * LUA_COMPILES as usize,
         "ActionCache entries: {}",
         entries.len()
     );

@@ -87,6 +87,66 @@ fn two_agents_share_one_redis() {
     );
 }
 
+/// Outputs over `INLINE_BLOB_MAX` keep keys of their own: a compile whose `.i`, `.s` and `.o`
+/// are each over 512 KiB stores three blobs beside its result, and a second agent reads the
+/// three concurrently (restore's fetchers) into byte-identical outputs.
+#[test]
+fn large_outputs_have_keys_of_their_own_and_are_read_back() {
+    let mc = servers::memcached();
+    let url = format!("tcp://{}", mc.addr());
+    let first = Sandbox::new();
+    // A 200 000-element initialised array: over 512 KiB as preprocessed text, assembly and
+    // object alike.
+    let values: Vec<String> = (0..200_000u32)
+        .map(|i| (i * 7919 % 65521).to_string())
+        .collect();
+    first.write(
+        "big.c",
+        &format!("const unsigned int big[] = {{{}}};\n", values.join(",")),
+    );
+    let compile = "gcc -c -save-temps big.c";
+    first.sh(compile);
+    let outputs = ["big.i", "big.s", "big.o"];
+    let plain: Vec<Vec<u8>> = outputs.iter().map(|f| first.read(f)).collect();
+    for (f, data) in outputs.iter().zip(&plain) {
+        assert!(
+            data.len() > cachefs_store::INLINE_BLOB_MAX,
+            "{f}: {}",
+            data.len()
+        );
+    }
+    first.sh("rm -f big.i big.s big.o");
+    start_agent(&first, &[("CACHEFS_MEMCACHED", &url)]);
+    first.run_ok(compile);
+    let s = wait_for_remote_writes(&first);
+    assert_eq!(s["remote"]["errors"], 0, "{s}");
+    let blobs = memcached_keys(&mc.addr())
+        .into_iter()
+        .filter(|k| {
+            k.starts_with(&format!("cachefs{FORMAT_VERSION}:b:")) && k.matches(':').count() == 2
+        })
+        .count();
+    assert_eq!(blobs, 3, "one key each for .i, .s and .o");
+    first.sh("rm -f big.i big.s big.o");
+
+    let mut second = Sandbox::new();
+    second.project = first.project.clone();
+    start_agent(&second, &[("CACHEFS_MEMCACHED", &url)]);
+    second.run_ok(compile);
+    let s = second.stats();
+    assert_eq!(
+        (s["remote_hits"].as_u64(), s["misses"].as_u64()),
+        (Some(1), Some(0)),
+        "{s}"
+    );
+    for (f, data) in outputs.iter().zip(&plain) {
+        assert!(
+            second.read(f) == *data,
+            "{f} differs from the plain compile's"
+        );
+    }
+}
+
 #[test]
 fn a_blackhole_server_never_fails_or_stalls_the_build() {
     let hole = Blackhole::new();
@@ -225,8 +285,11 @@ fn corrupt_item(addr: &str, key: &str) {
     assert_eq!(line.trim_end(), "STORED");
 }
 
+/// Every manifest on the server corrupted (each carries its compile's result and outputs,
+/// so a hit reads nothing else): every compile misses, counted as a remote error, and the
+/// outputs are the plain build's.
 #[test]
-fn corrupt_remote_blobs_are_misses_never_wrong_outputs() {
+fn corrupt_remote_entries_are_misses_never_wrong_outputs() {
     let mc = servers::memcached();
     let url = format!("tcp://{}", mc.addr());
     let first = Sandbox::new();
@@ -239,16 +302,19 @@ fn corrupt_remote_blobs_are_misses_never_wrong_outputs() {
     wait_for_remote_writes(&first);
     first.sh("make -s clean");
 
-    let blobs: Vec<String> = memcached_keys(&mc.addr())
-        .into_iter()
-        .filter(|k| k.starts_with(&format!("cachefs{FORMAT_VERSION}:b:")))
-        .collect();
-    assert_eq!(
-        blobs.len(),
-        43,
-        "21 objects, their 21 .d files and calc: {blobs:?}"
-    );
-    for k in &blobs {
+    let keys = memcached_keys(&mc.addr());
+    let of = |kind: &str| {
+        keys.iter()
+            .filter(|k| k.starts_with(&format!("cachefs{FORMAT_VERSION}:{kind}:")))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // Every output is small: it travels inside its result, and no blob has a key of its own.
+    assert_eq!(of("b"), Vec::<String>::new());
+    assert_eq!(of("r").len(), 22, "{keys:?}");
+    let manifests = of("m");
+    assert_eq!(manifests.len(), 22, "{keys:?}");
+    for k in &manifests {
         corrupt_item(&mc.addr(), k);
     }
 
@@ -265,7 +331,7 @@ fn corrupt_remote_blobs_are_misses_never_wrong_outputs() {
     assert_eq!(
         s["remote"]["errors"].as_u64(),
         Some(22),
-        "one corrupt blob read per compile: {s}"
+        "one corrupt manifest read per compile: {s}"
     );
     assert_eq!(
         example_outputs(&second),
@@ -412,10 +478,11 @@ impl GatedMemcached {
 
 /// README: a miss is "sent to the shared cache by a background thread through a bounded
 /// queue …: a full queue drops writes and counts them" (`writes_dropped` in
-/// `cachefs stats`). The queue holds 1024 writes; a compile pushes one per output
-/// file plus its manifest and result. With the writer held in its first write, a
-/// compile of 275 sources with -save-temps -MD (1100 outputs) overfills the queue:
-/// exactly the excess is dropped, the rest is sent once the server answers.
+/// `cachefs stats`). The queue holds 1024 writes; a compile pushes its result (with its
+/// small outputs inside) and its manifest, plus one per output over
+/// `INLINE_BLOB_MAX`. With the writer held in its first write, 520 compiles of tiny
+/// sources (1040 writes) overfill the queue: exactly the excess is dropped, the rest is
+/// sent once the server answers.
 #[test]
 fn a_full_write_queue_drops_and_counts_writes() {
     use std::sync::atomic::Ordering::SeqCst;
@@ -435,37 +502,22 @@ fn a_full_write_queue_drops_and_counts_writes() {
     );
     sb.write("a.c", "int a(void) { return 1; }\n");
     sb.run_ok("gcc -c a.c");
-    let first = 3; // a.o, its result, its manifest
+    let first = 2; // its result (a.o inside) and its manifest
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.sets.load(SeqCst) == 0 {
         assert!(Instant::now() < deadline, "the writer never sent a write");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let n = 275;
-    let mut sources = String::new();
+    let n = 520;
     for i in 0..n {
         sb.write(
             &format!("s{i}.c"),
             &format!("int f{i}(void) {{ return {i}; }}\n"),
         );
-        sources.push_str(&format!(" s{i}.c"));
     }
-    sb.run_ok(&format!("gcc -c -save-temps -MD{sources}"));
-    assert_eq!(sb.counts(), (0, 2, 0, 0));
-    let outputs = std::fs::read_dir(&sb.project)
-        .unwrap()
-        .filter(|e| {
-            let name = e
-                .as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .into_owned();
-            name.starts_with('s') && [".i", ".s", ".o", ".d"].iter().any(|x| name.ends_with(x))
-        })
-        .count() as u64;
-    assert_eq!(outputs, 4 * n);
-    let pushed = first + outputs + 2;
+    sb.run_ok("ls s*.c | xargs -P2 -n1 gcc -c");
+    assert_eq!(sb.counts(), (0, 1 + n, 0, 0));
+    let pushed = first + 2 * n;
     let s = sb.stats();
     let remote = &s["remote"];
     assert_eq!(
@@ -561,8 +613,9 @@ fn redis_expiry_sets_a_ttl_on_every_key() {
         let s = wait_for_remote_writes(&sb);
         assert_eq!(s["remote"]["errors"], 0, "{s}");
         let keys = redis_in_db(&redis.addr(), db, &["KEYS", "*"]);
-        // 22 results and manifests, and blobs: 22 objects' .o, 21 .d files, calc.
-        assert_eq!(keys.len(), 22 + 22 + 43, "{keys:?}");
+        // 22 results (their outputs inside: 22 objects' .o, 21 .d files, calc) and
+        // manifests.
+        assert_eq!(keys.len(), 22 + 22, "{keys:?}");
         for k in &keys {
             assert!(k.starts_with(&format!("cachefs{FORMAT_VERSION}:")), "{k}");
             let ttl: i64 = redis_in_db(&redis.addr(), db, &["TTL", k])[0]

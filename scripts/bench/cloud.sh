@@ -6,8 +6,12 @@
 # Prints medians, the cachefs/sccache ratio, and bytes moved per build: cachefs's own count
 # (stats: bytes read from the tier) and, for both, the loopback interface's byte count over the
 # build (everything on lo, so run it on a quiet machine).
-#   scripts/bench/cloud.sh [-n ROUNDS] [WORKLOAD…]   WORKLOAD: lua (default), example;
-#   `latency` alone: only the runtime's cost per lookup (always measured first)
+#   scripts/bench/cloud.sh [-n ROUNDS] [WORKLOAD…]   WORKLOAD: lua (default), example, tmux
+#   (Debian source tmux, as c-builds.sh: 143 compiles and a link; needs libevent-dev bison),
+#   rust (tests/data/rust-graph as rust-build.sh, debug, vendored: RUSTC_WRAPPER=sccache
+#   against `cachefs run cargo build`);
+#   `latency` alone: only the runtime's cost per lookup (always measured first).
+#   CACHEFS_BIN=PATH: time that cachefs binary instead of target/release's.
 # Needs: scripts/setup.sh (SeaweedFS), scripts/bench/setup-peers.sh (sccache), a release build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,10 +27,16 @@ shift $((OPTIND - 1))
 [ $# -gt 0 ] && WORKLOADS=("$@") || WORKLOADS=(lua)
 [ "${WORKLOADS[*]}" = latency ] && WORKLOADS=()
 TOOLS=${CACHEFS_TOOLS:-$HOME/.cache/cachefs-tools}
+export CARGO_INCREMENTAL=0
+unset RUSTC_WRAPPER
 export PATH="$PATH:$TOOLS/peers-venv/bin"
 WEED=$TOOLS/object-stores-venv/bin/weed
-CACHEFS=$ROOT/target/release/cachefs
-if [ ! -x "$CACHEFS" ] || readelf -l "$CACHEFS" | grep -q INTERP; then "$ROOT/scripts/build-release.sh"; fi
+# CACHEFS_BIN=/other/cachefs (with its cachefs-cli beside it): another build, for
+# before/after comparisons.
+CACHEFS=${CACHEFS_BIN:-$ROOT/target/release/cachefs}
+if [ -z "${CACHEFS_BIN:-}" ] && { [ ! -x "$CACHEFS" ] || readelf -l "$CACHEFS" | grep -q INTERP; }; then
+    "$ROOT/scripts/build-release.sh"
+fi
 [ -x "$WEED" ] || { echo "SeaweedFS is missing: run scripts/setup.sh" >&2; exit 1; }
 command -v sccache >/dev/null || { echo "sccache is missing: run scripts/bench/setup-peers.sh" >&2; exit 1; }
 
@@ -76,14 +86,45 @@ prepare() {  # prepare WORKLOAD: sets TREE, TARGET
         example)
             TREE=$W/example TARGET=
             [ -d "$TREE" ] || cp -r "$ROOT/examples/c-project" "$TREE" ;;
+        tmux)
+            # Configured once with plain gcc; every build passes CC to make.
+            TREE=$W/tmux TARGET=tmux
+            if [ ! -f "$TREE/Makefile" ]; then
+                for p in libevent-dev libncurses-dev bison; do
+                    dpkg -s "$p" >/dev/null 2>&1 || { echo "tmux needs $p: apt-get install it" >&2; exit 1; }
+                done
+                (cd "$W/dl" && ls tmux_*.orig.tar.* >/dev/null 2>&1 || apt-get source --download-only -qq tmux >/dev/null 2>&1)
+                mkdir -p "$TREE"
+                tar xf "$(ls "$W"/dl/tmux_*.orig.tar.* | head -1)" -C "$TREE" --strip-components=1
+                (cd "$TREE" && ./configure CC=gcc >"$W/tmux-configure.log" 2>&1) ||
+                    { echo "tmux's configure failed: see $W/tmux-configure.log" >&2; exit 1; }
+            fi ;;
+        rust)
+            # Offline from vendored sources, as rust-build.sh.
+            TREE=$W/rust-graph TARGET=
+            local vendor=$W/vendor-rust-graph
+            if [ ! -f "$vendor/.complete" ]; then
+                rm -rf "$TREE" && mkdir -p "$TREE" && cp -r "$ROOT/tests/data/rust-graph/." "$TREE"
+                (cd "$TREE" && cargo vendor --locked --quiet "$vendor" >/dev/null)
+                touch "$vendor/.complete"
+            fi
+            mkdir -p "$TREE/.cargo"
+            printf '[source.crates-io]\nreplace-with = "vendored"\n\n[source.vendored]\ndirectory = "%s"\n\n[net]\noffline = true\n' \
+                "$vendor" >"$TREE/.cargo/config.toml" ;;
         *) echo "unknown workload $1" >&2; exit 2 ;;
     esac
 }
 
 # build MODE DIR: one clean build; prints "seconds lo_bytes".
 build() {
-    local mode=$1 dir=$2 t0 t1 b0 b1
-    make -s -C "$TREE" clean >/dev/null 2>&1 || true
+    local mode=$1 dir=$2 t0 t1 b0 b1 cmd
+    if [ "$wl" = rust ]; then
+        rm -rf "$TREE/target"
+        cmd=(cargo build -q -j2)
+    else
+        make -s -C "$TREE" clean >/dev/null 2>&1 || true
+        cmd=(make -s -j2 $TARGET)
+    fi
     case $mode in
         cachefs-s3) env CACHEFS_DIR="$dir" "${CACHEFS_S3[@]}" "$CACHEFS" start >/dev/null ;;
         cachefs-local) env CACHEFS_DIR="$dir" "$CACHEFS" start >/dev/null ;;
@@ -94,9 +135,14 @@ build() {
     b0=$(lo_bytes)
     t0=$(now)
     case $mode in
-        cachefs-*) (cd "$TREE" && CACHEFS_DIR=$dir "$CACHEFS" run make -s -j2 $TARGET >/dev/null 2>&1) ;;
-        sccache-s3) (cd "$TREE" && make -s -j2 CC="sccache gcc" $TARGET >/dev/null 2>&1) ;;
-    esac
+        cachefs-*) (cd "$TREE" && CACHEFS_DIR=$dir "$CACHEFS" run "${cmd[@]}" >"$W/last-$mode.log" 2>&1) ;;
+        sccache-s3)
+            if [ "$wl" = rust ]; then
+                (cd "$TREE" && RUSTC_WRAPPER=sccache "${cmd[@]}" >"$W/last-$mode.log" 2>&1)
+            else
+                (cd "$TREE" && "${cmd[@]}" CC="sccache gcc" >"$W/last-$mode.log" 2>&1)
+            fi ;;
+    esac || { echo "build failed: $mode (see $W/last-$mode.log)" >&2; exit 1; }
     t1=$(now)
     b1=$(lo_bytes)
     echo "$(echo "scale=3; ($t1 - $t0) / 1000000000" | bc) $((b1 - b0))"
@@ -134,7 +180,7 @@ for wl in "${WORKLOADS[@]}"; do
     done
     sccache --show-stats >"$W/sccache-stats-$wl.txt" 2>&1 || true
     c=$(echo "${T[cachefs_remote]}" | median) s=$(echo "${T[sccache_remote]}" | median)
-    echo "== $wl, $ROUNDS rounds, make -j2, SeaweedFS S3 on 127.0.0.1"
+    echo "== $wl, $ROUNDS rounds, -j2, SeaweedFS S3 on 127.0.0.1"
     echo "cold build, cachefs, no remote tier:      $cold_local s"
     echo "cold build, cachefs, writing to S3:        $cold_s3 s"
     echo "warm from S3 only, cachefs (median):       $c s   [${T[cachefs_remote]}]"

@@ -8,6 +8,7 @@ use crate::config;
 use crate::entry::env::Env;
 use crate::entry::location::Root;
 use crate::entry::relocate::{result_here, set_here};
+use crate::entry::remote_value::InlineResult;
 use crate::entry::validate::{validate_with, Checked};
 use crate::entry::{restore, CachedResult, Dep, Hash, Manifest};
 use crate::runlog::MissReason;
@@ -70,30 +71,33 @@ impl Agent {
         log::debug!("manifest read and decoded in {:?}", reading.elapsed());
         let mut reason = MissReason::NoEntry;
         if let Some(m) = &local {
-            match self.first_valid(wanted, m, false) {
+            match self.first_valid(wanted, m, None) {
                 Ok(hit) => return Ok(hit),
                 Err(r) => reason = r,
             }
         }
-        let Some(remote) = self.remote_manifest(key) else {
+        let Some((remote, results)) = self.remote_manifest(key) else {
             return Err(reason);
         };
-        self.first_valid(wanted, &remote, true).map_err(|r| {
-            if reason == MissReason::NoEntry {
-                r
-            } else {
-                reason
-            }
-        })
+        self.first_valid(wanted, &remote, Some(&results))
+            .map_err(|r| {
+                if reason == MissReason::NoEntry {
+                    r
+                } else {
+                    reason
+                }
+            })
     }
 
+    /// `remote`: the manifest came from the remote tier, with the results it carries.
     fn first_valid(
         &self,
         wanted: &Wanted,
         manifest: &Manifest,
-        remote_manifest: bool,
+        remote: Option<&[InlineResult]>,
     ) -> Result<Hit, MissReason> {
         let key = wanted.key;
+        let remote_manifest = remote.is_some();
         let mut reason = MissReason::NoEntry;
         // Each set as it reads at this root (marked paths written out).
         let here: Vec<_> = manifest
@@ -124,7 +128,9 @@ impl Agent {
                 }
                 continue;
             }
-            let Some((result, remote_result)) = self.result_tiered(key, &stored.result) else {
+            let carried = remote.unwrap_or_default();
+            let Some((result, remote_result)) = self.result_tiered(key, &stored.result, carried)
+            else {
                 continue;
             };
             let restoring = std::time::Instant::now();

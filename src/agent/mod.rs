@@ -294,7 +294,9 @@ impl Agent {
                     // for it (`runlog::mark_saving`).
                     self.pending.wait_idle();
                     let run = self.runs.take(&self.config.dir, &run_id, command, cwd);
-                    let reply = Response::Summary(self.stats.run_summary(&run_id));
+                    let mut summary = self.stats.run_summary(&run_id);
+                    summary.notices = self.store.remote_refusals();
+                    let reply = Response::Summary(summary);
                     let sent = protocol::write_frame(stream, &reply);
                     self.runs.save(&self.config.dir, &run);
                     sent?;

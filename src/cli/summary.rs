@@ -45,4 +45,7 @@ pub fn print_summary(config: &Config, run_id: &str, command: &[OsString]) {
         s.errors,
         s.time_saved_ms as f64 / 1000.0
     );
+    for notice in &s.notices {
+        eprintln!("cachefs: {notice}");
+    }
 }

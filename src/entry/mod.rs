@@ -21,6 +21,7 @@ pub mod key1;
 pub mod location;
 pub mod manifest;
 pub mod relocate;
+pub mod remote_value;
 pub mod restore;
 pub mod result;
 pub mod validate;

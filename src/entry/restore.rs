@@ -33,17 +33,29 @@ pub fn restore(
     key: &Hash,
     root: Option<&[u8]>,
 ) -> Result<bool, RestoreError> {
-    let mut contents = Vec::new();
-    let mut remote = false;
-    for o in &result.outputs {
-        let (path, blob) = match o {
-            Output::File { path, blob, .. } | Output::Depfile { path, blob, .. } => (path, blob),
-            _ => continue,
-        };
-        let (data, from_remote) = store
-            .get_blob_tiered(blob, key)?
-            .ok_or_else(|| RestoreError::MissingBlob(path_of(path).into()))?;
-        remote |= from_remote;
+    let files: Vec<(&Output, &[u8], &Hash)> = result
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::File { path, blob, .. } | Output::Depfile { path, blob, .. } => {
+                Some((o, &path[..], blob))
+            }
+            _ => None,
+        })
+        .collect();
+    // Local blobs first; the rest from the remote, concurrently.
+    let mut found = Vec::with_capacity(files.len());
+    for (_, _, blob) in &files {
+        found.push(store.get_blob(blob)?);
+    }
+    let missing: Vec<usize> = (0..files.len()).filter(|&i| found[i].is_none()).collect();
+    let remote = !missing.is_empty();
+    for (i, data) in fetch_remote(store, key, &missing, |i| files[i].2)? {
+        found[i] = data;
+    }
+    let mut contents = Vec::with_capacity(files.len());
+    for ((o, path, _), data) in files.iter().zip(found) {
+        let data = data.ok_or_else(|| RestoreError::MissingBlob(path_of(path).into()))?;
         contents.push(match o {
             Output::Depfile { style, .. } => depfile_at(*style, &data, root)
                 .ok_or_else(|| RestoreError::MissingBlob(path_of(path).into()))?,
@@ -67,6 +79,52 @@ pub fn restore(
         })?;
     }
     Ok(remote)
+}
+
+/// One blob asked of the remote: its place in the caller's list, and the blob if found.
+type Fetched = (usize, Option<Vec<u8>>);
+
+/// At most this many remote reads of one result at once.
+const FETCHERS: usize = 8;
+
+/// The blobs `blob(i)` for each `i` of `wanted` from the remote tiers, each with its `i`:
+/// one after the other a remote hit with several large outputs (rlib, rmeta) waits for each
+/// read's round trip in turn; on threads of their own the round trips overlap.
+fn fetch_remote<'a>(
+    store: &TieredStore,
+    key: &Hash,
+    wanted: &[usize],
+    blob: impl Fn(usize) -> &'a Hash + Sync,
+) -> Result<Vec<Fetched>, RestoreError> {
+    if !store.has_remote() {
+        return Ok(Vec::new());
+    }
+    if wanted.len() == 1 {
+        let i = wanted[0];
+        return Ok(vec![(i, store.get_remote_blob(blob(i), key)?)]);
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let fetched = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..wanted.len().min(FETCHERS))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut got = Vec::new();
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = wanted.get(n) else {
+                            return Ok::<_, RestoreError>(got);
+                        };
+                        got.push((i, store.get_remote_blob(blob(i), key)?));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a blob fetcher panicked"))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    Ok(fetched.into_iter().flatten().collect())
 }
 
 /// A stored depfile (root marked) as its compiler writes it at `root`.

@@ -17,7 +17,7 @@ mod tx;
 pub use error::{SizeError, StoreError};
 pub use size::parse_size;
 pub use store::{LocalStore, StoreStats, INDEX_FILE};
-pub use tiered::TieredStore;
+pub use tiered::{TieredStore, INLINE_BLOB_MAX};
 
 /// blake3 of a blob's uncompressed content; also the type of result and manifest keys.
 pub type Hash = [u8; 32];

@@ -14,6 +14,14 @@ use std::sync::Arc;
 /// Writes waiting for the remote; beyond this, new writes are dropped (and counted).
 const QUEUE_LEN: usize = 1024;
 
+/// Blobs up to this size are not stored on the remote under their own key: they travel
+/// inside the result that names them (the agent's `RemoteResult`, itself carried by its
+/// manifest), so a compile hit is one read instead of one more per output. Most objects are
+/// well under it;
+/// larger outputs (Rust's rlibs, big archives) keep their own keys and are fetched
+/// concurrently.
+pub const INLINE_BLOB_MAX: usize = 512 * 1024;
+
 /// One queued remote write: kind, id, route (the entry's key1), value, and the tiers it
 /// goes to (those before this place in the lookup order: all of them for a new value).
 type Write = (Kind, Hash, Hash, Vec<u8>, usize);
@@ -99,6 +107,11 @@ impl TieredStore {
         if let Some(data) = self.local.get_blob(id)? {
             return Ok(Some((data, false)));
         }
+        Ok(self.get_remote_blob(id, route)?.map(|data| (data, true)))
+    }
+
+    /// A blob from the remote alone (content-verified by its hash, then stored locally).
+    pub fn get_remote_blob(&self, id: &Hash, route: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(data) = self.get_remote(Kind::Blob, id, route) else {
             return Ok(None);
         };
@@ -109,16 +122,25 @@ impl TieredStore {
             return Ok(None);
         }
         self.local.put_blob(&data)?;
-        Ok(Some((data, true)))
+        Ok(Some(data))
     }
 
-    /// Stores a blob locally and queues it for the remote.
+    /// Stores a blob locally and queues it for the remote, unless it is small enough to
+    /// travel inside its result (`INLINE_BLOB_MAX`).
     pub fn put_blob_tiered(&self, data: &[u8], route: &Hash) -> Result<Hash, StoreError> {
         let id = self.local.put_blob(data)?;
-        if self.queue.is_some() {
+        if self.queue.is_some() && data.len() > INLINE_BLOB_MAX {
             self.push_remote(Kind::Blob, &id, route, data.to_vec());
         }
         Ok(id)
+    }
+
+    /// Why remote tiers are off for good, one line each with what to fix.
+    pub fn remote_refusals(&self) -> Vec<String> {
+        self.remote
+            .as_ref()
+            .map(|r| r.refusals())
+            .unwrap_or_default()
     }
 
     pub fn remote_report(&self) -> Option<RemoteReport> {

@@ -26,9 +26,9 @@ use std::io::{BufRead, Read};
 #[global_allocator]
 static ALLOC: common::alloc::Counting = common::alloc::Counting;
 
-const KEY: &str = "cachefs2:r:0123456789abcdef";
+const KEY: &str = "cachefs3:r:0123456789abcdef";
 /// The start of memcached's reply line for `KEY`, before the stated length.
-const VALUE_PREFIX: &str = "VALUE cachefs2:r:0123456789abcdef 0 ";
+const VALUE_PREFIX: &str = "VALUE cachefs3:r:0123456789abcdef 0 ";
 
 /// The most a reply parser may allocate at once: one item (its stated length, checked
 /// against `MAX_ITEM_LEN`, plus CR LF), or a line buffer, with room for `Vec` growth.
@@ -234,7 +234,7 @@ fn forged_head() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         any_bytes(),
         prop_oneof![independent, consistent, inline].prop_map(|(len, n, rest)| {
-            let mut head = b"CFR2".to_vec();
+            let mut head = b"CFR3".to_vec();
             head.extend_from_slice(&[0; 32]); // the tag, not checked by parse_head
             head.extend_from_slice(&len.to_le_bytes());
             head.extend_from_slice(&[0; 32]);

@@ -6,7 +6,7 @@
 //! TCP server that answers every request with fixed bytes.
 
 mod common;
-use cachefs_store::remote::chunking::{seal_from_secret, HEAD_LEN};
+use cachefs_store::remote::chunking::{seal_from_secret, split, Place, HEAD_LEN};
 use cachefs_store::remote::{chunk_key, remote_key, route_key, Kind, Memcached, Redis, Remote};
 use common::alloc::{largest, reset_largest};
 use common::{noise, servers};
@@ -354,4 +354,55 @@ fn a_value_over_the_readers_limit_is_refused_at_its_head() {
     let small = noise(52, limit as usize);
     reader.put(Kind::Blob, &id(52), &R, &small);
     assert_eq!(reader.get(Kind::Blob, &id(52), &R), Some(small));
+}
+
+/// Plants `stored` (a value's stored bytes: codec header and body) under `id`'s result key
+/// with genuine unkeyed checksums, as anyone with write access to the server can.
+fn plant_stored(remote: &Remote, n: u32, stored: &[u8]) {
+    let key = remote_key(Kind::Result, &id(n));
+    let place = Place {
+        kind: Kind::Result,
+        key: &key,
+    };
+    let (head, chunks) = split(stored, &None, place);
+    assert!(chunks.is_empty(), "small enough to ride in the head");
+    remote.tier().set(&route_key(&R), &key, &head).unwrap();
+}
+
+/// Remote values are zstd-compressed: a zstd bomb (a few kilobytes that inflate to 256 MiB)
+/// is refused, whatever length it states, without the reader allocating what it inflates
+/// to; and a stated length over the reader's limit is refused before zstd runs at all.
+#[test]
+fn a_zstd_bomb_is_a_counted_miss_without_inflating() {
+    let server = servers::memcached();
+    let remote = memcached(&server.addr()).with_max_value(64 << 20);
+    let bomb = zstd::bulk::compress(&vec![0u8; 256 << 20], 19).unwrap();
+    assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+    let stated = |len: u64| {
+        let mut s = vec![1u8]; // zstd
+        s.extend_from_slice(&len.to_le_bytes());
+        s.extend_from_slice(&bomb);
+        s
+    };
+    for (n, len, what) in [
+        (
+            60,
+            256 << 20,
+            "the bomb's true length, over the reader's limit",
+        ),
+        (
+            61,
+            60 << 20,
+            "under the limit, over the ratio to its stored size",
+        ),
+        (62, 1000, "a small length, the frame inflating past it"),
+        (63, u64::MAX, "the largest length"),
+    ] {
+        plant_stored(&remote, n, &stated(len));
+        assert_counted_miss(&remote, Kind::Result, &id(n), what);
+    }
+    // A genuine compressed value in the same place is read.
+    let value = b"int main(void) { return 0; }\n".repeat(1000);
+    remote.put(Kind::Result, &id(64), &R, &value);
+    assert_eq!(remote.get(Kind::Result, &id(64), &R), Some(value));
 }

@@ -36,17 +36,25 @@ impl Agent {
     /// with its result (for the outputs to ask back).
     pub(super) fn prior(&self, call: &Served, key: &Hash) -> Result<Plan, &'static str> {
         let local = self.store.get_manifest(key).ok().flatten();
-        let local = local.and_then(|b| Manifest::decode(&b));
+        let local = local
+            .and_then(|b| Manifest::decode(&b))
+            .map(|m| (m, Vec::new()));
         let remote = || self.remote_manifest(key);
-        let Some(manifest) = local.or_else(remote) else {
+        let Some((manifest, inline)) = local.or_else(remote) else {
             return Err("never compiled before: its inputs are learnt here first");
         };
-        self.prior_in(call, key, &manifest).ok_or(
+        self.prior_in(call, key, &manifest, &inline).ok_or(
             "what it read changed beyond file contents (a file appeared, a directory was listed)",
         )
     }
 
-    fn prior_in(&self, call: &Served, key: &Hash, manifest: &Manifest) -> Option<Plan> {
+    fn prior_in(
+        &self,
+        call: &Served,
+        key: &Hash,
+        manifest: &Manifest,
+        inline: &[InlineResult],
+    ) -> Option<Plan> {
         {
             for stored in &manifest.sets {
                 let Ok(set) = set_here(stored, call.root.as_ref()) else {
@@ -62,7 +70,7 @@ impl Agent {
                 if validate(&relaxed, &self.stat_cache, &call.env).is_err() {
                     continue;
                 }
-                let Some((result, _)) = self.result_tiered(key, &stored.result) else {
+                let Some((result, _)) = self.result_tiered(key, &stored.result, inline) else {
                     continue;
                 };
                 let result = result_here(&result, call.root.as_ref());

@@ -35,6 +35,7 @@ use crate::compiler::Family;
 use crate::config::RemoteExecution;
 use crate::entry::env;
 use crate::entry::relocate::{result_here, set_here};
+use crate::entry::remote_value::InlineResult;
 use crate::entry::result::Output;
 use crate::entry::validate::validate;
 use crate::entry::{CachedResult, Dep, DepSet, DepState, Hash, Kind, Manifest};

@@ -52,7 +52,7 @@ fn tag(body: &[u8], seal: &Seal, place: Place) -> Hash {
 
 /// Bytes per chunk: under memcached's default 1 MiB item limit with room for key and header.
 pub const CHUNK_SIZE: usize = 1000 * 1024;
-const MAGIC: &[u8; 4] = b"CFR2";
+const MAGIC: &[u8; 4] = b"CFR3";
 const TAG_LEN: usize = 32;
 /// Magic, tag, total length, whole-value hash, chunk count: what every head starts with.
 pub const HEAD_LEN: usize = 4 + TAG_LEN + 8 + 32 + 4;
@@ -211,7 +211,7 @@ mod tests {
 
     const P: Place = Place {
         kind: Kind::Result,
-        key: "cachefs2:r:01",
+        key: "cachefs3:r:01",
     };
     /// Where a head's length and chunk count are.
     const LEN_AT: usize = 4 + TAG_LEN;
@@ -325,7 +325,7 @@ mod tests {
         let (head, _) = split(b"object", &k, P);
         let elsewhere = [
             Place {
-                key: "cachefs2:r:02",
+                key: "cachefs3:r:02",
                 ..P
             },
             Place {

@@ -7,6 +7,7 @@
 
 mod breaker;
 pub mod chunking;
+pub mod codec;
 pub mod execute;
 mod memcached;
 mod object_store;
@@ -37,7 +38,10 @@ use std::time::{Duration, Instant};
 /// that agents of incompatible versions never read each other's entries.
 /// 2: the head carries a tag, with a key a MAC of the head and of the value's place (kind,
 /// key, this version), instead of a MAC of the value's bytes alone.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: values are stored zstd-compressed (`codec`); a result carries its small outputs and a
+/// manifest its recent results (the agent's `RemoteResult`, `RemoteManifest`), so a typical
+/// hit is one read.
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -88,6 +92,11 @@ pub trait RemoteTier: Send + Sync {
     fn set(&self, route: &str, key: &str, value: &[u8]) -> Result<(), RemoteError>;
     fn delete(&self, route: &str, key: &str) -> Result<(), RemoteError>;
     fn health(&self) -> Vec<ServerHealth>;
+    /// Why the tier is off for good (refused credentials, no such bucket), with what to
+    /// fix; None while it is usable or its fate is unknown. `cachefs run` shows it.
+    fn refused(&self) -> Option<String> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -381,10 +390,14 @@ impl Remote {
             .fetch_add(head.len() as u64, Ordering::Relaxed);
         let place = chunking::Place { kind, key };
         let head = chunking::open_head(&head, &self.seal, place)?;
-        if head.len > self.max_value {
-            return Err(GetError::TooLarge(head.len, self.max_value));
+        // Stored with a codec header, and raw when compression did not save anything.
+        let most = self.max_value + codec::HEADER_LEN as u64;
+        if head.len > most {
+            return Err(GetError::TooLarge(head.len, most));
         }
         let mut chunks = Vec::with_capacity(head.chunks.len());
+        // One after the other: a chunked value is over 1000 KiB stored, rare among build
+        // outputs once compressed, and the agent fetches a result's blobs concurrently.
         for i in 0..head.chunks.len() {
             let Some(c) = level.tier.get(route, &chunk_key(key, i))? else {
                 return Err(GetError::MissingChunk(i));
@@ -396,7 +409,9 @@ impl Remote {
             chunking::verify_chunk(&head, i, &c)?;
             chunks.push(c);
         }
-        Ok(Some(chunking::assemble(&head, chunks)?))
+        let stored = chunking::assemble(&head, chunks)?;
+        // Verified (and with a key authenticated) before it is decompressed.
+        Ok(Some(codec::unpack(&stored, self.max_value)?))
     }
 
     /// Stores a value in every writable tier.
@@ -420,7 +435,12 @@ impl Remote {
         let fill = upto < self.levels.len();
         let route = route_key(route);
         let place = chunking::Place { kind, key: &key };
-        let (head, chunks) = chunking::split(value, &self.seal, place);
+        let stored = codec::pack(value);
+        if stored.len() as u64 > chunking::MAX_VALUE_LEN {
+            log::info!("remote: {key} not written: over the largest value stored");
+            return;
+        }
+        let (head, chunks) = chunking::split(&stored, &self.seal, place);
         for level in self.levels.iter().take(upto).filter(|l| !l.read_only) {
             // Chunks first, the head last, so a reader that finds the head finds (unless
             // evicted meanwhile) every chunk it names.
@@ -437,7 +457,7 @@ impl Remote {
                         n.fills.fetch_add(1, Ordering::Relaxed);
                     }
                     n.bytes_written
-                        .fetch_add((head.len() + value.len()) as u64, Ordering::Relaxed);
+                        .fetch_add((head.len() + stored.len()) as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
                     level.n.errors.fetch_add(1, Ordering::Relaxed);
@@ -445,6 +465,14 @@ impl Remote {
                 }
             }
         }
+    }
+
+    /// Each tier's `RemoteTier::refused`, in lookup order.
+    pub fn refusals(&self) -> Vec<String> {
+        self.levels
+            .iter()
+            .filter_map(|l| l.tier.refused())
+            .collect()
     }
 
     pub fn report(&self) -> RemoteReport {
@@ -497,6 +525,8 @@ enum GetError {
     Remote(#[from] RemoteError),
     #[error(transparent)]
     Chunk(#[from] chunking::ChunkError),
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
     #[error("chunk {0} is missing")]
     MissingChunk(usize),
     #[error("the value's head claims {0} bytes, over this reader's limit of {1}")]

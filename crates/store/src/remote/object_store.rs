@@ -417,6 +417,13 @@ impl RemoteTier for ObjectStore {
         self.call(self.op.delete(key), || ())
     }
 
+    fn refused(&self) -> Option<String> {
+        match &*self.probed.lock().unwrap() {
+            Some(Err(why)) => Some(why.clone()),
+            _ => None,
+        }
+    }
+
     fn health(&self) -> Vec<ServerHealth> {
         let (healthy, failures, last_error) = self.breaker.health();
         vec![ServerHealth {

@@ -773,10 +773,10 @@ mod tests {
 
     #[test]
     fn action_digests_differ_by_key_and_are_sha256() {
-        let a = action_digest("cachefs2:m:00");
-        let b = action_digest("cachefs2:m:01");
+        let a = action_digest("cachefs3:m:00");
+        let b = action_digest("cachefs3:m:01");
         assert_ne!(a, b);
-        assert_eq!(a, action_digest("cachefs2:m:00"));
+        assert_eq!(a, action_digest("cachefs3:m:00"));
         assert!(checked_size(&a).is_ok());
     }
 
