@@ -243,7 +243,7 @@ impl Agent {
                 }
                 let record = without_scratch_listings(call.req, record);
                 let analysed = super::finish::Call::new(call, &done, record);
-                self.finish(key, run, done, &analysed, stream, rec)
+                self.finish(key, run, done, &analysed, stream, rec, Response::Stored)
             }
             (Ok(Request::Abandon { reason }), _) => {
                 log::warn!("client could not enter the view: {reason}");

@@ -27,22 +27,11 @@ use std::path::Path;
 pub(super) const MAX_RESULT_SHARE: u64 = 4;
 
 impl Agent {
-    pub(super) fn finish(
-        &self,
-        key: &Hash,
-        run: Origin,
-        done: Finished,
-        call: &Call<'_>,
-        stream: &mut UnixStream,
-        rec: CompileRecord,
-    ) -> Result<()> {
-        self.finish_answering(key, run, done, call, stream, rec, Response::Stored)
-    }
-
-    /// `finish`, answering the client `answer` once the result is analysed (a remote
-    /// run's client waits for its outputs as for a hit: `execute`).
+    /// Analyses and stores a finished miss, answering the client `answer` once the result
+    /// is analysed (`Stored`; a remote run's client waits for its outputs as for a hit:
+    /// `execute`).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn finish_answering(
+    pub(super) fn finish(
         &self,
         key: &Hash,
         run: Origin,

@@ -73,6 +73,13 @@ pub enum Access {
     Unobservable { path: PathBuf, what: &'static str },
 }
 
+impl Stamp {
+    /// The stamp of a file as `metadata` describes it.
+    pub fn of(metadata: &std::fs::Metadata) -> Stamp {
+        crate::attr::stamp(metadata)
+    }
+}
+
 /// Everything one view saw, in the order the daemon handled it.
 #[derive(Clone, Debug, Default)]
 pub struct Record {

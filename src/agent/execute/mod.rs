@@ -48,7 +48,7 @@ use cachefs_store::remote::execute::{Action, ExecError, Executor, Input};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -205,7 +205,7 @@ impl Agent {
             plan.from
         ));
         let analysed = super::finish::Call::new(call, &done, ran.record);
-        self.finish_answering(key, call.run, done, &analysed, stream, rec, answer)?;
+        self.finish(key, call.run, done, &analysed, stream, rec, answer)?;
         Ok(None)
     }
     /// The remote run of `call` with `prior`'s inputs, its outputs written here and its

@@ -39,14 +39,7 @@ pub(super) fn stamped(mut record: Record) -> Record {
     for a in &mut record.accesses {
         if let Access::Open { path, stamp, .. } = a {
             if let Ok(m) = std::fs::metadata(&*path) {
-                *stamp = cachefs_mirror::Stamp {
-                    dev: m.dev(),
-                    ino: m.ino(),
-                    size: m.size(),
-                    mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-                    ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-                    mode: m.mode(),
-                };
+                *stamp = cachefs_mirror::Stamp::of(&m);
             }
         }
     }

@@ -14,7 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
-use tonic::{Code, Status};
+use tonic::Code;
 
 /// One node of an input root, by its path relative to the root.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub struct Ran {
 pub enum ExecError {
     /// The server could not be reached, refused us, or failed: a remote problem.
     #[error(transparent)]
-    Remote(#[from] RemoteError),
+    Remote(RemoteError),
     /// A local input could not be read, or changed while it was being sent.
     #[error("input {path}: {why}")]
     Input { path: String, why: String },
@@ -84,6 +84,15 @@ pub enum ExecError {
     /// a missing input blob, a sandbox that could not start, a timeout.
     #[error("the executor reported: {0}")]
     Executor(String),
+}
+
+impl From<RemoteError> for ExecError {
+    fn from(e: RemoteError) -> ExecError {
+        match e {
+            RemoteError::Executed(why) => ExecError::Executor(why),
+            other => ExecError::Remote(other),
+        }
+    }
 }
 
 /// A file's identity while its digest is cached: a change of any field is a new digest.
@@ -197,28 +206,7 @@ impl Executor {
         budget: Duration,
         op: impl std::future::Future<Output = Result<T, Failure>>,
     ) -> Result<T, ExecError> {
-        if !self.reapi.breaker.allows() {
-            return Err(RemoteError::Skipped(self.reapi.server.clone()).into());
-        }
-        let result = self
-            .reapi
-            .runtime
-            .block_on(async { tokio::time::timeout(budget, op).await })
-            .unwrap_or(Err(Failure::TimedOut(budget)));
-        match result {
-            Ok(v) => {
-                self.reapi.breaker.succeeded();
-                Ok(v)
-            }
-            Err(Failure::Executor(why)) => Err(ExecError::Executor(why)),
-            Err(f) => {
-                let e = f.into_error(&self.reapi.server);
-                if super::reapi::opens_breaker(&e) {
-                    self.reapi.breaker.failed(&e.to_string());
-                }
-                Err(e.into())
-            }
-        }
+        Ok(self.reapi.run_within(budget, op)?)
     }
 
     /// The root `Directory`'s digest; every directory message and every file's digest
@@ -322,7 +310,7 @@ impl Executor {
         blobs: HashMap<re::Digest, Source>,
     ) -> Result<(usize, u64), ExecError> {
         let digests: Vec<re::Digest> = blobs.keys().cloned().collect();
-        let missing = self.run_for(self.reapi_timeout() * 4, self.find_missing(digests))?;
+        let missing = self.run_for(self.reapi_timeout() * 4, self.reapi.find_missing(digests))?;
         let mut batch: Vec<(re::Digest, Vec<u8>)> = Vec::new();
         let mut batch_bytes = 0;
         let mut bytes = 0;
@@ -354,62 +342,7 @@ impl Executor {
     fn send_batch(&self, batch: Vec<(re::Digest, Vec<u8>)>) -> Result<(), ExecError> {
         let bytes: usize = batch.iter().map(|(_, d)| d.len()).sum();
         let budget = self.reapi_timeout() + transfer_time(bytes);
-        self.run_for(budget, self.batch_update(batch))
-    }
-
-    async fn find_missing(&self, digests: Vec<re::Digest>) -> Result<Vec<re::Digest>, Failure> {
-        let mut missing = Vec::new();
-        // Servers bound a request's size (4 MiB by default): a few thousand digests each.
-        for part in digests.chunks(4000) {
-            let req = re::FindMissingBlobsRequest {
-                instance_name: self.reapi.instance.clone(),
-                blob_digests: part.to_vec(),
-                digest_function: 0,
-            };
-            let reply = self
-                .reapi
-                .cas
-                .clone()
-                .find_missing_blobs(self.reapi.request(req))
-                .await
-                .map_err(|s| Failure::Status("FindMissingBlobs", s))?;
-            missing.extend(reply.into_inner().missing_blob_digests);
-        }
-        Ok(missing)
-    }
-
-    async fn batch_update(&self, batch: Vec<(re::Digest, Vec<u8>)>) -> Result<(), Failure> {
-        let req = re::BatchUpdateBlobsRequest {
-            instance_name: self.reapi.instance.clone(),
-            requests: batch
-                .into_iter()
-                .map(|(digest, data)| re::batch_update_blobs_request::Request {
-                    digest: Some(digest),
-                    data,
-                    compressor: 0,
-                })
-                .collect(),
-            digest_function: 0,
-        };
-        let reply = self
-            .reapi
-            .cas
-            .clone()
-            .batch_update_blobs(self.reapi.request(req))
-            .await
-            .map_err(|s| Failure::Status("BatchUpdateBlobs", s))?
-            .into_inner();
-        match reply
-            .responses
-            .iter()
-            .find_map(|r| r.status.as_ref().filter(|s| s.code != 0))
-        {
-            Some(s) => Err(Failure::Status(
-                "BatchUpdateBlobs",
-                Status::new(Code::from(s.code), s.message.clone()),
-            )),
-            None => Ok(()),
-        }
+        self.run_for(budget, self.reapi.batch_update(batch))
     }
 
     /// Executes and follows the operation until it is done.

@@ -72,6 +72,10 @@ pub enum RemoteError {
     /// which tier and what to fix.
     #[error("{0}")]
     Unusable(String),
+    /// An executed action's own failure (`execute`: a missing input blob, a sandbox that
+    /// would not start, a timeout), as the Execution service reported it.
+    #[error("the executor reported: {0}")]
+    Executed(String),
 }
 
 impl RemoteError {

@@ -266,10 +266,18 @@ impl Reapi {
     /// breaker: a server that is down, silent or refuses our credentials is skipped for a
     /// cool-down instead of costing a timeout per request.
     fn run<T>(&self, op: impl Future<Output = Result<T, Failure>>) -> Result<T, RemoteError> {
+        self.run_within(self.timeout + ITEM_TRANSFER, op)
+    }
+
+    /// `run` with another time budget (an upload, an executed action).
+    pub(super) fn run_within<T>(
+        &self,
+        budget: Duration,
+        op: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, RemoteError> {
         if !self.breaker.allows() {
             return Err(RemoteError::Skipped(self.server.clone()));
         }
-        let budget = self.timeout + ITEM_TRANSFER;
         let result = self
             .runtime
             .block_on(async { tokio::time::timeout(budget, op).await })
@@ -417,21 +425,10 @@ impl Reapi {
 
     async fn set_value(&self, key: &str, value: &[u8]) -> Result<(), Failure> {
         let digest = digest_of(value);
-        let missing = re::FindMissingBlobsRequest {
-            instance_name: self.instance.clone(),
-            blob_digests: vec![digest.clone()],
-            digest_function: 0,
-        };
-        let missing = self
-            .cas
-            .clone()
-            .find_missing_blobs(self.request(missing))
-            .await
-            .map_err(|s| Failure::Status("FindMissingBlobs", s))?
-            .into_inner();
-        if missing.missing_blob_digests.contains(&digest) {
+        if !self.find_missing(vec![digest.clone()]).await?.is_empty() {
             if value.len() <= BATCH_LIMIT {
-                self.batch_write(&digest, value).await?;
+                self.batch_update(vec![(digest.clone(), value.to_vec())])
+                    .await?;
             } else {
                 self.stream_write(&digest, value).await?;
             }
@@ -473,18 +470,45 @@ impl Reapi {
         Ok(())
     }
 
-    pub(super) async fn batch_write(
+    /// The digests among `digests` the server lacks.
+    pub(super) async fn find_missing(
         &self,
-        digest: &re::Digest,
-        value: &[u8],
+        digests: Vec<re::Digest>,
+    ) -> Result<Vec<re::Digest>, Failure> {
+        let mut missing = Vec::new();
+        // Servers bound a request's size (4 MiB by default): a few thousand digests each.
+        for part in digests.chunks(4000) {
+            let req = re::FindMissingBlobsRequest {
+                instance_name: self.instance.clone(),
+                blob_digests: part.to_vec(),
+                digest_function: 0,
+            };
+            let reply = self
+                .cas
+                .clone()
+                .find_missing_blobs(self.request(req))
+                .await
+                .map_err(|s| Failure::Status("FindMissingBlobs", s))?;
+            missing.extend(reply.into_inner().missing_blob_digests);
+        }
+        Ok(missing)
+    }
+
+    /// Uploads small blobs in one call.
+    pub(super) async fn batch_update(
+        &self,
+        batch: Vec<(re::Digest, Vec<u8>)>,
     ) -> Result<(), Failure> {
         let req = re::BatchUpdateBlobsRequest {
             instance_name: self.instance.clone(),
-            requests: vec![re::batch_update_blobs_request::Request {
-                digest: Some(digest.clone()),
-                data: value.to_vec(),
-                compressor: 0,
-            }],
+            requests: batch
+                .into_iter()
+                .map(|(digest, data)| re::batch_update_blobs_request::Request {
+                    digest: Some(digest),
+                    data,
+                    compressor: 0,
+                })
+                .collect(),
             digest_function: 0,
         };
         let reply = self
@@ -494,12 +518,16 @@ impl Reapi {
             .await
             .map_err(|s| Failure::Status("BatchUpdateBlobs", s))?
             .into_inner();
-        match reply.responses.first().and_then(|r| r.status.as_ref()) {
-            Some(s) if s.code != 0 => Err(Failure::Status(
+        match reply
+            .responses
+            .iter()
+            .find_map(|r| r.status.as_ref().filter(|s| s.code != 0))
+        {
+            Some(s) => Err(Failure::Status(
                 "BatchUpdateBlobs",
                 Status::new(Code::from(s.code), s.message.clone()),
             )),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 
@@ -694,7 +722,7 @@ impl Failure {
                 len,
                 limit: MAX_ITEM_LEN as u64,
             },
-            Failure::Executor(why) => RemoteError::Reply { server, reply: why },
+            Failure::Executor(why) => RemoteError::Executed(why),
             Failure::Mismatch => RemoteError::Reply {
                 server,
                 reply: "a CAS blob does not match its digest (a corrupt or foreign entry)".into(),
@@ -705,7 +733,7 @@ impl Failure {
 
 /// Whether the breaker opens: the server is unreachable or silent, or it refuses our
 /// credentials (which no retry fixes within a cool-down).
-pub(super) fn opens_breaker(e: &RemoteError) -> bool {
+fn opens_breaker(e: &RemoteError) -> bool {
     match e {
         RemoteError::Io { .. } => true,
         RemoteError::Reply { reply, .. } => {
