@@ -9,6 +9,12 @@
 #              miss and is distributed; the gcc toolchain is packaged and uploaded once.
 #   dist       the same servers and client toolchain cache, a fresh SCCACHE_DIR again: every
 #              compile a miss, distributed, the toolchain already on the server.
+#   cachefs-cold  cachefs run make with remote execution (CACHEFS_REMOTE_EXECUTE=1) against a
+#              buildbox-casd executor started for this round and an empty cache: the toolchain
+#              is uploaded in the build, compiles run on guessed input roots (the first ones here)
+#   cachefs    the same executor, a fresh cache directory, CACHEFS_RECACHE=1: every compile a
+#              miss executed remotely with the inputs the cold build observed, the toolchain
+#              already on the server (dist's counterpart)
 # The client daemon is started (on an ephemeral port) before each timed build and stopped
 # after it. Printed per sccache build: compilations, cache hits, compiles distributed
 # (successful, per the client's stats) and failed distributed compiles; then medians and
@@ -98,6 +104,26 @@ print("%d compilations (%d misses, %d hits), %d distributed, %d failed distribut
          s["dist_errors"], s["compile_fails"]))'
 }
 
+CACHEFS=$PWD/target/release/cachefs
+[ -x "$CACHEFS" ] || CACHEFS=$PWD/target/debug/cachefs
+CASD_BIN=$(scripts/setup-reapi.sh casd)
+cachefs_build() { # CACHE-DIR CASD-PORT [VAR=VALUE…]: a clean build through cachefs, prints seconds
+    local dir=$1 port=$2; shift 2
+    (cd "$T/src" && make -s clean >/dev/null 2>&1)
+    local t0; t0=$(now)
+    (cd "$T/src" && env CACHEFS_DIR="$dir" CACHEFS_REAPI=grpc://127.0.0.1:$port CACHEFS_REMOTE_EXECUTE=1 "$@" \
+        "$CACHEFS" run make -s -j2 linux >"$T/make.log" 2>&1) ||
+        { echo "sccache-dist.sh: cachefs build failed:" >&2; tail -n 20 "$T/make.log" >&2; exit 1; }
+    echo "$(now) - $t0" | bc
+}
+cachefs_stats() { # CACHE-DIR: remote executions and fallbacks
+    CACHEFS_DIR=$1 "$CACHEFS" stats --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print("%d compiles, %d executed remotely, %d fell back %s, not sent %s" % (s["requests"],
+      s["remote_executions"], s["local_fallbacks"], s["remote_execution_failures"], s["not_run_remotely"]))'
+}
+
 declare -A R
 for r in $(seq "$ROUNDS"); do
     D=$T/r$r
@@ -113,11 +139,23 @@ for r in $(seq "$ROUNDS"); do
     SCCACHE_SERVER_PORT=$CPORT "$SCCACHE" --stop-server >/dev/null 2>&1 || true
     CPORT=""
     for p in "${RPIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    # cachefs's remote execution on the same build, the executor on this machine too.
+    unset SCCACHE_SERVER_PORT SCCACHE_CONF SCCACHE_DIR
+    CP=$(port)
+    "$CASD_BIN" --bind "127.0.0.1:$CP" --buildbox-run="$(dirname "$CASD_BIN")/buildbox-run" "$D/casd" >"$D/casd.log" 2>&1 &
+    CASD_PID=$!; pids+=($CASD_PID)
+    sleep 0.5
+    R[cachefs-cold]+="$(cachefs_build "$D/cachefs-cold" "$CP") "
+    echo "round $r, cachefs-cold: $(cachefs_stats "$D/cachefs-cold")"
+    R[cachefs]+="$(cachefs_build "$D/cachefs-warm" "$CP" CACHEFS_RECACHE=1) "
+    echo "round $r, cachefs:      $(cachefs_stats "$D/cachefs-warm")"
+    for c in "$D/cachefs-cold" "$D/cachefs-warm"; do CACHEFS_DIR=$c "$CACHEFS" stop >/dev/null 2>&1 || true; done
+    kill "$CASD_PID" 2>/dev/null || true; wait "$CASD_PID" 2>/dev/null || true
 done
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "$("$DIST" --version); lua5.4, $ROUNDS rounds; seconds per clean make -j2 (median, all)"
 P=$(echo "${R[plain]}" | median)
-for k in plain dist-cold dist; do
+for k in plain dist-cold dist cachefs-cold cachefs; do
     m=$(echo "${R[$k]}" | median)
-    printf '%-9s %8.2f s  x%.2f of plain   (%s)\n' "$k" "$m" "$(echo "$m / $P" | bc -l)" "${R[$k]}"
+    printf '%-12s %8.2f s  x%.2f of plain   (%s)\n' "$k" "$m" "$(echo "$m / $P" | bc -l)" "${R[$k]}"
 done
